@@ -1,0 +1,111 @@
+//! The admin port: `/live`, `/ready`, `/metrics`. One socket serves plaintext HTTP (kubelet,
+//! Prometheus) and mTLS HTTP (the remote service-mirror probing through its meshed proxy),
+//! told apart by the first byte; each in HTTP/1.1 and HTTP/2. `[[authorization]]` rules do not
+//! apply here: an mTLS client needs only a chain to the anchors.
+
+use crate::Gateway;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The first byte of a TLS ClientHello record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Serves the admin port until `stop` turns true.
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                let gw = gw.clone();
+                tokio::spawn(async move { serve_connection(gw, tcp).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(gw: Arc<Gateway>, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = gw.server.handshake_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    if first[0] == TLS_HANDSHAKE {
+        match tokio::time::timeout(deadline, gw.admin_acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => http(gw, TokioIo::new(tls)).await,
+            Ok(Err(e)) => {
+                let reason = crate::tls::failure_reason(&e);
+                tracing::debug!(reason, error = %e, "admin mTLS handshake refused");
+            }
+            Err(_) => tracing::debug!("admin mTLS handshake not complete in time"),
+        }
+    } else {
+        http(gw, TokioIo::new(tcp)).await;
+    }
+}
+
+async fn http<I>(gw: Arc<Gateway>, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let gw = gw.clone();
+        async move { Ok::<_, Infallible>(answer(&gw, &req)) }
+    });
+    if let Err(e) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await
+    {
+        tracing::debug!(error = %e, "admin connection ended");
+    }
+}
+
+fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" if gw.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(gw.metrics.encode())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,187 @@
+//! Authorization: may this client identity reach this target? Pure; decided before any
+//! upstream connection. Patterns follow Linkerd's identity matching: `*` matches anything,
+//! `*.suffix` matches names ending in `.suffix` on a label boundary, anything else is exact
+//! (case-insensitive, trailing dot ignored).
+
+use crate::refusal::Refusal;
+use crate::route::{Target, normalize};
+use std::fmt;
+use std::str::FromStr;
+
+/// One identity or service pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    Any,
+    /// Holds `.suffix`, lower-case, with the leading dot.
+    Suffix(String),
+    Exact(String),
+}
+
+impl Pattern {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Suffix(suffix) => {
+                let name = name.strip_suffix('.').unwrap_or(name);
+                name.len() > suffix.len()
+                    && name.is_char_boundary(name.len() - suffix.len())
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+            Pattern::Exact(exact) => {
+                let name = name.strip_suffix('.').unwrap_or(name);
+                name.eq_ignore_ascii_case(exact)
+            }
+        }
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Pattern, String> {
+        if s == "*" {
+            return Ok(Pattern::Any);
+        }
+        if let Some(rest) = s.strip_prefix("*.") {
+            if rest.is_empty() || rest.contains('*') || rest.starts_with('.') {
+                return Err(format!(
+                    "bad pattern {s:?}: expected \"*\", \"*.suffix\" or a name"
+                ));
+            }
+            return Ok(Pattern::Suffix(format!(".{}", normalize(rest))));
+        }
+        if s.is_empty() || s.contains('*') || s.contains(char::is_whitespace) {
+            return Err(format!(
+                "bad pattern {s:?}: expected \"*\", \"*.suffix\" or a name"
+            ));
+        }
+        Ok(Pattern::Exact(normalize(s)))
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pattern::Any => f.write_str("*"),
+            Pattern::Suffix(s) => write!(f, "*{s}"),
+            Pattern::Exact(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One `[[authorization]]` rule: it allows when some identity pattern matches the client and
+/// some service pattern matches the target name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub identities: Vec<Pattern>,
+    pub services: Vec<Pattern>,
+}
+
+/// The gateway's authorization policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The gateway's own identity: a client presenting it is a loop.
+    pub own_identity: String,
+    /// No rules: any identity chained to the anchors is allowed (Linkerd's default).
+    pub rules: Vec<Rule>,
+}
+
+/// Decides whether `client` may reach `target`. Loops are refused first.
+pub fn authorize(client: &str, target: &Target, policy: &Policy) -> Result<(), Refusal> {
+    if client.eq_ignore_ascii_case(&policy.own_identity) {
+        return Err(Refusal::GatewayLoop);
+    }
+    if policy.rules.is_empty() {
+        return Ok(());
+    }
+    let allowed = policy.rules.iter().any(|rule| {
+        rule.identities.iter().any(|p| p.matches(client))
+            && rule.services.iter().any(|p| p.matches(&target.name))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(Refusal::Unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GW: &str =
+        "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";
+    const FRONTEND: &str = "frontend.west.serviceaccount.identity.linkerd.cluster.local";
+
+    fn target(name: &str) -> Target {
+        Target {
+            name: name.into(),
+            port: 80,
+        }
+    }
+
+    fn p(s: &str) -> Pattern {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(p("*").matches("anything"));
+        let s = p("*.west.serviceaccount.identity.linkerd.cluster.local");
+        assert!(s.matches(FRONTEND));
+        assert!(s.matches("a.b.west.serviceaccount.identity.linkerd.cluster.local"));
+        assert!(s.matches("FRONTEND.WEST.serviceaccount.identity.linkerd.cluster.local."));
+        assert!(!s.matches("west.serviceaccount.identity.linkerd.cluster.local"));
+        assert!(!s.matches("frontendwest.serviceaccount.identity.linkerd.cluster.local"));
+        assert!(!s.matches("frontend.east.serviceaccount.identity.linkerd.cluster.local"));
+        let e = p(FRONTEND);
+        assert!(e.matches(FRONTEND));
+        assert!(!e.matches(&format!("x.{FRONTEND}")));
+        assert!(
+            p("spiffe://cluster.local/ns/west/sa/frontend")
+                .matches("spiffe://cluster.local/ns/west/sa/frontend")
+        );
+        for bad in ["", "*.", "**", "a*b", "*.*.x", "a b"] {
+            assert!(bad.parse::<Pattern>().is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(p("*.Foo.Bar").to_string(), "*.foo.bar");
+    }
+
+    #[test]
+    fn no_rules_allows_any_but_self() {
+        let policy = Policy {
+            own_identity: GW.into(),
+            rules: vec![],
+        };
+        let t = target("podinfo.test.svc.cluster.local");
+        assert_eq!(authorize(FRONTEND, &t, &policy), Ok(()));
+        assert_eq!(authorize(GW, &t, &policy), Err(Refusal::GatewayLoop));
+    }
+
+    #[test]
+    fn rules_match_identity_and_service() {
+        let policy = Policy {
+            own_identity: GW.into(),
+            rules: vec![Rule {
+                identities: vec![p("*.west.serviceaccount.identity.linkerd.cluster.local")],
+                services: vec![p("*.mc-demo.svc.cluster.local")],
+            }],
+        };
+        let ok = target("bb.mc-demo.svc.cluster.local");
+        let other = target("podinfo.test.svc.cluster.local");
+        assert_eq!(authorize(FRONTEND, &ok, &policy), Ok(()));
+        assert_eq!(
+            authorize(FRONTEND, &other, &policy),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            authorize(
+                "x.east.serviceaccount.identity.linkerd.cluster.local",
+                &ok,
+                &policy
+            ),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(authorize(GW, &ok, &policy), Err(Refusal::GatewayLoop));
+    }
+}

@@ -1,0 +1,284 @@
+//! Identities and credentials: PEM loading (rustls-pki-types), a peer's identity from its leaf's
+//! SANs (x509-parser), and the gateway's own certificate, reloaded from disk when rotated.
+//! Trust anchors are read once at start; changing them needs a restart.
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// True when `s` has the shape of an identity: a DNS name or a `spiffe://` URI.
+pub fn is_identity_syntax(s: &str) -> bool {
+    crate::transport_header::is_dns_name(s)
+        || s.strip_prefix("spiffe://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+}
+
+/// The identity of a certificate: its first DNS SAN or `spiffe://` URI SAN that parses.
+/// Never the CN. `None` when the certificate has no such SAN or does not parse.
+pub fn identity_of(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|gn| match gn {
+        GeneralName::DNSName(name) if crate::transport_header::is_dns_name(name) => {
+            Some(name.to_ascii_lowercase())
+        }
+        GeneralName::URI(uri) if uri.starts_with("spiffe://") && is_identity_syntax(uri) => {
+            Some((*uri).to_string())
+        }
+        _ => None,
+    })
+}
+
+/// The validity window of a certificate, in Unix seconds.
+pub fn validity_of(cert_der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    Some((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+/// Reads a PEM bundle of trust anchors.
+pub fn load_anchors(path: &Path) -> Result<Arc<RootCertStore>, String> {
+    let certs = read_certs(path)?;
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{}: no usable trust anchor", path.display()));
+    }
+    if ignored > 0 {
+        tracing::warn!(path = %path.display(), ignored, "some trust anchors did not parse");
+    }
+    Ok(Arc::new(roots))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The gateway's own credentials, loaded and checked.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub key: Arc<CertifiedKey>,
+    pub identity: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Credentials {
+    /// Loads the leaf (+ chain) and key, checks that they match, that the chain verifies to
+    /// `roots` now, and that the leaf carries `name` (or takes its first SAN).
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        name: Option<&str>,
+        roots: &Arc<RootCertStore>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Credentials, Vec<String>> {
+        let chain = read_certs(cert).map_err(|e| vec![e])?;
+        let private = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| vec![format!("{}: {e}", key.display())])?;
+        let leaf = chain[0].clone();
+        let certified = CertifiedKey::from_der(chain.clone(), private, provider).map_err(|e| {
+            vec![format!(
+                "{} and {}: key does not match the leaf: {e}",
+                cert.display(),
+                key.display()
+            )]
+        })?;
+        let mut errors = Vec::new();
+        let (not_before, not_after) = validity_of(&leaf).unwrap_or((0, 0));
+        let identity = match (name, identity_of(&leaf)) {
+            (_, None) => {
+                errors.push(format!(
+                    "{}: leaf has no DNS or spiffe URI SAN",
+                    cert.display()
+                ));
+                String::new()
+            }
+            (Some(n), Some(_)) => n.to_ascii_lowercase(),
+            (None, Some(id)) => id,
+        };
+        if !identity.is_empty() {
+            if let Err(e) = verify_own_chain(&chain, &identity, roots, provider) {
+                errors.push(format!("{}: {e}", cert.display()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Credentials {
+                key: Arc::new(certified),
+                identity,
+                not_before,
+                not_after,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// True when now is inside the leaf's validity window.
+    pub fn is_valid_now(&self) -> bool {
+        let now = unix_now();
+        self.not_before <= now && now < self.not_after
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Verifies the chain to the anchors, its validity now, and that the leaf names `identity`,
+/// as a source proxy will when it connects.
+fn verify_own_chain(
+    chain: &[CertificateDer<'static>],
+    identity: &str,
+    roots: &Arc<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(), String> {
+    let now = UnixTime::now();
+    if let Ok(server_name) = ServerName::try_from(identity.to_string()) {
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], now)
+            .map(|_| ())
+            .map_err(|e| format!("does not verify as {identity}: {e}"))
+    } else {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        verifier
+            .verify_client_cert(&chain[0], &chain[1..], now)
+            .map(|_| ())
+            .map_err(|e| format!("does not verify to the trust anchors: {e}"))
+    }
+}
+
+use rustls::client::danger::ServerCertVerifier;
+
+/// The gateway's current certificate, swapped in place when the files rotate. Serves every
+/// TLS handshake; the lock is held only to clone an `Arc`, never across an await.
+#[derive(Debug)]
+pub struct CredentialStore {
+    current: RwLock<Arc<CertifiedKey>>,
+    identity: String,
+    not_before: AtomicI64,
+    not_after: AtomicI64,
+}
+
+impl CredentialStore {
+    pub fn new(creds: Credentials) -> CredentialStore {
+        CredentialStore {
+            current: RwLock::new(creds.key),
+            identity: creds.identity,
+            not_before: AtomicI64::new(creds.not_before),
+            not_after: AtomicI64::new(creds.not_after),
+        }
+    }
+
+    /// The gateway's own identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The current leaf's expiry, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
+    }
+
+    /// True when the current leaf is valid now.
+    pub fn is_valid_now(&self) -> bool {
+        let now = unix_now();
+        self.not_before.load(Ordering::Relaxed) <= now && now < self.not_after()
+    }
+
+    fn replace(&self, creds: Credentials) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = creds.key;
+        self.not_before.store(creds.not_before, Ordering::Relaxed);
+        self.not_after.store(creds.not_after, Ordering::Relaxed);
+    }
+}
+
+impl ResolvesServerCert for CredentialStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Watches the certificate and key files and swaps rotated credentials into `store`, keeping
+/// the old ones when the new files do not load or name another identity. Runs until dropped.
+pub async fn watch(
+    store: Arc<CredentialStore>,
+    files: (PathBuf, PathBuf),
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    interval: Duration,
+    on_change: impl Fn(&CredentialStore) + Send,
+) {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = (stamp(&files.0), stamp(&files.1));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (cert, key) = files.clone();
+        let now = tokio::task::spawn_blocking(move || (stamp(&cert), stamp(&key))).await;
+        let Ok(now) = now else { continue };
+        if now == last {
+            continue;
+        }
+        let (cert, key, id, r, p) = (
+            files.0.clone(),
+            files.1.clone(),
+            store.identity().to_string(),
+            roots.clone(),
+            provider.clone(),
+        );
+        let loaded =
+            tokio::task::spawn_blocking(move || Credentials::load(&cert, &key, Some(&id), &r, &p))
+                .await;
+        match loaded {
+            Ok(Ok(creds)) => {
+                tracing::info!(not_after = creds.not_after, "identity certificate reloaded");
+                store.replace(creds);
+                on_change(&store);
+                last = now;
+            }
+            Ok(Err(errors)) => {
+                // Files may be mid-rotation (cert written, key not yet): try again next tick.
+                tracing::warn!(errors = ?errors, "rotated identity files do not load; keeping the current certificate");
+            }
+            Err(e) => tracing::warn!(error = %e, "reload task failed"),
+        }
+    }
+}

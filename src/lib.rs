@@ -1,0 +1,208 @@
+//! crossgate: an mTLS gateway for Linkerd's hierarchical multicluster mode.
+//!
+//! A connection meets the modules in this order:
+//! - [`config`]: the TOML file and flags, validated as a whole before any port is bound;
+//! - [`identity`] and [`tls`]: the gateway's credentials, the TLS 1.3 handshake that requires a
+//!   client certificate, and the client's identity from its leaf's SAN;
+//! - [`server`]: the accept loop and one connection's life;
+//! - [`transport_header`]: the Linkerd header that names the target and the protocol;
+//! - [`route`] and [`authz`]: pure decisions, target or refusal ([`refusal`]);
+//! - [`discovery`]: the target's endpoints (static or DNS) and the upstream connection;
+//! - [`proxy`]: opaque TCP or HTTP forwarding;
+//! - [`admin`] and [`metrics`]: `/live`, `/ready`, `/metrics`.
+//!
+//! [`certs`] makes a Linkerd-style development PKI; [`demo`] runs everything on one machine.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod authz;
+pub mod certs;
+pub mod check;
+pub mod config;
+pub mod demo;
+pub mod discovery;
+pub mod identity;
+pub mod metrics;
+pub mod proxy;
+pub mod refusal;
+pub mod route;
+pub mod server;
+pub mod tls;
+pub mod transport_header;
+
+use crate::config::Config;
+use crate::identity::{CredentialStore, Credentials};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+/// Everything a connection needs, shared by all of them.
+pub struct Gateway {
+    pub server: config::Server,
+    pub acceptor: TlsAcceptor,
+    pub admin_acceptor: TlsAcceptor,
+    pub routes: Arc<route::Routes>,
+    pub policy: authz::Policy,
+    pub discovery: discovery::Discovery,
+    pub metrics: Arc<metrics::Metrics>,
+    pub store: Arc<CredentialStore>,
+    /// Permits for open gateway connections; all returned means drained.
+    pub connections: Arc<Semaphore>,
+    ready: AtomicBool,
+    stop: watch::Sender<bool>,
+    identity_files: config::Identity,
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl Gateway {
+    /// Loads the credentials and builds the shared state. Errors name the files.
+    pub fn build(config: &Config) -> Result<Arc<Gateway>, Vec<String>> {
+        let provider = tls::provider();
+        let roots = identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
+        let creds = Credentials::load(
+            &config.identity.certificate,
+            &config.identity.key,
+            config.identity.name.as_deref(),
+            &roots,
+            &provider,
+        )?;
+        let store = Arc::new(CredentialStore::new(creds));
+        let tls_err = |e: rustls::Error| vec![format!("TLS configuration: {e}")];
+        let acceptor = tls::server_config(
+            store.clone(),
+            roots.clone(),
+            provider.clone(),
+            tls::GATEWAY_ALPN,
+            config.server.tls_resumption,
+        )
+        .map_err(tls_err)?;
+        let admin = tls::server_config(
+            store.clone(),
+            roots.clone(),
+            provider.clone(),
+            tls::ADMIN_ALPN,
+            false,
+        )
+        .map_err(tls_err)?;
+        let routes = Arc::new(route::Routes::new(
+            &config.routing.cluster_domain,
+            config.routing.statics.clone(),
+        ));
+        let metrics = Arc::new(metrics::Metrics::new());
+        metrics.cert_expiration.set(store.not_after() as f64);
+        Ok(Arc::new(Gateway {
+            server: config.server.clone(),
+            acceptor: TlsAcceptor::from(acceptor),
+            admin_acceptor: TlsAcceptor::from(admin),
+            discovery: discovery::Discovery::new(
+                routes.clone(),
+                &config.routing.dns_servers,
+                config.server.connect_timeout,
+            ),
+            routes,
+            policy: authz::Policy {
+                own_identity: store.identity().to_string(),
+                rules: config.authorization.clone(),
+            },
+            metrics,
+            connections: Arc::new(Semaphore::new(config.server.max_connections)),
+            ready: AtomicBool::new(false),
+            stop: watch::channel(false).0,
+            identity_files: config.identity.clone(),
+            roots,
+            provider,
+            store,
+        }))
+    }
+
+    /// Serving, and the credentials valid now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.store.is_valid_now()
+    }
+
+    /// The gateway's own identity.
+    pub fn identity(&self) -> &str {
+        self.store.identity()
+    }
+
+    /// A receiver that turns true when the gateway begins to drain.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+}
+
+/// The bound sockets; tests bind `127.0.0.1:0`.
+pub struct Listeners {
+    pub gateway: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(server: &config::Server) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            gateway: bind(server.listen).await?,
+            admin: bind(server.admin).await?,
+        })
+    }
+
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.gateway.local_addr()?, self.admin.local_addr()?))
+    }
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Serves until `shutdown` completes, then drains: stop accepting, `/ready` answers 503,
+/// HTTP connections shut down gracefully, TCP streams may finish, all within the drain deadline.
+pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let accept = tokio::spawn(server::accept_loop(
+        gw.clone(),
+        listeners.gateway,
+        gw.stopping(),
+    ));
+    let admin = tokio::spawn(admin::serve(gw.clone(), listeners.admin, gw.stopping()));
+    let metrics = gw.metrics.clone();
+    let watcher = tokio::spawn(identity::watch(
+        gw.store.clone(),
+        (
+            gw.identity_files.certificate.clone(),
+            gw.identity_files.key.clone(),
+        ),
+        gw.roots.clone(),
+        gw.provider.clone(),
+        gw.identity_files.reload_interval,
+        move |store| {
+            metrics.cert_expiration.set(store.not_after() as f64);
+        },
+    ));
+    gw.ready.store(true, Ordering::Relaxed);
+    tracing::info!(identity = gw.identity(), "gateway ready");
+    shutdown.await;
+    tracing::info!("draining");
+    gw.ready.store(false, Ordering::Relaxed);
+    let _ = gw.stop.send(true);
+    let _ = accept.await;
+    let all = gw.server.max_connections as u32;
+    match tokio::time::timeout(gw.server.drain_timeout, gw.connections.acquire_many(all)).await {
+        Ok(_) => tracing::info!("drained"),
+        Err(_) => {
+            tracing::warn!(deadline = ?gw.server.drain_timeout, "drain deadline passed; closing remaining connections")
+        }
+    }
+    watcher.abort();
+    admin.abort();
+}

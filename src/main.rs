@@ -1,0 +1,190 @@
+//! The `crossgate` command line: parses arguments and calls the library. Exit codes: 0
+//! success, 64 bad usage or configuration, 1 runtime failure.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "crossgate",
+    version,
+    about = "mTLS gateway for Linkerd multicluster"
+)]
+struct Cli {
+    /// Log format on stderr; RUST_LOG filters (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides [server] listen.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Overrides [server] admin.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Validate the configuration and identity files.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a self-contained demonstration on loopback and exit.
+    Demo,
+    /// Write a Linkerd-style development PKI and a matching crossgate.toml.
+    Certs {
+        #[arg(long)]
+        out: PathBuf,
+        /// Identity of the client leaf.
+        #[arg(
+            long,
+            default_value = "frontend.west.serviceaccount.identity.linkerd.cluster.local"
+        )]
+        client_identity: String,
+    },
+}
+
+const USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.log_format, matches!(cli.command, Command::Demo));
+    match cli.command {
+        Command::Run {
+            config,
+            listen,
+            admin,
+        } => run(config, crossgate::config::Overrides { listen, admin }),
+        Command::Check { config } => match crossgate::check::check(&config) {
+            Ok(r) => {
+                println!(
+                    "ok: identity {} ({} trust anchor(s)), certificate valid for {}d {}h more",
+                    r.identity,
+                    r.anchors,
+                    r.seconds_left / 86_400,
+                    (r.seconds_left % 86_400) / 3600
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("error: {e}");
+                }
+                ExitCode::from(USAGE)
+            }
+        },
+        Command::Demo => runtime(None)
+            .and_then(|rt| {
+                rt.block_on(crossgate::demo::demo())
+                    .map_err(|e| eprintln!("demo failed: {e:#}"))
+            })
+            .map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS),
+        Command::Certs {
+            out,
+            client_identity,
+        } => match crossgate::certs::write_dev_pki(&out, &client_identity) {
+            Ok(files) => {
+                for f in files {
+                    println!("wrote {f}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
+    let config = match crossgate::config::Config::load(&path, &overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let gw = match crossgate::Gateway::build(&config) {
+        Ok(gw) => gw,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: identity: {e}", path.display());
+            }
+            return ExitCode::from(USAGE);
+        }
+    };
+    let Ok(rt) = runtime(config.server.threads) else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async {
+        let listeners = match crossgate::Listeners::bind(&config.server).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, listen = %config.server.listen, admin = %config.server.admin, "cannot bind");
+                return ExitCode::FAILURE;
+            }
+        };
+        crossgate::run(gw, listeners, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ()> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    b.enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start runtime: {e}"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, demo: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if demo { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,126 @@
+//! Every way the gateway refuses a connection or a request, and the one function per view of a
+//! refusal (HTTP status, `l5d-proxy-error` text, metric label, gRPC status), so they never drift.
+
+use std::borrow::Cow;
+
+/// A refusal the gateway itself makes (DESIGN.md part 2, "Refusals: one table, one function").
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("bad gateway domain")]
+    BadGatewayDomain,
+    #[error("gateway loop detected")]
+    GatewayLoop,
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("loadshed")]
+    Loadshed,
+    #[error("response timeout")]
+    ResponseTimeout,
+}
+
+impl Refusal {
+    /// The HTTP status answered in plain HTTP mode or on a served HTTP connection.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Refusal::Unauthorized => 403,
+            Refusal::BadGatewayDomain => 404,
+            Refusal::GatewayLoop => 508,
+            Refusal::Upstream(_) => 502,
+            Refusal::Loadshed => 503,
+            Refusal::ResponseTimeout => 504,
+        }
+    }
+
+    /// The value of the `l5d-proxy-error` header.
+    pub fn proxy_error(&self) -> Cow<'static, str> {
+        match self {
+            Refusal::Upstream(reason) => Cow::Owned(format!("upstream: {reason}")),
+            other => Cow::Borrowed(other.static_text()),
+        }
+    }
+
+    fn static_text(&self) -> &'static str {
+        match self {
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::BadGatewayDomain => "bad gateway domain",
+            Refusal::GatewayLoop => "gateway loop detected",
+            Refusal::Upstream(_) => "upstream",
+            Refusal::Loadshed => "loadshed",
+            Refusal::ResponseTimeout => "response timeout",
+        }
+    }
+
+    /// The `error` label in `inbound_{tcp,http}_errors_total`; `None` for authorization
+    /// denials, which are counted in the authz families only.
+    pub fn error_label(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Unauthorized => None,
+            Refusal::BadGatewayDomain => Some("gateway domain invalid"),
+            Refusal::GatewayLoop => Some("gateway loop"),
+            Refusal::Upstream(_) => Some("i/o"),
+            Refusal::Loadshed => Some("loadshed"),
+            Refusal::ResponseTimeout => Some("response timeout"),
+        }
+    }
+
+    /// The gRPC status code answered to gRPC requests (with HTTP 200).
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            Refusal::Unauthorized => 7,                     // PERMISSION_DENIED
+            Refusal::BadGatewayDomain => 5,                 // NOT_FOUND
+            Refusal::GatewayLoop => 10,                     // ABORTED
+            Refusal::Upstream(_) | Refusal::Loadshed => 14, // UNAVAILABLE
+            Refusal::ResponseTimeout => 4,                  // DEADLINE_EXCEEDED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let rows = [
+            (Refusal::Unauthorized, 403, "unauthorized", None, 7),
+            (
+                Refusal::BadGatewayDomain,
+                404,
+                "bad gateway domain",
+                Some("gateway domain invalid"),
+                5,
+            ),
+            (
+                Refusal::GatewayLoop,
+                508,
+                "gateway loop detected",
+                Some("gateway loop"),
+                10,
+            ),
+            (
+                Refusal::Upstream("connection refused".into()),
+                502,
+                "upstream: connection refused",
+                Some("i/o"),
+                14,
+            ),
+            (Refusal::Loadshed, 503, "loadshed", Some("loadshed"), 14),
+            (
+                Refusal::ResponseTimeout,
+                504,
+                "response timeout",
+                Some("response timeout"),
+                4,
+            ),
+        ];
+        for (r, status, text, label, grpc) in rows {
+            assert_eq!(r.http_status(), status);
+            assert_eq!(r.proxy_error(), text);
+            assert_eq!(r.to_string(), text);
+            assert_eq!(r.error_label(), label);
+            assert_eq!(r.grpc_status(), grpc);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Routing: from what the client said (transport header, or an HTTP authority) to a [`Target`],
+//! or a refusal. Pure: no I/O, no DNS. Never an open proxy: only names under
+//! `svc.<cluster_domain>` with at least `<svc>.<ns>` before it, or exact `[routing.static]` keys.
+
+use crate::refusal::Refusal;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Where a connection or request goes: a normalized (lower-case, no trailing dot) name and port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub name: Arc<str>,
+    pub port: u16,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.port)
+    }
+}
+
+/// The routing table: the cluster domain and the statically configured targets.
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    /// `.svc.<cluster_domain>`, lower-case, with the leading dot.
+    svc_suffix: String,
+    statics: HashMap<Target, Arc<[SocketAddr]>>,
+}
+
+impl Routes {
+    /// `statics` keys are `(name, port)`; names are normalized here.
+    pub fn new(cluster_domain: &str, statics: HashMap<(String, u16), Vec<SocketAddr>>) -> Routes {
+        let cd = normalize(cluster_domain);
+        Routes {
+            svc_suffix: format!(".svc.{cd}"),
+            statics: statics
+                .into_iter()
+                .map(|((n, port), eps)| {
+                    let name = normalize(&n).into();
+                    (Target { name, port }, Arc::from(eps))
+                })
+                .collect(),
+        }
+    }
+
+    /// The static endpoints for `target`, if it is a `[routing.static]` key.
+    pub fn static_endpoints(&self, target: &Target) -> Option<Arc<[SocketAddr]>> {
+        self.statics.get(target).cloned()
+    }
+
+    /// Routes `name:port` to a target, or refuses it as a bad gateway domain.
+    pub fn route(&self, name: &str, port: u16) -> Result<Target, Refusal> {
+        let name = normalize(name);
+        if name.parse::<std::net::IpAddr>().is_ok() || port == 0 {
+            return Err(Refusal::BadGatewayDomain);
+        }
+        let in_cluster = name.strip_suffix(&self.svc_suffix).is_some_and(|head| {
+            let mut labels = head.split('.');
+            labels.clone().count() >= 2 && labels.all(|l| !l.is_empty())
+        }) && crate::transport_header::is_dns_name(&name);
+        let target = Target {
+            name: name.into(),
+            port,
+        };
+        if in_cluster || self.statics.contains_key(&target) {
+            Ok(target)
+        } else {
+            Err(Refusal::BadGatewayDomain)
+        }
+    }
+
+    /// Routes an HTTP authority (`host[:port]`), defaulting the port to `default_port`.
+    pub fn route_authority(&self, authority: &str, default_port: u16) -> Result<Target, Refusal> {
+        if authority.starts_with('[') {
+            return Err(Refusal::BadGatewayDomain); // IPv6 literal
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| Refusal::BadGatewayDomain)?),
+            None => (authority, default_port),
+        };
+        self.route(host, port)
+    }
+}
+
+/// Lower-cases and drops one trailing dot.
+pub fn normalize(name: &str) -> String {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes() -> Routes {
+        let mut s = HashMap::new();
+        s.insert(
+            ("bb.mc-demo.svc.cluster.local".to_string(), 8080),
+            vec!["127.0.0.1:18080".parse().unwrap()],
+        );
+        s.insert(
+            ("Legacy.Example.COM".to_string(), 443),
+            vec!["127.0.0.1:18443".parse().unwrap()],
+        );
+        Routes::new("cluster.local", s)
+    }
+
+    #[test]
+    fn cluster_names_accepted() {
+        let r = routes();
+        for name in [
+            "podinfo.test.svc.cluster.local",
+            "podinfo.test.svc.cluster.local.",
+            "PodInfo.Test.SVC.Cluster.Local",
+            "pod-0.podinfo.test.svc.cluster.local",
+        ] {
+            let t = r.route(name, 9898).unwrap();
+            assert_eq!(t.port, 9898);
+            assert!(t.name.ends_with(".svc.cluster.local"), "{name}");
+            assert_eq!(&*t.name, t.name.to_ascii_lowercase());
+        }
+        assert_eq!(
+            r.route("podinfo.test.svc.cluster.local", 9898)
+                .unwrap()
+                .to_string(),
+            "podinfo.test.svc.cluster.local:9898"
+        );
+    }
+
+    #[test]
+    fn others_refused() {
+        let r = routes();
+        for name in [
+            "podinfo.test.example.com",
+            "test.svc.cluster.local",
+            "svc.cluster.local",
+            "podinfo.test.svc.cluster.local.evil.com",
+            "podinfo.test.svc.other.local",
+            "127.0.0.1",
+            "::1",
+            "10.0.0.1",
+            "kubernetes.default.svc.cluster.localx",
+            ".test.svc.cluster.local",
+            "a..svc.cluster.local",
+        ] {
+            assert_eq!(
+                r.route(name, 80),
+                Err(Refusal::BadGatewayDomain),
+                "{name} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn statics_exact_name_and_port() {
+        let r = routes();
+        assert!(r.route("legacy.example.com", 443).is_ok());
+        assert!(r.route("LEGACY.example.com.", 443).is_ok());
+        assert_eq!(
+            r.route("legacy.example.com", 444),
+            Err(Refusal::BadGatewayDomain)
+        );
+        let t = r.route("bb.mc-demo.svc.cluster.local", 8080).unwrap();
+        assert_eq!(r.static_endpoints(&t).unwrap().len(), 1);
+        let t = r.route("bb.mc-demo.svc.cluster.local", 8081).unwrap();
+        assert!(r.static_endpoints(&t).is_none());
+    }
+
+    #[test]
+    fn authorities() {
+        let r = routes();
+        assert_eq!(
+            r.route_authority("podinfo.test.svc.cluster.local", 80)
+                .unwrap()
+                .port,
+            80
+        );
+        assert_eq!(
+            r.route_authority("podinfo.test.svc.cluster.local:9898", 80)
+                .unwrap()
+                .port,
+            9898
+        );
+        assert!(r.route_authority("[::1]:80", 80).is_err());
+        assert!(r.route_authority("127.0.0.1:80", 80).is_err());
+        assert!(r.route_authority("a.b.svc.cluster.local:x", 80).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! TLS: the rustls configurations (TLS 1.3 only, aws-lc-rs, client certificates required
+//! against the trust anchors), and the naming of handshake failures for metrics and logs.
+
+use crate::identity::CredentialStore;
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::{CertificateError, ClientConfig, Error, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+
+/// ALPN ids offered by the gateway port, in preference order.
+pub const GATEWAY_ALPN: &[&[u8]] = &[crate::transport_header::ALPN, b"h2", b"http/1.1"];
+/// ALPN ids offered by the admin port.
+pub const ADMIN_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// aws-lc-rs restricted to the TLS 1.3 suites Linkerd speaks.
+pub fn provider() -> Arc<CryptoProvider> {
+    let mut p = aws_lc_rs::default_provider();
+    p.cipher_suites = vec![
+        aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
+}
+
+/// A server configuration presenting `store`'s certificate and requiring a client certificate
+/// that chains to `roots`.
+pub fn server_config(
+    store: Arc<CredentialStore>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    alpn: &[&[u8]],
+    resumption: bool,
+) -> Result<Arc<ServerConfig>, Error> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| Error::General(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(store);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if resumption {
+        config.session_storage = ServerSessionMemoryCache::new(4096);
+        config.ticketer = aws_lc_rs::Ticketer::new()?;
+    } else {
+        // Linkerd peers never resume, and a resumed session skips the client-certificate check.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    Ok(Arc::new(config))
+}
+
+/// A client configuration as a Linkerd source proxy has: its own leaf, the anchors, no
+/// resumption. Used by the demo, the prober and tests.
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, Error> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// The `reason` label of `inbound_tls_handshake_failures_total` for a failed accept.
+pub fn failure_reason(err: &std::io::Error) -> &'static str {
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return "protocol";
+    };
+    match tls {
+        Error::NoCertificatesPresented => "no client certificate",
+        Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => "expired",
+        Error::InvalidCertificate(_) => "untrusted",
+        _ => "protocol",
+    }
+}
