@@ -114,11 +114,14 @@ async fn serve_transport(
 ) -> bool {
     let m = &gw.metrics;
     let header = match transport_header::read(&mut tls, gw.server.header_timeout).await {
-        Ok(TransportHeader { name: None, .. }) => Err(transport_header::HeaderError::NoName),
+        Ok((TransportHeader { name: None, .. }, _)) => Err(transport_header::HeaderError::NoName),
         other => other,
     };
     let header = match header {
-        Ok(h) => h,
+        Ok((h, len)) => {
+            leg.read.inc_by(len as u64);
+            h
+        }
         Err(e) => {
             m.tcp_error("transport header");
             debug!(client = %client.id, peer = %client.addr, error = %e, "transport header refused");

@@ -86,3 +86,39 @@ pub fn failure_reason(err: &std::io::Error) -> &'static str {
         _ => "protocol",
     }
 }
+
+/// Builds a client configuration from PEM text (anchors, leaf + chain, key).
+pub fn client_config_from_pem(
+    anchors_pem: &str,
+    chain_pem: &str,
+    key_pem: &str,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, Error> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |e: rustls_pki_types::pem::Error| Error::General(e.to_string());
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchors_pem.as_bytes()) {
+        roots.add(c.map_err(bad)?)?;
+    }
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(bad)?;
+    client_config(Arc::new(roots), chain, key, alpn)
+}
+
+/// Connects to `addr` over mTLS, sending SNI `server_name` and checking the server's leaf
+/// names it, as a Linkerd source proxy does with the gateway identity.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}

@@ -173,17 +173,20 @@ pub fn decode_message(body: &[u8]) -> Result<TransportHeader, HeaderError> {
 }
 
 /// Reads exactly one header from `io`, consuming no byte past it, within `deadline`.
+/// Returns the header and the number of bytes it took.
 pub async fn read<I: AsyncRead + Unpin>(
     io: &mut I,
     deadline: Duration,
-) -> Result<TransportHeader, HeaderError> {
+) -> Result<(TransportHeader, usize), HeaderError> {
     match tokio::time::timeout(deadline, read_inner(io)).await {
         Ok(r) => r,
         Err(_) => Err(HeaderError::Timeout(deadline)),
     }
 }
 
-async fn read_inner<I: AsyncRead + Unpin>(io: &mut I) -> Result<TransportHeader, HeaderError> {
+async fn read_inner<I: AsyncRead + Unpin>(
+    io: &mut I,
+) -> Result<(TransportHeader, usize), HeaderError> {
     let mut head = [0u8; PREFACE.len() + 4];
     io.read_exact(&mut head).await.map_err(io_error)?;
     if &head[..PREFACE.len()] != PREFACE {
@@ -195,7 +198,7 @@ async fn read_inner<I: AsyncRead + Unpin>(io: &mut I) -> Result<TransportHeader,
     }
     let mut body = vec![0u8; len];
     io.read_exact(&mut body).await.map_err(io_error)?;
-    decode_message(&body)
+    Ok((decode_message(&body)?, head.len() + len))
 }
 
 fn io_error(e: std::io::Error) -> HeaderError {
@@ -373,8 +376,9 @@ mod tests {
             client.write_all(b"rest").await.unwrap();
             client
         });
-        let h = read(&mut server, Duration::from_secs(5)).await.unwrap();
+        let (h, n) = read(&mut server, Duration::from_secs(5)).await.unwrap();
         assert_eq!(h.port, 9898);
+        assert_eq!(n, bytes.len());
         let _client = writer.await.unwrap();
         let mut rest = [0u8; 4];
         server.read_exact(&mut rest).await.unwrap();
