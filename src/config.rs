@@ -361,13 +361,13 @@ impl Parser<'_> {
         let certificate = file(self, "certificate");
         let key = file(self, "key");
         let name = self.string(t, "name", "identity.name");
-        if let Some(n) = &name {
-            if !crate::identity::is_identity_syntax(n) {
-                self.error(
-                    "identity.name",
-                    format!("{n:?} is neither a DNS name nor a spiffe:// URI"),
-                );
-            }
+        if let Some(n) = &name
+            && !crate::identity::is_identity_syntax(n)
+        {
+            self.error(
+                "identity.name",
+                format!("{n:?} is neither a DNS name nor a spiffe:// URI"),
+            );
         }
         let reload_interval = self
             .duration(t, "reload_interval", "identity.reload_interval")

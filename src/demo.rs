@@ -37,13 +37,15 @@ pub async fn demo() -> anyhow::Result<()> {
     println!("  client identity  {FRONTEND}");
 
     let echo = spawn_echo().await?;
-    println!("backend: TCP echo on {echo}");
+    let web = spawn_http_backend().await?;
+    println!("backends: TCP echo on {echo}, HTTP/1.1+HTTP/2 on {web}");
 
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
          [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n\
          [routing]\ncluster_domain = \"cluster.local\"\n[routing.static]\n\
          \"echo.demo.svc.cluster.local:7000\" = [\"{echo}\"]\n\
+         \"web.demo.svc.cluster.local:8080\" = [\"{web}\"]\n\
          [[authorization]]\nidentities = [\"*.west.serviceaccount.identity.linkerd.cluster.local\"]\n\
          services = [\"*.demo.svc.cluster.local\"]\n"
     );
@@ -109,9 +111,107 @@ pub async fn demo() -> anyhow::Result<()> {
     ensure!(r.is_empty(), "bad domain was forwarded");
     println!("   refused: connection closed (bad gateway domain)");
 
-    let _ = SessionProtocol::Http1; // HTTP sessions are shown by the HTTP steps.
+    let all_alpn: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let web_header = |protocol| TransportHeader {
+        port: 8080,
+        name: Some("web.demo.svc.cluster.local".into()),
+        protocol: Some(protocol),
+    };
+    let h2_client = |alpn: &'static [&'static [u8]]| {
+        crate::tls::client_config_from_pem(
+            &pki.anchor_pem(),
+            &client_leaf.cert_pem,
+            &client_leaf.key_pem,
+            alpn,
+        )
+    };
+    let uri = "http://web.demo.svc.cluster.local:8080/hello";
 
-    println!("\n4. the admin port");
+    println!("\n4. HTTP/2 through the transport header (session protocol Http2)");
+    let (status, _, body) = http_via(
+        gw_addr,
+        client.clone(),
+        Some(web_header(SessionProtocol::Http2)),
+        true,
+        uri,
+        None,
+    )
+    .await?;
+    println!("   {status}: {body}");
+    ensure!(
+        status == 200 && body.contains("HTTP/2"),
+        "HTTP/2 through the header failed"
+    );
+
+    println!(
+        "\n5. HTTP/1.1 upgraded by a source proxy (HTTP/2 + l5d-orig-proto), sent upstream as HTTP/1.1"
+    );
+    let (status, headers, body) = http_via(
+        gw_addr,
+        client.clone(),
+        Some(web_header(SessionProtocol::Http2)),
+        true,
+        uri,
+        Some("HTTP/1.1"),
+    )
+    .await?;
+    println!(
+        "   {status} (l5d-orig-proto: {}): {body}",
+        headers
+            .get("l5d-orig-proto")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    );
+    ensure!(
+        status == 200 && body.contains("HTTP/1.1"),
+        "orig-proto downgrade failed"
+    );
+
+    println!(
+        "\n6. HTTP/1.1 through the transport header (session protocol Http1, no Host, as Linkerd sends)"
+    );
+    let (status, _, body) = http_via(
+        gw_addr,
+        client.clone(),
+        Some(web_header(SessionProtocol::Http1)),
+        false,
+        "/hello",
+        None,
+    )
+    .await?;
+    println!("   {status}: {body}");
+    ensure!(status == 200, "HTTP/1.1 through the header failed");
+
+    println!(
+        "\n7. plain HTTP mode (ALPN h2 / http/1.1, target from the authority), as curl or Envoy would"
+    );
+    let plain = h2_client(all_alpn)?;
+    let (status, _, body) = http_via(gw_addr, plain.clone(), None, true, uri, None).await?;
+    println!("   h2:       {status}: {body}");
+    ensure!(status == 200, "plain h2 failed");
+    let plain1 = h2_client(&[b"http/1.1"])?;
+    let (status, _, body) = http_via(gw_addr, plain1.clone(), None, false, uri, None).await?;
+    println!("   http/1.1: {status}: {body}");
+    ensure!(status == 200, "plain http/1.1 failed");
+    let (status, headers, _) = http_via(
+        gw_addr,
+        plain,
+        None,
+        true,
+        "http://kubernetes.default.svc.cluster.local/api",
+        None,
+    )
+    .await?;
+    println!(
+        "   a target the rules do not allow -> {status}, l5d-proxy-error: {}",
+        headers
+            .get("l5d-proxy-error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    );
+    ensure!(status == 403, "unauthorized target was not refused");
+
+    println!("\n8. the admin port");
     let ready = admin_get(admin_addr, "/ready").await?;
     println!(
         "   GET /ready -> {}",
@@ -124,7 +224,9 @@ pub async fn demo() -> anyhow::Result<()> {
             || l.starts_with("tcp_read_bytes_total")
             || l.starts_with("inbound_tls_handshake_failures_total")
             || l.starts_with("inbound_tcp_errors_total")
-            || l.starts_with("inbound_tcp_authz_allow_total"))
+            || l.starts_with("inbound_tcp_authz_allow_total")
+            || l.starts_with("response_total")
+            || l.starts_with("inbound_http_authz_deny_total"))
             && !l.ends_with(" 0")
     }) {
         println!("     {line}");
@@ -133,6 +235,10 @@ pub async fn demo() -> anyhow::Result<()> {
         metrics.contains("inbound_tls_handshake_failures_total{reason=\"untrusted\"} 1"),
         "intruder not counted"
     );
+    println!("   per-target latency:");
+    for line in latency_lines(&metrics) {
+        println!("     {line}");
+    }
 
     let _ = stop_tx.send(());
     running.await?;
@@ -153,6 +259,126 @@ async fn spawn_echo() -> anyhow::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+async fn spawn_http_backend() -> anyhow::Result<SocketAddr> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string()
+                    };
+                    let body = format!(
+                        "backend saw {:?} {} host={} l5d-client-id={}",
+                        req.version(),
+                        req.uri(),
+                        req.uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|| h("host")),
+                        h("l5d-client-id"),
+                    );
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(body)),
+                    ))
+                },
+            );
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// One HTTP request through the gateway, over a fresh mTLS connection: with `header`, the
+/// transport header first; `h2` picks HTTP/2 (else HTTP/1.1); `orig_proto` marks an
+/// upgraded HTTP/1 request as a source proxy does.
+async fn http_via(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    header: Option<TransportHeader>,
+    h2: bool,
+    uri: &str,
+    orig_proto: Option<&str>,
+) -> anyhow::Result<(u16, http::HeaderMap, String)> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut tls = crate::tls::connect(addr, config, GATEWAY_IDENTITY).await?;
+    if let Some(h) = header {
+        tls.write_all(&h.encode()).await?;
+    }
+    let mut req = http::Request::get(uri).body(Empty::<bytes::Bytes>::new())?;
+    if let Some(p) = orig_proto {
+        req.headers_mut()
+            .insert("l5d-orig-proto", http::HeaderValue::from_str(p)?);
+    }
+    let io = TokioIo::new(tls);
+    let resp = if h2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        send.send_request(req).await?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        if !uri.starts_with('/') {
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            *req.uri_mut() = req.uri().path().parse()?;
+            req.headers_mut()
+                .insert(http::header::HOST, http::HeaderValue::from_str(&host)?);
+        }
+        send.send_request(req).await?
+    };
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok((
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).trim().to_string(),
+    ))
+}
+
+/// `authority: mean ms over n requests` for each target in `response_latency_ms`.
+fn latency_lines(metrics: &str) -> Vec<String> {
+    let mut sums = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in metrics.lines() {
+        let sum = line.starts_with("response_latency_ms_sum{");
+        let count = line.starts_with("response_latency_ms_count{");
+        if !(sum || count) {
+            continue;
+        }
+        let Some(auth) = line
+            .split("authority=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let e = sums.entry(auth.to_string()).or_default();
+        if sum { e.0 += v } else { e.1 += v }
+    }
+    sums.into_iter()
+        .filter(|(_, (_, n))| *n > 0.0)
+        .map(|(a, (s, n))| format!("{a}: {n} responses, mean {:.2} ms", s / n))
+        .collect()
 }
 
 async fn opaque(
@@ -185,10 +411,10 @@ async fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 
 async fn wait_ready(admin: SocketAddr) -> anyhow::Result<()> {
     for _ in 0..200 {
-        if let Ok(r) = admin_get(admin, "/ready").await {
-            if r.starts_with("HTTP/1.1 200") {
-                return Ok(());
-            }
+        if let Ok(r) = admin_get(admin, "/ready").await
+            && r.starts_with("HTTP/1.1 200")
+        {
+            return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -114,10 +114,10 @@ impl Credentials {
             (Some(n), Some(_)) => n.to_ascii_lowercase(),
             (None, Some(id)) => id,
         };
-        if !identity.is_empty() {
-            if let Err(e) = verify_own_chain(&chain, &identity, roots, provider) {
-                errors.push(format!("{}: {e}", cert.display()));
-            }
+        if !identity.is_empty()
+            && let Err(e) = verify_own_chain(&chain, &identity, roots, provider)
+        {
+            errors.push(format!("{}: {e}", cert.display()));
         }
         if errors.is_empty() {
             Ok(Credentials {

@@ -47,7 +47,10 @@ pub struct Gateway {
     pub admin_acceptor: TlsAcceptor,
     pub routes: Arc<route::Routes>,
     pub policy: authz::Policy,
-    pub discovery: discovery::Discovery,
+    pub discovery: Arc<discovery::Discovery>,
+    pub upstream: proxy::upstream::Upstream,
+    /// Permits for HTTP requests in flight; none left means load shedding.
+    pub in_flight: Arc<Semaphore>,
     pub metrics: Arc<metrics::Metrics>,
     pub store: Arc<CredentialStore>,
     /// Permits for open gateway connections; all returned means drained.
@@ -95,15 +98,18 @@ impl Gateway {
         ));
         let metrics = Arc::new(metrics::Metrics::new());
         metrics.cert_expiration.set(store.not_after() as f64);
+        let discovery = Arc::new(discovery::Discovery::new(
+            routes.clone(),
+            &config.routing.dns_servers,
+            config.server.connect_timeout,
+        ));
         Ok(Arc::new(Gateway {
             server: config.server.clone(),
             acceptor: TlsAcceptor::from(acceptor),
             admin_acceptor: TlsAcceptor::from(admin),
-            discovery: discovery::Discovery::new(
-                routes.clone(),
-                &config.routing.dns_servers,
-                config.server.connect_timeout,
-            ),
+            upstream: proxy::upstream::Upstream::new(discovery.clone()),
+            discovery,
+            in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
             routes,
             policy: authz::Policy {
                 own_identity: store.identity().to_string(),

@@ -1,33 +1,581 @@
-//! HTTP through the gateway (not yet served: connections are refused and counted).
+//! HTTP through the gateway. A connection is served as HTTP when its transport header names a
+//! session protocol (target fixed by the header, authorized once), or in plain HTTP mode
+//! (ALPN `h2`/`http/1.1`, or none and sniffed) where each request names its target by
+//! `l5d-dst-canonical` or its authority and is routed and authorized on its own.
+//! Each request is forwarded through a pooled upstream client with Linkerd's header semantics;
+//! bodies and trailers stream both ways; refusals are answered by [`refusal_response`].
 
+use super::headers::{self, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO, L5D_PROXY_ERROR};
+use super::tcp::Metered;
 use crate::Gateway;
-use crate::metrics::Leg;
+use crate::authz;
+use crate::metrics::{ErrorLabels, Leg, PeerLabels, RequestLabels, ResponseLabels};
+use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::server::Client;
 use crate::transport_header::SessionProtocol;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-pub async fn serve_plain(
-    gw: &Arc<Gateway>,
-    _tls: TlsStream<TcpStream>,
-    client: &Client,
-    _leg: &Leg,
-) -> bool {
-    gw.metrics.tcp_error("transport header");
-    tracing::debug!(client = %client.id, "no transport header ALPN");
-    false
+/// A response body: streamed from upstream, or made by the gateway.
+pub type RespBody = Either<Observed, Full<Bytes>>;
+
+/// What one served connection shares across its requests.
+struct Conn {
+    gw: Arc<Gateway>,
+    client: Arc<str>,
+    client_header: HeaderValue,
+    /// Set when the transport header fixed the target for the whole connection.
+    fixed: Option<Routed>,
+    /// Requests in flight on this connection (idle detection).
+    active: AtomicUsize,
 }
 
+/// A routed target and what is derived from it once.
+#[derive(Clone)]
+struct Routed {
+    target: Target,
+    authority: Authority,
+    labels: RequestLabels,
+    forwarded: HeaderValue,
+}
+
+impl Conn {
+    fn routed(&self, target: Target) -> Result<Routed, Refusal> {
+        let text = target.to_string();
+        let authority =
+            Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
+        let forwarded = headers::forwarded_element(self.gw.identity(), &self.client, &text);
+        Ok(Routed {
+            labels: RequestLabels(Arc::new(PeerLabels {
+                client_id: self.client.to_string(),
+                authority: text,
+            })),
+            forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
+            authority,
+            target,
+        })
+    }
+}
+
+/// Serves HTTP on a connection whose transport header named `target` and `protocol`.
 pub async fn serve_transport(
     gw: &Arc<Gateway>,
-    _tls: TlsStream<TcpStream>,
-    _client: &Client,
-    _target: Target,
-    _protocol: SessionProtocol,
-    _leg: &Leg,
+    tls: TlsStream<TcpStream>,
+    client: &Client,
+    target: Target,
+    protocol: SessionProtocol,
+    leg: &Leg,
 ) -> bool {
-    gw.metrics.tcp_error("unexpected");
-    false
+    let mut conn = new_conn(gw, client);
+    match conn.routed(target) {
+        Ok(r) => conn.fixed = Some(r),
+        Err(_) => return false,
+    }
+    let mode = match protocol {
+        SessionProtocol::Http1 => Mode::Http1,
+        SessionProtocol::Http2 => Mode::Http2,
+    };
+    serve(Arc::new(conn), tls, mode, leg).await
+}
+
+/// Serves plain HTTP mode: ALPN `h2` or `http/1.1`, or no ALPN and the protocol sniffed.
+pub async fn serve_plain(
+    gw: &Arc<Gateway>,
+    tls: TlsStream<TcpStream>,
+    client: &Client,
+    leg: &Leg,
+) -> bool {
+    let mode = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Mode::Http2,
+        Some(b"http/1.1") => Mode::Http1,
+        _ => Mode::Sniff,
+    };
+    serve(Arc::new(new_conn(gw, client)), tls, mode, leg).await
+}
+
+fn new_conn(gw: &Arc<Gateway>, client: &Client) -> Conn {
+    Conn {
+        gw: gw.clone(),
+        client: client.id.clone(),
+        // Identities are DNS names or URIs: always valid header values.
+        client_header: HeaderValue::from_str(&client.id)
+            .unwrap_or(HeaderValue::from_static("unknown")),
+        fixed: None,
+        active: AtomicUsize::new(0),
+    }
+}
+
+enum Mode {
+    Http1,
+    Http2,
+    Sniff,
+}
+
+async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg) -> bool {
+    let gw = conn.gw.clone();
+    let epoch = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = Metered::new(
+        tls,
+        (leg.read.clone(), leg.write.clone()),
+        epoch,
+        activity.clone(),
+    );
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gw.server.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(gw.server.h2_max_concurrent_streams)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let builder = match mode {
+        Mode::Http1 => builder.http1_only(),
+        Mode::Http2 => builder.http2_only(),
+        Mode::Sniff => builder,
+    };
+    let svc_conn = conn.clone();
+    let service = service_fn(move |req| handle(svc_conn.clone(), req));
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(served);
+    let mut stop = gw.stopping();
+    let idle = gw.server.http_idle_timeout;
+    let mut closing = false;
+    let result = loop {
+        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        tokio::select! {
+            r = served.as_mut() => break r,
+            _ = stop.wait_for(|s| *s), if !closing => {
+                served.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(epoch + last + idle), if !closing => {
+                let now = Duration::from_millis(activity.load(Ordering::Relaxed));
+                if now == last && conn.active.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(client = %conn.client, ?idle, "idle HTTP connection closed");
+                    served.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            gw.metrics.tcp_error("i/o");
+            tracing::debug!(client = %conn.client, error = %error_chain(&*e), "HTTP connection failed");
+            false
+        }
+    }
+}
+
+/// One request, from routing to the response head.
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let grpc = is_grpc(&req);
+    let gw = &conn.gw;
+    let routed = match &conn.fixed {
+        Some(r) => Ok(r.clone()),
+        None => plain_target(gw, &req).and_then(|t| conn.routed(t)),
+    };
+    let routed = match routed {
+        Ok(r) => r,
+        Err(refusal) => return Ok(refuse(gw, None, &refusal, grpc)),
+    };
+    if let Err(refusal) = authorize(&conn, &routed, &req) {
+        return Ok(refuse(gw, Some(&routed), &refusal, grpc));
+    }
+    let Ok(permit) = gw.in_flight.clone().try_acquire_owned() else {
+        return Ok(respond_refusal(
+            gw,
+            &routed,
+            &Refusal::Loadshed,
+            grpc,
+            start,
+        ));
+    };
+    gw.metrics.request_total.get_or_create(&routed.labels).inc();
+    conn.active.fetch_add(1, Ordering::Relaxed);
+    let answer = forward(&conn, &routed, req, grpc, start, permit).await;
+    conn.active.fetch_sub(1, Ordering::Relaxed);
+    Ok(answer.unwrap_or_else(|refusal| respond_refusal(gw, &routed, &refusal, grpc, start)))
+}
+
+/// Plain HTTP mode: the target from `l5d-dst-canonical`, else the authority (port 80).
+fn plain_target(gw: &Gateway, req: &Request<Incoming>) -> Result<Target, Refusal> {
+    let authority = req
+        .headers()
+        .get(L5D_DST_CANONICAL)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(Authority::as_str))
+        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+        .ok_or(Refusal::BadGatewayDomain)?;
+    gw.routes.route_authority(authority, 80)
+}
+
+/// Loops (own identity, `Forwarded: by=<own>`), then, in plain mode, the rules.
+fn authorize(conn: &Conn, routed: &Routed, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let gw = &conn.gw;
+    if headers::forwarded_by(req.headers(), gw.identity()) {
+        return Err(Refusal::GatewayLoop);
+    }
+    if conn.fixed.is_none() {
+        authz::authorize(&conn.client, &routed.target, &gw.policy)?;
+    }
+    gw.metrics
+        .http_authz_allow
+        .get_or_create(&routed.labels.0)
+        .inc();
+    Ok(())
+}
+
+fn is_grpc(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() != Version::HTTP_2 && req.headers().contains_key(http::header::UPGRADE)
+}
+
+async fn forward(
+    conn: &Conn,
+    routed: &Routed,
+    mut req: Request<Incoming>,
+    grpc: bool,
+    start: Instant,
+    permit: OwnedSemaphorePermit,
+) -> Result<Response<RespBody>, Refusal> {
+    let gw = &conn.gw;
+    if req.method() == Method::CONNECT {
+        return connect_tunnel(gw, routed, req).await;
+    }
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let downgrade = match parts.version {
+        Version::HTTP_2 => headers::orig_proto(&parts.headers),
+        _ => None,
+    };
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(L5D_ORIG_PROTO);
+    parts.headers.remove(HOST);
+    parts
+        .headers
+        .insert(L5D_CLIENT_ID, conn.client_header.clone());
+    parts
+        .headers
+        .append(headers::FORWARDED, routed.forwarded.clone());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(routed.authority.clone());
+    uri.path_and_query = Some(path);
+    parts.uri = Uri::from_parts(uri).map_err(|e| Refusal::Upstream(e.to_string()))?;
+    let h2 = parts.version == Version::HTTP_2 && downgrade.is_none();
+    if !h2 {
+        parts.version = downgrade.unwrap_or(Version::HTTP_11);
+        if let Ok(host) = HeaderValue::from_str(routed.authority.as_str()) {
+            parts.headers.insert(HOST, host);
+        }
+    }
+    let request = Request::from_parts(parts, body);
+    let client = if h2 { &gw.upstream.h2 } else { &gw.upstream.h1 };
+    let sent = client.request(request);
+    let response = match gw.server.response_timeout {
+        Some(t) => match tokio::time::timeout(t, sent).await {
+            Ok(r) => r,
+            Err(_) => return Err(Refusal::ResponseTimeout),
+        },
+        None => sent.await,
+    };
+    let mut response = response.map_err(upstream_refusal)?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(splice_upgrades(client_upgrade, upstream_upgrade));
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(
+        &mut parts.headers,
+        parts.status == StatusCode::SWITCHING_PROTOCOLS,
+    );
+    if let Some(v) = downgrade {
+        let text = if v == Version::HTTP_10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
+        parts
+            .headers
+            .insert(L5D_ORIG_PROTO, HeaderValue::from_static(text));
+    }
+    let grpc_status = parts
+        .headers
+        .get("grpc-status")
+        .map(|v| v.as_bytes() == b"0");
+    let recorder = Recorder {
+        gw: gw.clone(),
+        labels: routed.labels.clone(),
+        status: parts.status.as_u16(),
+        grpc_ok: grpc_status,
+        start,
+    };
+    // gRPC answers in trailers: record when the body ends. Others: now.
+    let recorder = if grpc && grpc_status.is_none() {
+        Some(recorder)
+    } else {
+        recorder.record();
+        None
+    };
+    let body = Observed {
+        inner: body,
+        recorder,
+        _permit: permit,
+    };
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// Joins the client's and the upstream's upgraded connections (WebSocket and the like).
+async fn splice_upgrades(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((c, u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
+
+/// HTTP/1.1 `CONNECT`: answer 200, then tunnel the connection to the routed target.
+async fn connect_tunnel(
+    gw: &Arc<Gateway>,
+    routed: &Routed,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Refusal> {
+    let (upstream, _) = gw.discovery.connect(&routed.target).await?;
+    let idle = gw.server.idle_timeout;
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let counters = || (Default::default(), Default::default());
+                let r = super::tcp::proxy(
+                    TokioIo::new(upgraded),
+                    upstream,
+                    idle,
+                    counters(),
+                    counters(),
+                )
+                .await;
+                tracing::debug!(result = ?r.map(|_| ()), "CONNECT tunnel ended");
+            }
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Ok(Response::new(Either::Right(Full::new(Bytes::new()))))
+}
+
+fn upstream_refusal(e: hyper_util::client::legacy::Error) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refusal>() {
+            return r.clone();
+        }
+        source = s.source();
+    }
+    Refusal::Upstream(error_chain(&e))
+}
+
+/// An error with its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Counts a refusal made before the request was admitted, and answers it.
+fn refuse(
+    gw: &Gateway,
+    routed: Option<&Routed>,
+    refusal: &Refusal,
+    grpc: bool,
+) -> Response<RespBody> {
+    match (refusal.error_label(), routed) {
+        (Some(error), _) => {
+            gw.metrics
+                .http_errors
+                .get_or_create(&ErrorLabels { error })
+                .inc();
+        }
+        (None, Some(r)) => {
+            gw.metrics.http_authz_deny.get_or_create(&r.labels.0).inc();
+        }
+        (None, None) => {}
+    }
+    tracing::info!(
+        authority = routed.map(|r| r.labels.0.authority.as_str()),
+        reason = %refusal,
+        "request refused"
+    );
+    refusal_response(refusal, grpc)
+}
+
+/// Counts and answers a failure after the request was admitted (counted as a response too).
+fn respond_refusal(
+    gw: &Arc<Gateway>,
+    routed: &Routed,
+    refusal: &Refusal,
+    grpc: bool,
+    start: Instant,
+) -> Response<RespBody> {
+    let response = refuse(gw, Some(routed), refusal, grpc);
+    Recorder {
+        gw: gw.clone(),
+        labels: routed.labels.clone(),
+        status: response.status().as_u16(),
+        grpc_ok: grpc.then_some(false),
+        start,
+    }
+    .record();
+    response
+}
+
+/// The gateway's own answer to a refusal: its status and `l5d-proxy-error`, or for gRPC
+/// HTTP 200 with `grpc-status` and `grpc-message`, as Linkerd answers.
+pub fn refusal_response(refusal: &Refusal, grpc: bool) -> Response<RespBody> {
+    let text = refusal.proxy_error();
+    let value = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("upstream"));
+    let mut r = if grpc {
+        let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(refusal.grpc_status())),
+        );
+        h.insert("grpc-message", value.clone());
+        r
+    } else {
+        let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{text}\n")))));
+        *r.status_mut() =
+            StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    r.headers_mut().insert(L5D_PROXY_ERROR, value);
+    r
+}
+
+/// Records `response_total` and `response_latency_ms` once.
+struct Recorder {
+    gw: Arc<Gateway>,
+    labels: RequestLabels,
+    status: u16,
+    /// `Some(true)` when a gRPC status 0 was seen, `Some(false)` another one.
+    grpc_ok: Option<bool>,
+    start: Instant,
+}
+
+impl Recorder {
+    fn record(self) {
+        let success = self.status < 500 && self.grpc_ok != Some(false);
+        let labels = ResponseLabels {
+            peer: self.labels,
+            status_code: self.status,
+            success,
+        };
+        let m = &self.gw.metrics;
+        m.response_total.get_or_create(&labels).inc();
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        m.response_latency_ms.get_or_create(&labels).observe(ms);
+    }
+}
+
+/// An upstream response body, streamed frame by frame. Holds the in-flight permit until the
+/// body ends, and, for gRPC, records the response when its trailers arrive.
+pub struct Observed {
+    inner: Incoming,
+    recorder: Option<Recorder>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let (Some(trailers), Some(rec)) = (frame.trailers_ref(), this.recorder.as_mut())
+        {
+            rec.grpc_ok = trailers.get("grpc-status").map(|v| v.as_bytes() == b"0");
+        }
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            && let Some(rec) = this.recorder.take()
+        {
+            rec.record();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.recorder.take() {
+            // The client went away before the trailers: not a success.
+            if rec.grpc_ok.is_none() {
+                rec.grpc_ok = Some(false);
+            }
+            rec.record();
+        }
+    }
 }

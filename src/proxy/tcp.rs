@@ -58,8 +58,9 @@ where
     }
 }
 
-/// A stream that counts the bytes read and written and stamps the last activity.
-struct Metered<S> {
+/// A stream that counts the bytes read and written and stamps the last activity
+/// (milliseconds since `epoch`).
+pub(crate) struct Metered<S> {
     inner: S,
     read: Counter,
     write: Counter,
@@ -68,7 +69,7 @@ struct Metered<S> {
 }
 
 impl<S> Metered<S> {
-    fn new(
+    pub(crate) fn new(
         inner: S,
         (read, write): (Counter, Counter),
         epoch: Instant,
@@ -115,11 +116,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = res {
-            if n > 0 {
-                this.write.inc_by(n as u64);
-                this.touch();
-            }
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            this.write.inc_by(n as u64);
+            this.touch();
         }
         res
     }

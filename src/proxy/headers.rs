@@ -1,0 +1,173 @@
+//! Linkerd's header semantics for HTTP through the gateway, as pure functions over
+//! `http::HeaderMap`: hop-by-hop stripping, `l5d-orig-proto`, `l5d-client-id`, `Forwarded`
+//! and loop detection.
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName};
+
+pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+pub const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+pub const L5D_DST_CANONICAL: HeaderName = HeaderName::from_static("l5d-dst-canonical");
+pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
+pub const FORWARDED: HeaderName = header::FORWARDED;
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named by `Connection`.
+/// `te: trailers` survives (gRPC needs it); with `keep_upgrade`, `Connection`/`Upgrade` survive
+/// so a WebSocket handshake can pass.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if !keep_upgrade {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if n != header::TE {
+                headers.remove(n);
+            }
+        }
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::TRAILER);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(header::TE);
+    }
+}
+
+/// The HTTP/1 version an `l5d-orig-proto` value asks for, if any.
+pub fn orig_proto(headers: &HeaderMap) -> Option<Version> {
+    match headers.get(L5D_ORIG_PROTO)?.as_bytes() {
+        b"HTTP/1.1" => Some(Version::HTTP_11),
+        b"HTTP/1.0" => Some(Version::HTTP_10),
+        _ => None,
+    }
+}
+
+/// True when some `Forwarded` element has `by=<own>` (case-insensitive, quotes removed).
+pub fn forwarded_by(headers: &HeaderMap, own: &str) -> bool {
+    headers
+        .get_all(FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("by") && unquote(v.trim()).eq_ignore_ascii_case(own)
+        })
+}
+
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+/// The `Forwarded` element the gateway appends, as Linkerd's gateway writes it:
+/// `by=<own>;for=<client>;host=<name:port>;proto=https`. Values are left bare (as Linkerd
+/// does, though RFC 7239 would quote `host`); only a value with a delimiter is quoted.
+pub fn forwarded_element(own: &str, client: &str, host: &str) -> String {
+    format!(
+        "by={};for={};host={};proto=https",
+        quote(own),
+        quote(client),
+        quote(host)
+    )
+}
+
+fn quote(v: &str) -> String {
+    let bare = !v.is_empty()
+        && !v
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b",;=\"\\".contains(&b) || !b.is_ascii_graphic());
+    if bare {
+        v.to_string()
+    } else {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GW: &str =
+        "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("x-keep") && h.contains_key(header::TE));
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "gzip".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::CONNECTION, "upgrade".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert!(!h.contains_key(header::TE));
+        assert!(h.contains_key(header::UPGRADE) && h.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn orig_proto_values() {
+        let mut h = HeaderMap::new();
+        assert_eq!(orig_proto(&h), None);
+        h.insert(L5D_ORIG_PROTO, "HTTP/1.1".parse().unwrap());
+        assert_eq!(orig_proto(&h), Some(Version::HTTP_11));
+        h.insert(L5D_ORIG_PROTO, "HTTP/1.0".parse().unwrap());
+        assert_eq!(orig_proto(&h), Some(Version::HTTP_10));
+    }
+
+    #[test]
+    fn forwarded_loops() {
+        let mut h = HeaderMap::new();
+        assert!(!forwarded_by(&h, GW));
+        h.append(FORWARDED, "for=1.2.3.4;proto=http".parse().unwrap());
+        assert!(!forwarded_by(&h, GW));
+        h.append(
+            FORWARDED,
+            format!("for=x, By=\"{}\";proto=https", GW.to_uppercase())
+                .parse()
+                .unwrap(),
+        );
+        assert!(forwarded_by(&h, GW));
+    }
+
+    #[test]
+    fn forwarded_element_quotes_only_when_needed() {
+        assert_eq!(
+            forwarded_element(GW, "a.b", "x.y.svc.cluster.local:80"),
+            format!("by={GW};for=a.b;host=x.y.svc.cluster.local:80;proto=https")
+        );
+        assert_eq!(
+            forwarded_element(GW, "spiffe://td/ns/a/sa/b", "a;b"),
+            format!("by={GW};for=spiffe://td/ns/a/sa/b;host=\"a;b\";proto=https")
+        );
+        // What we append is what we detect.
+        let mut h = HeaderMap::new();
+        h.insert(
+            FORWARDED,
+            forwarded_element(GW, "c", "h:1").parse().unwrap(),
+        );
+        assert!(forwarded_by(&h, GW));
+    }
+}
