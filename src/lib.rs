@@ -107,7 +107,7 @@ impl Gateway {
             server: config.server.clone(),
             acceptor: TlsAcceptor::from(acceptor),
             admin_acceptor: TlsAcceptor::from(admin),
-            upstream: proxy::upstream::Upstream::new(discovery.clone()),
+            upstream: proxy::upstream::Upstream::new(discovery.clone(), metrics.clone()),
             discovery,
             in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
             routes,
