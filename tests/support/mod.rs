@@ -199,3 +199,249 @@ pub fn vector(name: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for the mtls, routing, tcp_upstream, dns, admin and cli tests.
+// ---------------------------------------------------------------------------------------------
+
+impl TestGateway {
+    /// Sends the stop signal without waiting: the gateway begins to drain.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits up to `bound` for the gateway's run task to end; whether it ended.
+    pub async fn wait_stopped(&mut self, bound: Duration) -> bool {
+        match self.task.take() {
+            Some(t) => tokio::time::timeout(bound, t).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// The value of the series `series` (e.g. `foo_total{a="b"}`) in `/metrics`, if present.
+    pub async fn metric_value(&self, series: &str) -> Option<f64> {
+        let m = self.metrics().await;
+        m.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    /// Writes `ca.crt`, `issuer.crt`, `<name>.crt` (leaf then issuer) and `<name>.key` for a
+    /// client leaf into this gateway's directory; returns their paths.
+    pub fn write_client_files(&self, name: &str, leaf: &Leaf) -> ClientFiles {
+        let d = self.dir.path();
+        let files = ClientFiles {
+            ca: d.join("client-ca.crt"),
+            issuer: d.join("client-issuer.crt"),
+            cert: d.join(format!("{name}.crt")),
+            key: d.join(format!("{name}.key")),
+        };
+        std::fs::write(&files.ca, self.pki.anchor_pem()).unwrap();
+        std::fs::write(&files.issuer, self.pki.issuer_pem()).unwrap();
+        std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&files.key, &leaf.key_pem).unwrap();
+        files
+    }
+}
+
+/// PEM files of a client, for clients that are not ours (openssl, python, curl).
+pub struct ClientFiles {
+    pub ca: std::path::PathBuf,
+    pub issuer: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// `inbound_tls_handshake_failures_total{reason="..."} n`.
+pub fn handshake_failure_line(reason: &str, n: u64) -> String {
+    format!("inbound_tls_handshake_failures_total{{reason=\"{reason}\"}} {n}")
+}
+
+/// `inbound_tcp_errors_total{error="..."} n`.
+pub fn tcp_error_line(error: &str, n: u64) -> String {
+    format!("inbound_tcp_errors_total{{error=\"{error}\"}} {n}")
+}
+
+/// A TLS 1.3 client that trusts `anchor_pem` and presents no certificate.
+pub fn no_client_auth(anchor_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchor_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(crossgate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Reads until the peer closes (EOF or error) within `bound`. `Some(bytes read)` when it
+/// closed, `None` when the connection was still open at the bound.
+pub async fn read_until_closed<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    bound: Duration,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let done = tokio::time::timeout(bound, async {
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    done.ok().map(|_| out)
+}
+
+/// Asserts that the gateway closes `r` within 3 s without sending a single byte.
+pub async fn assert_closed_without_bytes<R: tokio::io::AsyncRead + Unpin>(r: &mut R) {
+    match read_until_closed(r, Duration::from_secs(3)).await {
+        Some(bytes) => assert!(bytes.is_empty(), "gateway sent {} bytes", bytes.len()),
+        None => panic!("gateway did not close the connection within 3 s"),
+    }
+}
+
+/// Like [`http_get`], but a connection failure is an error instead of a panic.
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// Splits a raw HTTP/1.1 response into (status code, lower-cased head, body).
+pub fn parse_response(raw: &str) -> (u16, String, String) {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `len` bytes of every value, for payloads that are not text.
+pub fn binary_payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+/// A minimal authoritative DNS server on 127.0.0.1 (UDP): answers A queries for the names it
+/// knows with TTL 5, NOERROR with no answer for other types of known names, NXDOMAIN for the
+/// rest. Records every question it was asked.
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    queries: Arc<std::sync::Mutex<Vec<(String, u16)>>>,
+}
+
+pub const DNS_A: u16 = 1;
+pub const DNS_AAAA: u16 = 28;
+
+impl DnsServer {
+    /// `records`: fully qualified names (trailing dot) and their IPv4 address.
+    pub async fn start(records: &[(&str, std::net::Ipv4Addr)]) -> DnsServer {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let records: Vec<(String, std::net::Ipv4Addr)> = records
+            .iter()
+            .map(|(n, ip)| (n.to_ascii_lowercase(), *ip))
+            .collect();
+        let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = queries.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                let Some((name, qtype, answer)) = dns_answer(&buf[..n], &records) else {
+                    continue;
+                };
+                log.lock().unwrap().push((name, qtype));
+                let _ = sock.send_to(&answer, peer).await;
+            }
+        });
+        DnsServer { addr, queries }
+    }
+
+    /// How many times `name` (fully qualified) was asked for with `qtype`.
+    pub fn asked(&self, name: &str, qtype: u16) -> usize {
+        let name = name.to_ascii_lowercase();
+        self.queries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, t)| *n == name && *t == qtype)
+            .count()
+    }
+
+    /// Every question asked so far.
+    pub fn questions(&self) -> Vec<(String, u16)> {
+        self.queries.lock().unwrap().clone()
+    }
+}
+
+/// Parses one query and encodes its answer: (name, qtype, response bytes).
+fn dns_answer(
+    q: &[u8],
+    records: &[(String, std::net::Ipv4Addr)],
+) -> Option<(String, u16, Vec<u8>)> {
+    if q.len() < 12 || u16::from_be_bytes([q[4], q[5]]) != 1 {
+        return None;
+    }
+    // QNAME: length-prefixed labels up to a zero byte.
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *q.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    let question = q.get(12..i + 4)?;
+    let name = format!("{}.", labels.join("."));
+    let known = records.iter().find(|(n, _)| *n == name).map(|(_, ip)| *ip);
+    let answer = match (known, qtype) {
+        (Some(ip), DNS_A) => Some(ip),
+        _ => None,
+    };
+    let rcode: u16 = if known.is_none() { 3 } else { 0 }; // NXDOMAIN or NOERROR
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&q[0..2]); // ID
+    let rd = u16::from_be_bytes([q[2], q[3]]) & 0x0100;
+    out.extend_from_slice(&(0x8480 | rd | rcode).to_be_bytes()); // QR, AA, RA
+    out.extend_from_slice(&1u16.to_be_bytes()); // QDCOUNT
+    out.extend_from_slice(&u16::from(answer.is_some()).to_be_bytes()); // ANCOUNT
+    out.extend_from_slice(&[0, 0, 0, 0]); // NSCOUNT, ARCOUNT
+    out.extend_from_slice(question);
+    if let Some(ip) = answer {
+        out.extend_from_slice(&[0xc0, 0x0c]); // pointer to the question's name
+        out.extend_from_slice(&DNS_A.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes()); // class IN
+        out.extend_from_slice(&5u32.to_be_bytes()); // TTL 5 s
+        out.extend_from_slice(&4u16.to_be_bytes());
+        out.extend_from_slice(&ip.octets());
+    }
+    Some((name, qtype, out))
+}

@@ -1,0 +1,84 @@
+//! Targets that are not static resolve through DNS (`[routing] dns_servers`), answers are
+//! cached for their TTL, and a name that does not exist closes the connection as an upstream
+//! failure. The DNS server is a minimal one in `support` (UDP, A records, TTL 5).
+
+mod support;
+use crossgate::transport_header::TransportHeader;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+const ECHO: &str = "echo.test.svc.cluster.local";
+
+async fn roundtrip(gw: &TestGateway, name: &str, port: u16, msg: &[u8]) -> Option<Vec<u8>> {
+    let header = TransportHeader {
+        port,
+        name: Some(name.into()),
+        protocol: None,
+    };
+    let mut tls = open(gw, gw.client(FRONTEND, ALPN_TRANSPORT), &header)
+        .await
+        .unwrap();
+    let _ = tls.write_all(msg).await;
+    let _ = tls.shutdown().await;
+    read_until_closed(&mut tls, Duration::from_secs(5)).await
+}
+
+#[tokio::test]
+async fn resolved_name_is_echoed_and_the_answer_cached() {
+    let dns = DnsServer::start(&[(&format!("{ECHO}."), Ipv4Addr::LOCALHOST)]).await;
+    let (echo, accepted) = echo_backend().await;
+    let gw = start(&format!("[routing]\ndns_servers = [\"{}\"]\n", dns.addr)).await;
+    for i in 0..2 {
+        let msg = format!("via dns {i}");
+        assert_eq!(
+            roundtrip(&gw, ECHO, echo.port(), msg.as_bytes()).await,
+            Some(msg.into_bytes()),
+            "connection {i}; questions: {:?}",
+            dns.questions()
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Two connections well within the TTL of 5 s: one question for the A record.
+    assert_eq!(
+        dns.asked(&format!("{ECHO}."), DNS_A),
+        1,
+        "questions: {:?}",
+        dns.questions()
+    );
+    assert!(
+        dns.asked(&format!("{ECHO}."), DNS_AAAA) <= 1,
+        "the empty AAAA answer was not cached: {:?}",
+        dns.questions()
+    );
+    gw.wait_metric(&format!(
+        "tcp_open_total{{direction=\"outbound\",peer=\"dst\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_service_discovery\",authority=\"{ECHO}:{}\",target_addr=\"{echo}\"}} 2",
+        echo.port()
+    ))
+    .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_name_closes_the_connection() {
+    let dns = DnsServer::start(&[(&format!("{ECHO}."), Ipv4Addr::LOCALHOST)]).await;
+    let (echo, accepted) = echo_backend().await;
+    let gw = start(&format!("[routing]\ndns_servers = [\"{}\"]\n", dns.addr)).await;
+    let missing = "missing.test.svc.cluster.local";
+    assert_eq!(
+        roundtrip(&gw, missing, echo.port(), b"hello").await,
+        Some(vec![]),
+        "questions: {:?}",
+        dns.questions()
+    );
+    gw.wait_metric(&tcp_error_line("i/o", 1)).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    assert!(
+        dns.asked(&format!("{missing}."), DNS_A) >= 1,
+        "questions: {:?}",
+        dns.questions()
+    );
+    gw.shutdown().await;
+}
