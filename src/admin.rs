@@ -15,19 +15,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// The first byte of a TLS ClientHello record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Serves the admin port until `stop` turns true.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+/// Serves the admin port until the task is aborted: it keeps answering while the gateway
+/// drains, so `/ready` says 503 and `/live` 200 until the process ends.
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match accepted {
+        match listener.accept().await {
             Ok((tcp, _)) => {
                 let gw = gw.clone();
                 tokio::spawn(async move { serve_connection(gw, tcp).await });
@@ -66,14 +62,17 @@ async fn http<I>(gw: Arc<Gateway>, io: I)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let gw_timeout = gw.server.header_timeout;
     let service = service_fn(move |req| {
         let gw = gw.clone();
         async move { Ok::<_, Infallible>(answer(&gw, &req)) }
     });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
-        .await
-    {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(gw_timeout);
+    if let Err(e) = builder.serve_connection(io, service).await {
         tracing::debug!(error = %e, "admin connection ended");
     }
 }

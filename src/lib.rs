@@ -180,7 +180,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         listeners.gateway,
         gw.stopping(),
     ));
-    let admin = tokio::spawn(admin::serve(gw.clone(), listeners.admin, gw.stopping()));
+    let admin = tokio::spawn(admin::serve(gw.clone(), listeners.admin));
     let metrics = gw.metrics.clone();
     let watcher = tokio::spawn(identity::watch(
         gw.store.clone(),

@@ -53,7 +53,7 @@ impl Routes {
     /// Routes `name:port` to a target, or refuses it as a bad gateway domain.
     pub fn route(&self, name: &str, port: u16) -> Result<Target, Refusal> {
         let name = normalize(name);
-        if name.parse::<std::net::IpAddr>().is_ok() || port == 0 {
+        if crate::transport_header::is_ip_literal(&name) || port == 0 {
             return Err(Refusal::BadGatewayDomain);
         }
         let in_cluster = name.strip_suffix(&self.svc_suffix).is_some_and(|head| {
@@ -140,6 +140,7 @@ mod tests {
             "podinfo.test.svc.other.local",
             "127.0.0.1",
             "::1",
+            "[::1]",
             "10.0.0.1",
             "kubernetes.default.svc.cluster.localx",
             ".test.svc.cluster.local",

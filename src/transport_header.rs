@@ -156,7 +156,9 @@ pub fn decode_message(body: &[u8]) -> Result<TransportHeader, HeaderError> {
         .ok_or(HeaderError::BadPort(msg.port))?;
     let name = if msg.name.is_empty() {
         None
-    } else if is_dns_name(&msg.name) {
+    } else if is_dns_name(&msg.name) || is_ip_literal(&msg.name) {
+        // IP literals are well-formed but never routable: routing refuses them as a bad
+        // gateway domain, as the refusal table says.
         Some(msg.name)
     } else {
         return Err(HeaderError::BadName(msg.name));
@@ -207,6 +209,15 @@ fn io_error(e: std::io::Error) -> HeaderError {
     } else {
         HeaderError::Io(e.to_string())
     }
+}
+
+/// True when `name` is an IPv4 or IPv6 address, bracketed or not.
+pub fn is_ip_literal(name: &str) -> bool {
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    bare.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// True when `name` is a syntactically valid DNS name (a trailing dot is allowed).

@@ -202,8 +202,6 @@ async fn mtls_client_from_another_root_is_refused() {
 }
 
 #[tokio::test]
-#[ignore = "bug: src/admin.rs:28 serve() returns on the stop signal, so while draining the \
-            admin port refuses connections instead of answering /ready 503"]
 async fn ready_answers_503_while_draining() {
     let (echo, accepted) = echo_backend().await;
     let mut gw = start(&format!(
