@@ -62,9 +62,6 @@ async fn idle_http2_connection_is_closed_after_http_idle_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "bug: src/proxy/http.rs serve() counts its own idle close as a failure when the client \
-            closes right after the GOAWAY (writing the final GOAWAY fails with broken pipe): \
-            inbound_tcp_errors_total{error=\"i/o\"} and tcp_close_total{classification=\"failure\"}"]
 async fn idle_close_is_counted_as_a_clean_close() {
     let backend = Backend::start().await;
     let gw = gateway(&backend, "http_idle_timeout = \"300ms\"").await;
@@ -84,9 +81,6 @@ async fn idle_close_is_counted_as_a_clean_close() {
 }
 
 #[tokio::test]
-#[ignore = "bug: src/proxy/http.rs serve() measures idleness from the last byte, not from the \
-            end of the last request: a request that waits longer than http_idle_timeout gets \
-            its connection shut down (GOAWAY) as soon as its response is ready"]
 async fn connection_with_a_request_in_flight_is_not_idle() {
     let backend = Backend::start().await;
     let gw = gateway(&backend, "http_idle_timeout = \"200ms\"").await;
@@ -106,9 +100,6 @@ async fn connection_with_a_request_in_flight_is_not_idle() {
 }
 
 #[tokio::test]
-#[ignore = "bug: an idle HTTP/1.1 keep-alive connection is cut at header_timeout (hyper's \
-            header_read_timeout also runs between requests) and counted as an i/o error; \
-            src/proxy/http.rs serve()"]
 async fn idle_http1_keepalive_outlives_header_timeout() {
     let backend = Backend::start().await;
     let gw = gateway(
@@ -173,8 +164,6 @@ async fn h2_max_concurrent_streams_is_advertised() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: src/proxy/http.rs serve() busy-loops once a request has been in flight for \
-            http_idle_timeout without a byte: sleep_until(epoch + last + idle) is already past"]
 async fn waiting_request_costs_no_cpu_in_the_idle_watch() {
     let backend = Backend::start().await;
     let gw = BinaryGateway::start(

@@ -73,16 +73,6 @@ async fn ip_literal_name_is_refused() {
     gw.shutdown().await;
 }
 
-/// The sum of `inbound_tcp_errors_total` over its labels.
-async fn tcp_errors(gw: &TestGateway) -> f64 {
-    gw.metrics()
-        .await
-        .lines()
-        .filter(|l| l.starts_with("inbound_tcp_errors_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn ipv6_literal_name_is_refused() {
     // Well-formed but never routable: refused by routing as a bad gateway domain.

@@ -46,6 +46,16 @@ struct Conn {
     fixed: Option<Routed>,
     /// Requests in flight on this connection (idle detection).
     active: AtomicUsize,
+    /// Milliseconds since `epoch` of the last byte either way or the last request's end.
+    activity: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Conn {
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.activity.store(ms, Ordering::Relaxed);
+    }
 }
 
 /// A routed target and what is derived from it once.
@@ -120,6 +130,8 @@ fn new_conn(gw: &Arc<Gateway>, client: &Client) -> Conn {
             .unwrap_or(HeaderValue::from_static("unknown")),
         fixed: None,
         active: AtomicUsize::new(0),
+        activity: Arc::new(AtomicU64::new(0)),
+        epoch: Instant::now(),
     }
 }
 
@@ -131,19 +143,21 @@ enum Mode {
 
 async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg) -> bool {
     let gw = conn.gw.clone();
-    let epoch = Instant::now();
-    let activity = Arc::new(AtomicU64::new(0));
+    let (epoch, activity) = (conn.epoch, conn.activity.clone());
     let io = Metered::new(
         tls,
         (leg.read.clone(), leg.write.clone()),
         epoch,
         activity.clone(),
     );
+    let idle = gw.server.http_idle_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gw.server.header_timeout);
+        // hyper runs this timer between keep-alive requests too, so it bounds idle
+        // keep-alive connections as well: give it the idle deadline.
+        .header_read_timeout(idle.max(gw.server.header_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -160,17 +174,23 @@ async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
     let mut stop = gw.stopping();
-    let idle = gw.server.http_idle_timeout;
     let mut closing = false;
     let result = loop {
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        // With a request in flight the connection is not idle: look again one period later
+        // (a request's end touches the activity clock).
+        let deadline = if conn.active.load(Ordering::Relaxed) > 0 {
+            Instant::now() + idle
+        } else {
+            epoch + last + idle
+        };
         tokio::select! {
             r = served.as_mut() => break r,
             _ = stop.wait_for(|s| *s), if !closing => {
                 served.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tokio::time::sleep_until(epoch + last + idle), if !closing => {
+            _ = tokio::time::sleep_until(deadline), if !closing => {
                 let now = Duration::from_millis(activity.load(Ordering::Relaxed));
                 if now == last && conn.active.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(client = %conn.client, ?idle, "idle HTTP connection closed");
@@ -182,6 +202,8 @@ async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg
     };
     match result {
         Ok(()) => true,
+        // Closing by our own choice (idle, drain): a peer that hangs up first is not an error.
+        Err(_) if closing => true,
         Err(e) => {
             gw.metrics.tcp_error("i/o");
             tracing::debug!(client = %conn.client, error = %error_chain(&*e), "HTTP connection failed");
@@ -206,6 +228,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
     if let Err(refusal) = authorize(&conn, &routed, &req) {
         return Ok(refuse(gw, Some(&routed), &refusal, grpc));
     }
+    gw.metrics.request_total.get_or_create(&routed.labels).inc();
     let Ok(permit) = gw.in_flight.clone().try_acquire_owned() else {
         return Ok(respond_refusal(
             gw,
@@ -215,9 +238,9 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
             start,
         ));
     };
-    gw.metrics.request_total.get_or_create(&routed.labels).inc();
     conn.active.fetch_add(1, Ordering::Relaxed);
     let answer = forward(&conn, &routed, req, grpc, start, permit).await;
+    conn.touch();
     conn.active.fetch_sub(1, Ordering::Relaxed);
     Ok(answer.unwrap_or_else(|refusal| respond_refusal(gw, &routed, &refusal, grpc, start)))
 }
