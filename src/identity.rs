@@ -130,12 +130,6 @@ impl Credentials {
             Err(errors)
         }
     }
-
-    /// True when now is inside the leaf's validity window.
-    pub fn is_valid_now(&self) -> bool {
-        let now = unix_now();
-        self.not_before <= now && now < self.not_after
-    }
 }
 
 /// Seconds since the Unix epoch.
