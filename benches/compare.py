@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Runs crossgate, nginx and HAProxy side by side as mTLS proxies (TLS 1.3, ECDSA P-256, client
+certificate required against the same anchor, no session tickets or caches, keep-alive
+upstream), each with one worker pinned to core 0; the load tool, backend and sink on core 1.
+Scenarios are interleaved and repeated; medians are reported. Called by benches/compare.sh."""
+
+import json, os, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+QUICK = "--quick" in sys.argv
+REPEATS = 1 if QUICK else 3
+SECS = 3 if QUICK else 5
+IDLE_CONNS = 2000 if QUICK else 9000
+PROXY_CORE, LOAD_CORE = "0", "1"
+GW = "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/crossgate")
+LOADKIT = os.path.join(ROOT, "target/release/examples/loadkit")
+TICK = os.sysconf("SC_CLK_TCK")
+
+_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+procs = []
+
+
+def spawn(args, core, **kw):
+    p = subprocess.Popen(["taskset", "-c", core] + args, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, **kw)
+    procs.append(p)
+    return p
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    sys.exit(f"port {port} never opened")
+
+
+def children(pid):
+    out = [pid]
+    try:
+        for c in open(f"/proc/{pid}/task/{pid}/children").read().split():
+            out += children(int(c))
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def setup(tmp):
+    pki = os.path.join(tmp, "pki")
+    subprocess.run([BIN, "certs", "--out", pki], check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(pki, "gateway.pem"), "w") as f:
+        f.write(open(os.path.join(pki, "gateway.crt")).read())
+        f.write(open(os.path.join(pki, "gateway.key")).read())
+    return pki
+
+
+def start_backends(tmp):
+    conf = os.path.join(tmp, "backend.conf")
+    open(conf, "w").write(f"""
+worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.err warn;
+events {{ worker_connections 20000; }}
+http {{ access_log off; keepalive_requests 10000000;
+  server {{ listen 127.0.0.1:18080; listen 127.0.0.1:18081 http2;
+    location / {{ return 200 "ok\\n"; }} }} }}
+""")
+    spawn(["nginx", "-c", conf], LOAD_CORE)
+    spawn([LOADKIT, "sink", "127.0.0.1:19000"], LOAD_CORE)
+    for port in (18080, 18081, 19000):
+        wait_port(port)
+
+
+def start_crossgate(tmp, pki):
+    conf = os.path.join(tmp, "crossgate.toml")
+    open(conf, "w").write(f"""
+[server]
+listen = "127.0.0.1:4143"
+admin = "127.0.0.1:4191"
+threads = 1
+max_connections = 100000
+[identity]
+trust_anchors = "{pki}/ca.crt"
+certificate = "{pki}/gateway.crt"
+key = "{pki}/gateway.key"
+[routing.static]
+"web.bench.svc.cluster.local:80" = ["127.0.0.1:18080"]
+"web2.bench.svc.cluster.local:80" = ["127.0.0.1:18081"]
+"sink.bench.svc.cluster.local:9000" = ["127.0.0.1:19000"]
+""")
+    p = spawn([BIN, "run", "--config", conf], PROXY_CORE, env={**os.environ, "RUST_LOG": "warn"})
+    wait_port(4143)
+    return p
+
+
+def start_nginx(tmp, pki):
+    conf = os.path.join(tmp, "nginx.conf")
+    tls = f"""ssl_certificate {pki}/gateway.crt; ssl_certificate_key {pki}/gateway.key;
+    ssl_client_certificate {pki}/ca.crt; ssl_verify_client on; ssl_verify_depth 3;
+    ssl_protocols TLSv1.3; ssl_session_tickets off; ssl_session_cache off;"""
+    open(conf, "w").write(f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 19000; }}
+http {{ access_log off;
+  upstream web {{ server 127.0.0.1:18080; keepalive 256; }}
+  server {{ listen 127.0.0.1:4443 ssl http2; {tls}
+    keepalive_requests 10000000; keepalive_timeout 300s;
+    location / {{ proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+stream {{ server {{ listen 127.0.0.1:4444 ssl; {tls} proxy_pass 127.0.0.1:19000; proxy_half_close on; }} }}
+""")
+    p = spawn(["nginx", "-c", conf], PROXY_CORE)
+    wait_port(4443)
+    return p
+
+
+def start_haproxy(tmp, pki):
+    conf = os.path.join(tmp, "haproxy.cfg")
+    bind = f"ssl crt {pki}/gateway.pem ca-file {pki}/ca.crt verify required ssl-min-ver TLSv1.3 no-tls-tickets"
+    open(conf, "w").write(f"""
+global
+  nbthread 1
+  maxconn 9500
+  tune.ssl.cachesize 0
+defaults
+  timeout connect 2s
+  timeout client 300s
+  timeout server 300s
+frontend web
+  mode http
+  bind 127.0.0.1:5443 {bind} alpn h2,http/1.1
+  default_backend web
+backend web
+  mode http
+  http-reuse always
+  server s1 127.0.0.1:18080
+frontend tcp
+  mode tcp
+  bind 127.0.0.1:5444 {bind}
+  default_backend sink
+backend sink
+  mode tcp
+  server s1 127.0.0.1:19000
+""")
+    p = spawn(["haproxy", "-f", conf, "-db"], PROXY_CORE)
+    wait_port(5443)
+    return p
+
+
+def oha(port, pki, extra, header):
+    args = ["taskset", "-c", LOAD_CORE, "oha", "--no-tui", "--output-format", "json",
+            "-z", f"{SECS}s", "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key",
+            "--cacert", f"{pki}/ca.crt", "--connect-to", f"{GW}:{port}:127.0.0.1:{port}"]
+    if header:
+        args += ["-H", f"l5d-dst-canonical: {header}"]
+    args += extra + [f"https://{GW}:{port}/"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+SCENARIOS = {
+    "h1": (["-c", "50"], "web.bench.svc.cluster.local:80"),
+    "h2": (["-c", "10", "-p", "10", "--http2"], "web2.bench.svc.cluster.local:80"),
+    "handshake": (["-c", "20", "--disable-keepalive"], "web.bench.svc.cluster.local:80"),
+    "fixed": (["-c", "20", "-q", "2000", "--latency-correction"], "web.bench.svc.cluster.local:80"),
+}
+
+
+def http_run(proxy, port, pids, pki, scenario):
+    extra, header = SCENARIOS[scenario]
+    c0 = cpu_ticks(pids)
+    d = oha(port, pki, extra, header if proxy == "crossgate" else None)
+    c1 = cpu_ticks(pids)
+    ok = sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
+    total = sum(d["statusCodeDistribution"].values()) + sum(d["errorDistribution"].values())
+    if ok < total * 0.99:
+        print(f"  warning: {proxy} {scenario}: {ok}/{total} ok: {d['errorDistribution']}", file=sys.stderr)
+    us = (c1 - c0) / TICK * 1e6 / max(ok, 1)
+    return {"rps": ok / SECS, "us": us, "p50": d["latencyPercentiles"]["p50"] * 1e3,
+            "p99": d["latencyPercentiles"]["p99"] * 1e3}
+
+
+def stream_run(proxy, port, pki):
+    args = [LOADKIT, "stream", f"127.0.0.1:{port}", GW, f"{pki}/ca.crt", f"{pki}/client.crt",
+            f"{pki}/client.key", "1024"]
+    if proxy == "crossgate":
+        args.append("sink.bench.svc.cluster.local:9000")
+    out = subprocess.run(["taskset", "-c", LOAD_CORE] + args, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"  warning: {proxy} stream failed: {out.stderr.strip()}", file=sys.stderr)
+        return 0.0
+    return float(out.stdout.strip())
+
+
+def idle_run(port, pids, pki):
+    before = rss_kib(pids)
+    p = subprocess.Popen(["taskset", "-c", LOAD_CORE, LOADKIT, "idle", f"127.0.0.1:{port}", GW,
+                          f"{pki}/ca.crt", f"{pki}/client.crt", f"{pki}/client.key",
+                          str(IDLE_CONNS), "8"], stdout=subprocess.PIPE, text=True)
+    established = int(p.stdout.readline().strip() or 0)
+    time.sleep(2)
+    after = rss_kib(pids)
+    p.wait()
+    if established < IDLE_CONNS:
+        print(f"  warning: only {established} idle connections established", file=sys.stderr)
+    return {"rss_mib": after / 1024, "per_conn_kib": (after - before) / max(established, 1)}
+
+
+def start_to_ready(tmp, pki):
+    conf = os.path.join(tmp, "ready.toml")
+    open(conf, "w").write(f"""
+[server]
+listen = "127.0.0.1:4153"
+admin = "127.0.0.1:4201"
+threads = 1
+[identity]
+trust_anchors = "{pki}/ca.crt"
+certificate = "{pki}/gateway.crt"
+key = "{pki}/gateway.key"
+""")
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        p = subprocess.Popen([BIN, "run", "--config", conf], stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", 4201), 0.5)
+                s.sendall(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    times.append((time.perf_counter() - t0) * 1e3)
+                    s.close()
+                    break
+                s.close()
+            except OSError:
+                pass
+            time.sleep(0.0005)
+        p.send_signal(signal.SIGTERM)
+        p.wait()
+    return statistics.median(times)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="crossgate-bench-")
+    try:
+        pki = setup(tmp)
+        start_backends(tmp)
+        proxies = {
+            "crossgate": (start_crossgate(tmp, pki), 4143, 4143),
+            "nginx": (start_nginx(tmp, pki), 4443, 4444),
+            "HAProxy": (start_haproxy(tmp, pki), 5443, 5444),
+        }
+        pids = {name: children(p.pid) for name, (p, _, _) in proxies.items()}
+        # taskset execs the proxy in place; nginx forks a worker.
+        time.sleep(0.5)
+        pids = {name: children(p.pid) for name, (p, _, _) in proxies.items()}
+        results = {name: {} for name in proxies}
+        for rep in range(REPEATS):
+            for scenario in SCENARIOS:
+                for name, (_, port, _) in proxies.items():
+                    r = http_run(name, port, pids[name], pki, scenario)
+                    results[name].setdefault(scenario, []).append(r)
+                    print(f"  [{rep + 1}/{REPEATS}] {scenario:9} {name:9} {r['rps']:>9.0f} req/s "
+                          f"{r['us']:6.1f} us/req p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms", file=sys.stderr)
+            for name, (_, _, sport) in proxies.items():
+                mbs = stream_run(name, sport, pki)
+                results[name].setdefault("stream", []).append(mbs)
+                print(f"  [{rep + 1}/{REPEATS}] stream    {name:9} {mbs:>9.0f} MB/s", file=sys.stderr)
+        for name, (_, port, _) in proxies.items():
+            results[name]["idle"] = idle_run(port, pids[name], pki)
+            print(f"  idle      {name:9} {results[name]['idle']}", file=sys.stderr)
+        ready_ms = start_to_ready(tmp, pki)
+        report(results, ready_ms)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def med(results, name, scenario, key=None):
+    vals = results[name][scenario]
+    return statistics.median([v[key] for v in vals] if key else vals)
+
+
+def report(results, ready_ms):
+    rows = [
+        ("HTTP/1.1 keep-alive req/s", "h1", "rps", True, "{:.0f}"),
+        ("HTTP/2 req/s", "h2", "rps", True, "{:.0f}"),
+        ("new mTLS connections/s (one request each)", "handshake", "rps", True, "{:.0f}"),
+        ("p50 ms at 2000 req/s", "fixed", "p50", False, "{:.2f}"),
+        ("p99 ms at 2000 req/s", "fixed", "p99", False, "{:.2f}"),
+        ("proxy CPU us per request (HTTP/1.1)", "h1", "us", False, "{:.1f}"),
+        ("proxy CPU us per request (HTTP/2)", "h2", "us", False, "{:.1f}"),
+        ("proxy CPU us per handshake", "handshake", "us", False, "{:.1f}"),
+        ("one TCP stream MB/s", "stream", None, True, "{:.0f}"),
+    ]
+    names = ["crossgate", "nginx", "HAProxy"]
+    print("| scenario | crossgate | nginx | HAProxy | crossgate / best peer |")
+    print("|---|---|---|---|---|")
+    for label, scenario, key, higher, fmt in rows:
+        v = {n: med(results, n, scenario, key) for n in names}
+        best = max(v["nginx"], v["HAProxy"]) if higher else min(v["nginx"], v["HAProxy"])
+        print(f"| {label} | " + " | ".join(fmt.format(v[n]) for n in names) + f" | {v['crossgate'] / best:.2f} |")
+    idle = {n: results[n]["idle"] for n in names}
+    print(f"| RSS MiB with {IDLE_CONNS} idle mTLS connections | " +
+          " | ".join(f"{idle[n]['rss_mib']:.0f}" for n in names) +
+          f" | {idle['crossgate']['rss_mib'] / min(idle['nginx']['rss_mib'], idle['HAProxy']['rss_mib']):.2f} |")
+    print("| KiB per idle connection | " + " | ".join(f"{idle[n]['per_conn_kib']:.1f}" for n in names) +
+          f" | {idle['crossgate']['per_conn_kib'] / idle['nginx']['per_conn_kib']:.2f} (vs nginx) |")
+    print(f"| start to /ready ms (median of 5) | {ready_ms:.1f} | | | |")
+
+
+if __name__ == "__main__":
+    main()
