@@ -152,10 +152,17 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
 }
 
 fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ()> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        b.worker_threads(n);
-    }
+    // One thread: the current-thread scheduler does the same work without cross-thread
+    // wake-up bookkeeping.
+    let mut b = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all()
         .build()
         .map_err(|e| eprintln!("cannot start runtime: {e}"))

@@ -9,7 +9,7 @@ use super::headers::{self, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO, L5D
 use super::tcp::Metered;
 use crate::Gateway;
 use crate::authz;
-use crate::metrics::{ErrorLabels, Leg, PeerLabels, RequestLabels, ResponseLabels};
+use crate::metrics::{ErrorLabels, Leg, Metrics, PeerLabels, RequestLabels, ResponseLabels};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::server::Client;
@@ -23,10 +23,12 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -44,9 +46,12 @@ struct Conn {
     client_header: HeaderValue,
     /// Set when the transport header fixed the target for the whole connection.
     fixed: Option<Routed>,
+    /// Plain mode: the last authority a request named and its route, as clients mostly send
+    /// every request on a connection to one target.
+    last: Mutex<Option<(Box<str>, Routed)>>,
     /// Requests in flight on this connection (idle detection).
     active: AtomicUsize,
-    /// Milliseconds since `epoch` of the last byte either way or the last request's end.
+    /// Milliseconds since `epoch` of the last request's start or end.
     activity: Arc<AtomicU64>,
     epoch: Instant,
 }
@@ -63,8 +68,47 @@ impl Conn {
 struct Routed {
     target: Target,
     authority: Authority,
-    labels: RequestLabels,
+    metrics: Arc<RouteMetrics>,
     forwarded: HeaderValue,
+}
+
+/// The metric handles of one routed target, taken once so that requests do not hash label
+/// sets on the hot path.
+struct RouteMetrics {
+    labels: RequestLabels,
+    requests: Counter,
+    authz_allow: Counter,
+    /// `(status, success)` -> `response_total` and `response_latency_ms`; a handful per target.
+    responses: Mutex<Vec<(u16, bool, Counter, Histogram)>>,
+}
+
+impl RouteMetrics {
+    fn new(m: &Metrics, labels: RequestLabels) -> RouteMetrics {
+        RouteMetrics {
+            requests: m.request_total.get_or_create_owned(&labels),
+            authz_allow: m.http_authz_allow.get_or_create_owned(&labels.0),
+            labels,
+            responses: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn response(&self, m: &Metrics, status: u16, success: bool) -> (Counter, Histogram) {
+        let mut cache = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, c, h)) = cache.iter().find(|e| e.0 == status && e.1 == success) {
+            return (c.clone(), h.clone());
+        }
+        let labels = ResponseLabels {
+            peer: self.labels.clone(),
+            status_code: status,
+            success,
+        };
+        let handles = (
+            m.response_total.get_or_create_owned(&labels),
+            m.response_latency_ms.get_or_create_owned(&labels),
+        );
+        cache.push((status, success, handles.0.clone(), handles.1.clone()));
+        handles
+    }
 }
 
 impl Conn {
@@ -73,11 +117,12 @@ impl Conn {
         let authority =
             Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
         let forwarded = headers::forwarded_element(self.gw.identity(), &self.client, &text);
+        let labels = RequestLabels(Arc::new(PeerLabels {
+            client_id: self.client.to_string(),
+            authority: text,
+        }));
         Ok(Routed {
-            labels: RequestLabels(Arc::new(PeerLabels {
-                client_id: self.client.to_string(),
-                authority: text,
-            })),
+            metrics: Arc::new(RouteMetrics::new(&self.gw.metrics, labels)),
             forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
             authority,
             target,
@@ -129,6 +174,7 @@ fn new_conn(gw: &Arc<Gateway>, client: &Client) -> Conn {
         client_header: HeaderValue::from_str(&client.id)
             .unwrap_or(HeaderValue::from_static("unknown")),
         fixed: None,
+        last: Mutex::new(None),
         active: AtomicUsize::new(0),
         activity: Arc::new(AtomicU64::new(0)),
         epoch: Instant::now(),
@@ -144,12 +190,7 @@ enum Mode {
 async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg) -> bool {
     let gw = conn.gw.clone();
     let (epoch, activity) = (conn.epoch, conn.activity.clone());
-    let io = Metered::new(
-        tls,
-        (leg.read.clone(), leg.write.clone()),
-        epoch,
-        activity.clone(),
-    );
+    let io = Metered::new(tls, (leg.read.clone(), leg.write.clone()), None);
     let idle = gw.server.http_idle_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -219,7 +260,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
     let gw = &conn.gw;
     let routed = match &conn.fixed {
         Some(r) => Ok(r.clone()),
-        None => plain_target(gw, &req).and_then(|t| conn.routed(t)),
+        None => plain_routed(&conn, &req),
     };
     let routed = match routed {
         Ok(r) => r,
@@ -228,7 +269,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
     if let Err(refusal) = authorize(&conn, &routed, &req) {
         return Ok(refuse(gw, Some(&routed), &refusal, grpc));
     }
-    gw.metrics.request_total.get_or_create(&routed.labels).inc();
+    routed.metrics.requests.inc();
     let Ok(permit) = gw.in_flight.clone().try_acquire_owned() else {
         return Ok(respond_refusal(
             gw,
@@ -239,6 +280,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
         ));
     };
     conn.active.fetch_add(1, Ordering::Relaxed);
+    conn.touch();
     let answer = forward(&conn, &routed, req, grpc, start, permit).await;
     conn.touch();
     conn.active.fetch_sub(1, Ordering::Relaxed);
@@ -246,7 +288,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
 }
 
 /// Plain HTTP mode: the target from `l5d-dst-canonical`, else the authority (port 80).
-fn plain_target(gw: &Gateway, req: &Request<Incoming>) -> Result<Target, Refusal> {
+fn plain_routed(conn: &Conn, req: &Request<Incoming>) -> Result<Routed, Refusal> {
     let authority = req
         .headers()
         .get(L5D_DST_CANONICAL)
@@ -254,7 +296,15 @@ fn plain_target(gw: &Gateway, req: &Request<Incoming>) -> Result<Target, Refusal
         .or_else(|| req.uri().authority().map(Authority::as_str))
         .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
         .ok_or(Refusal::BadGatewayDomain)?;
-    gw.routes.route_authority(authority, 80)
+    let mut last = conn.last.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((raw, routed)) = last.as_ref()
+        && **raw == *authority
+    {
+        return Ok(routed.clone());
+    }
+    let routed = conn.routed(conn.gw.routes.route_authority(authority, 80)?)?;
+    *last = Some((authority.into(), routed.clone()));
+    Ok(routed)
 }
 
 /// Loops (own identity, `Forwarded: by=<own>`), then, in plain mode, the rules.
@@ -266,10 +316,7 @@ fn authorize(conn: &Conn, routed: &Routed, req: &Request<Incoming>) -> Result<()
     if conn.fixed.is_none() {
         authz::authorize(&conn.client, &routed.target, &gw.policy)?;
     }
-    gw.metrics
-        .http_authz_allow
-        .get_or_create(&routed.labels.0)
-        .inc();
+    routed.metrics.authz_allow.inc();
     Ok(())
 }
 
@@ -366,7 +413,7 @@ async fn forward(
         .map(|v| v.as_bytes() == b"0");
     let recorder = Recorder {
         gw: gw.clone(),
-        labels: routed.labels.clone(),
+        route: routed.metrics.clone(),
         status: parts.status.as_u16(),
         grpc_ok: grpc_status,
         start,
@@ -465,12 +512,15 @@ fn refuse(
                 .inc();
         }
         (None, Some(r)) => {
-            gw.metrics.http_authz_deny.get_or_create(&r.labels.0).inc();
+            gw.metrics
+                .http_authz_deny
+                .get_or_create(&r.metrics.labels.0)
+                .inc();
         }
         (None, None) => {}
     }
     tracing::info!(
-        authority = routed.map(|r| r.labels.0.authority.as_str()),
+        authority = routed.map(|r| r.metrics.labels.0.authority.as_str()),
         reason = %refusal,
         "request refused"
     );
@@ -488,7 +538,7 @@ fn respond_refusal(
     let response = refuse(gw, Some(routed), refusal, grpc);
     Recorder {
         gw: gw.clone(),
-        labels: routed.labels.clone(),
+        route: routed.metrics.clone(),
         status: response.status().as_u16(),
         grpc_ok: grpc.then_some(false),
         start,
@@ -529,7 +579,7 @@ pub fn refusal_response(refusal: &Refusal, grpc: bool) -> Response<RespBody> {
 /// Records `response_total` and `response_latency_ms` once.
 struct Recorder {
     gw: Arc<Gateway>,
-    labels: RequestLabels,
+    route: Arc<RouteMetrics>,
     status: u16,
     /// `Some(true)` when a gRPC status 0 was seen, `Some(false)` another one.
     grpc_ok: Option<bool>,
@@ -539,15 +589,9 @@ struct Recorder {
 impl Recorder {
     fn record(self) {
         let success = self.status < 500 && self.grpc_ok != Some(false);
-        let labels = ResponseLabels {
-            peer: self.labels,
-            status_code: self.status,
-            success,
-        };
-        let m = &self.gw.metrics;
-        m.response_total.get_or_create(&labels).inc();
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        m.response_latency_ms.get_or_create(&labels).observe(ms);
+        let (total, latency) = self.route.response(&self.gw.metrics, self.status, success);
+        total.inc();
+        latency.observe(self.start.elapsed().as_secs_f64() * 1000.0);
     }
 }
 

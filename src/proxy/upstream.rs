@@ -16,7 +16,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -54,12 +53,7 @@ impl tower_service::Service<http::Uri> for Connector {
                     target_addr: addr.to_string().into(),
                 },
             );
-            let io = Metered::new(
-                tcp,
-                (leg.read.clone(), leg.write.clone()),
-                tokio::time::Instant::now(),
-                Arc::new(AtomicU64::new(0)),
-            );
+            let io = Metered::new(tcp, (leg.read.clone(), leg.write.clone()), None);
             Ok(TokioIo::new(UpstreamConn { io, leg }))
         })
     }
