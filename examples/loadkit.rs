@@ -81,7 +81,11 @@ async fn stream(args: &[String]) -> anyhow::Result<()> {
     tls.shutdown().await?;
     let mut n = [0u8; 8];
     tls.read_exact(&mut n).await?;
-    anyhow::ensure!(u64::from_be_bytes(n) == sent, "sink counted {}", u64::from_be_bytes(n));
+    anyhow::ensure!(
+        u64::from_be_bytes(n) == sent,
+        "sink counted {}",
+        u64::from_be_bytes(n)
+    );
     println!("{:.1}", total as f64 / 1e6 / start.elapsed().as_secs_f64());
     Ok(())
 }
