@@ -390,7 +390,11 @@ async fn forward(
         && let Some(client_upgrade) = client_upgrade
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(splice_upgrades(client_upgrade, upstream_upgrade));
+        tokio::spawn(splice_upgrades(
+            client_upgrade,
+            upstream_upgrade,
+            gw.server.idle_timeout,
+        ));
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(
@@ -434,13 +438,23 @@ async fn forward(
 }
 
 /// Joins the client's and the upstream's upgraded connections (WebSocket and the like).
-async fn splice_upgrades(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+async fn splice_upgrades(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
     match tokio::try_join!(client, upstream) {
         Ok((c, u)) => {
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
-            }
+            let counters = || (Default::default(), Default::default());
+            let r = super::tcp::proxy(
+                TokioIo::new(c),
+                TokioIo::new(u),
+                idle,
+                counters(),
+                counters(),
+            )
+            .await;
+            tracing::debug!(result = ?r.map(|_| ()), "upgraded connection ended");
         }
         Err(e) => tracing::debug!(error = %e, "upgrade failed"),
     }

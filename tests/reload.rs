@@ -1,0 +1,90 @@
+//! Certificate rotation: the gateway picks up a rotated leaf and key from disk without a
+//! restart, and keeps its current certificate when the new files name another identity.
+
+mod support;
+use crossgate::certs::{LeafSpec, Pki};
+use crossgate::config::{Config, Overrides};
+use std::time::Duration;
+use support::*;
+
+async fn served_leaf(
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Vec<u8> {
+    let tls = crossgate::tls::connect(addr, config, GATEWAY)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn expiry_line(metrics: &str) -> String {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("identity_cert_expiration_timestamp_seconds "))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn rotated_files_are_served_and_foreign_identities_refused() {
+    let pki = Pki::new().unwrap();
+    let first = pki.leaf(GATEWAY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &first.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &first.key_pem).unwrap();
+    let toml = "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+                [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n\
+                reload_interval = \"50ms\"\n";
+    let config = Config::parse(toml, "t.toml", dir.path(), &Overrides::default()).unwrap();
+    let gw = crossgate::Gateway::build(&config).unwrap();
+    let listeners = crossgate::Listeners::bind(&config.server).await.unwrap();
+    let (addr, admin) = listeners.addrs().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crossgate::run(gw, listeners, async {
+        let _ = rx.await;
+    }));
+    let client_leaf = pki.leaf(FRONTEND).unwrap();
+    let client = crossgate::tls::client_config_from_pem(
+        &pki.anchor_pem(),
+        &client_leaf.cert_pem,
+        &client_leaf.key_pem,
+        ALPN_TRANSPORT,
+    )
+    .unwrap();
+    let metrics = || async { http_get(admin, "/metrics").await };
+    let before = served_leaf(addr, client.clone()).await;
+    let expiry_before = expiry_line(&metrics().await);
+
+    // Rotate: a new leaf for the same identity, valid two days.
+    let mut spec = LeafSpec::identity(GATEWAY);
+    spec.not_after += time::Duration::hours(24);
+    let second = pki.leaf_with(spec).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &second.key_pem).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &second.cert_pem).unwrap();
+    let mut now = before.clone();
+    for _ in 0..200 {
+        now = served_leaf(addr, client.clone()).await;
+        if now != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_ne!(now, before, "rotated certificate never served");
+    let expiry_after = expiry_line(&metrics().await);
+    assert_ne!(expiry_after, expiry_before, "expiry gauge not updated");
+
+    // A leaf naming another identity is not taken: the rotated one stays.
+    let foreign = pki
+        .leaf("someone-else.west.serviceaccount.identity.linkerd.cluster.local")
+        .unwrap();
+    std::fs::write(dir.path().join("tls.key"), &foreign.key_pem).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &foreign.cert_pem).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // six reload periods
+    assert_eq!(served_leaf(addr, client.clone()).await, now);
+    assert_eq!(expiry_line(&metrics().await), expiry_after);
+    assert!(http_get(admin, "/ready").await.starts_with("HTTP/1.1 200"));
+
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
