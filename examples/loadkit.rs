@@ -2,8 +2,8 @@
 //! - `loadkit sink ADDR`: a TCP sink; on EOF it writes back the byte count (8 bytes, BE).
 //! - `loadkit stream ADDR SNI CA CERT KEY MB [NAME:PORT]`: one mTLS stream of MB MiB to the
 //!   sink through a proxy (with a Linkerd transport header when NAME:PORT is given); prints MB/s.
-//! - `loadkit idle ADDR SNI CA CERT KEY N SECONDS`: opens N mTLS connections (ALPN http/1.1),
-//!   holds them SECONDS, prints how many were established.
+//! - `loadkit idle ADDR SNI CA CERT KEY N SECONDS [transport]`: opens N mTLS connections (ALPN
+//!   http/1.1, or transport.l5d.io/v1), holds them SECONDS, prints how many were established.
 
 use crossgate::transport_header::TransportHeader;
 use std::sync::Arc;
@@ -91,7 +91,11 @@ async fn stream(args: &[String]) -> anyhow::Result<()> {
 }
 
 async fn idle(args: &[String]) -> anyhow::Result<()> {
-    let config = client(args, &[b"http/1.1"])?;
+    let alpn: &[u8] = match args.get(7).map(String::as_str) {
+        Some("transport") => crossgate::transport_header::ALPN,
+        _ => b"http/1.1",
+    };
+    let config = client(args, &[alpn])?;
     let n: usize = args[5].parse()?;
     let hold: u64 = args[6].parse()?;
     let addr = args[0].parse()?;
