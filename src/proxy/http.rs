@@ -6,10 +6,11 @@
 //! bodies and trailers stream both ways; refusals are answered by [`refusal_response`].
 
 use super::headers::{self, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO, L5D_PROXY_ERROR};
+use super::observe::{Observed, Recorder, RouteMetrics};
 use super::tcp::Metered;
 use crate::Gateway;
 use crate::authz;
-use crate::metrics::{ErrorLabels, Leg, Metrics, PeerLabels, RequestLabels, ResponseLabels};
+use crate::metrics::{ErrorLabels, Leg, PeerLabels, RequestLabels};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::server::Client;
@@ -19,17 +20,13 @@ use http::header::{CONTENT_TYPE, HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -70,45 +67,6 @@ struct Routed {
     authority: Authority,
     metrics: Arc<RouteMetrics>,
     forwarded: HeaderValue,
-}
-
-/// The metric handles of one routed target, taken once so that requests do not hash label
-/// sets on the hot path.
-struct RouteMetrics {
-    labels: RequestLabels,
-    requests: Counter,
-    authz_allow: Counter,
-    /// `(status, success)` -> `response_total` and `response_latency_ms`; a handful per target.
-    responses: Mutex<Vec<(u16, bool, Counter, Histogram)>>,
-}
-
-impl RouteMetrics {
-    fn new(m: &Metrics, labels: RequestLabels) -> RouteMetrics {
-        RouteMetrics {
-            requests: m.request_total.get_or_create_owned(&labels),
-            authz_allow: m.http_authz_allow.get_or_create_owned(&labels.0),
-            labels,
-            responses: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn response(&self, m: &Metrics, status: u16, success: bool) -> (Counter, Histogram) {
-        let mut cache = self.responses.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, c, h)) = cache.iter().find(|e| e.0 == status && e.1 == success) {
-            return (c.clone(), h.clone());
-        }
-        let labels = ResponseLabels {
-            peer: self.labels.clone(),
-            status_code: status,
-            success,
-        };
-        let handles = (
-            m.response_total.get_or_create_owned(&labels),
-            m.response_latency_ms.get_or_create_owned(&labels),
-        );
-        cache.push((status, success, handles.0.clone(), handles.1.clone()));
-        handles
-    }
 }
 
 impl Conn {
@@ -429,11 +387,7 @@ async fn forward(
         recorder.record();
         None
     };
-    let body = Observed {
-        inner: body,
-        recorder,
-        _permit: permit,
-    };
+    let body = Observed::new(body, recorder, permit);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
@@ -588,75 +542,4 @@ pub fn refusal_response(refusal: &Refusal, grpc: bool) -> Response<RespBody> {
     };
     r.headers_mut().insert(L5D_PROXY_ERROR, value);
     r
-}
-
-/// Records `response_total` and `response_latency_ms` once.
-struct Recorder {
-    gw: Arc<Gateway>,
-    route: Arc<RouteMetrics>,
-    status: u16,
-    /// `Some(true)` when a gRPC status 0 was seen, `Some(false)` another one.
-    grpc_ok: Option<bool>,
-    start: Instant,
-}
-
-impl Recorder {
-    fn record(self) {
-        let success = self.status < 500 && self.grpc_ok != Some(false);
-        let (total, latency) = self.route.response(&self.gw.metrics, self.status, success);
-        total.inc();
-        latency.observe(self.start.elapsed().as_secs_f64() * 1000.0);
-    }
-}
-
-/// An upstream response body, streamed frame by frame. Holds the in-flight permit until the
-/// body ends, and, for gRPC, records the response when its trailers arrive.
-pub struct Observed {
-    inner: Incoming,
-    recorder: Option<Recorder>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Body for Observed {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let (Some(trailers), Some(rec)) = (frame.trailers_ref(), this.recorder.as_mut())
-        {
-            rec.grpc_ok = trailers.get("grpc-status").map(|v| v.as_bytes() == b"0");
-        }
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-            && let Some(rec) = this.recorder.take()
-        {
-            rec.record();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Observed {
-    fn drop(&mut self) {
-        if let Some(mut rec) = self.recorder.take() {
-            // The client went away before the trailers: not a success.
-            if rec.grpc_ok.is_none() {
-                rec.grpc_ok = Some(false);
-            }
-            rec.record();
-        }
-    }
 }

@@ -1,0 +1,140 @@
+//! What the gateway observes of each HTTP response: `response_total` and
+//! `response_latency_ms` through per-target handles taken once ([`RouteMetrics`]), recorded at
+//! the response head or, for gRPC, when the trailers arrive ([`Observed`]).
+
+use crate::Gateway;
+use crate::metrics::{Metrics, RequestLabels, ResponseLabels};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+/// The metric handles of one routed target, taken once so that requests do not hash label
+/// sets on the hot path.
+pub(crate) struct RouteMetrics {
+    pub(crate) labels: RequestLabels,
+    pub(crate) requests: Counter,
+    pub(crate) authz_allow: Counter,
+    /// `(status, success)` -> `response_total` and `response_latency_ms`; a handful per target.
+    responses: Mutex<Vec<(u16, bool, Counter, Histogram)>>,
+}
+
+impl RouteMetrics {
+    pub(crate) fn new(m: &Metrics, labels: RequestLabels) -> RouteMetrics {
+        RouteMetrics {
+            requests: m.request_total.get_or_create_owned(&labels),
+            authz_allow: m.http_authz_allow.get_or_create_owned(&labels.0),
+            labels,
+            responses: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn response(&self, m: &Metrics, status: u16, success: bool) -> (Counter, Histogram) {
+        let mut cache = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, c, h)) = cache.iter().find(|e| e.0 == status && e.1 == success) {
+            return (c.clone(), h.clone());
+        }
+        let labels = ResponseLabels {
+            peer: self.labels.clone(),
+            status_code: status,
+            success,
+        };
+        let handles = (
+            m.response_total.get_or_create_owned(&labels),
+            m.response_latency_ms.get_or_create_owned(&labels),
+        );
+        cache.push((status, success, handles.0.clone(), handles.1.clone()));
+        handles
+    }
+}
+
+/// Records `response_total` and `response_latency_ms` once.
+pub(crate) struct Recorder {
+    pub(crate) gw: Arc<Gateway>,
+    pub(crate) route: Arc<RouteMetrics>,
+    pub(crate) status: u16,
+    /// `Some(true)` when a gRPC status 0 was seen, `Some(false)` another one.
+    pub(crate) grpc_ok: Option<bool>,
+    pub(crate) start: Instant,
+}
+
+impl Recorder {
+    pub(crate) fn record(self) {
+        let success = self.status < 500 && self.grpc_ok != Some(false);
+        let (total, latency) = self.route.response(&self.gw.metrics, self.status, success);
+        total.inc();
+        latency.observe(self.start.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+/// An upstream response body, streamed frame by frame. Holds the in-flight permit until the
+/// body ends, and, for gRPC, records the response when its trailers arrive.
+pub struct Observed {
+    inner: Incoming,
+    recorder: Option<Recorder>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Observed {
+    /// `recorder` is `Some` when the response is to be recorded at the body's end.
+    pub(crate) fn new(
+        inner: Incoming,
+        recorder: Option<Recorder>,
+        permit: OwnedSemaphorePermit,
+    ) -> Observed {
+        Observed {
+            inner,
+            recorder,
+            _permit: permit,
+        }
+    }
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let (Some(trailers), Some(rec)) = (frame.trailers_ref(), this.recorder.as_mut())
+        {
+            rec.grpc_ok = trailers.get("grpc-status").map(|v| v.as_bytes() == b"0");
+        }
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            && let Some(rec) = this.recorder.take()
+        {
+            rec.record();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.recorder.take() {
+            // The client went away before the trailers: not a success.
+            if rec.grpc_ok.is_none() {
+                rec.grpc_ok = Some(false);
+            }
+            rec.record();
+        }
+    }
+}
