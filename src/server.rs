@@ -147,17 +147,28 @@ async fn serve_transport(
         }
     };
     let authority: Arc<str> = target.to_string().into();
-    if let Err(refusal) = authz::authorize(&client.id, &target, &gw.policy) {
-        refuse_connection(gw, client, &authority, &refusal);
-        return false;
+    let decision = authz::authorize(&client.id, &target, &gw.policy);
+    match (&decision, header.protocol) {
+        (Ok(()), _) => {
+            m.tcp_authz_allow
+                .get_or_create(&peer_labels(client, &authority))
+                .inc();
+        }
+        // An HTTP session the rules deny is still served, so that each request gets its 403
+        // with `l5d-proxy-error` (counted per request) rather than a bare close.
+        (Err(Refusal::Unauthorized), Some(_)) => {}
+        (Err(refusal), _) => {
+            refuse_connection(gw, client, &authority, refusal);
+            return false;
+        }
     }
-    m.tcp_authz_allow
-        .get_or_create(&peer_labels(client, &authority))
-        .inc();
     match header.protocol {
         None => Box::pin(forward_opaque(gw, tls, client, &target, authority, leg)).await,
         Some(protocol) => {
-            let http = crate::proxy::http::serve_transport(gw, tls, client, target, protocol, leg);
+            let authorized = decision.is_ok();
+            let http = crate::proxy::http::serve_transport(
+                gw, tls, client, target, protocol, authorized, leg,
+            );
             Box::pin(http).await
         }
     }

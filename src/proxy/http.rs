@@ -43,6 +43,8 @@ struct Conn {
     client_header: HeaderValue,
     /// Set when the transport header fixed the target for the whole connection.
     fixed: Option<Routed>,
+    /// The rules deny this client the fixed target: every request is answered 403.
+    denied: bool,
     /// Plain mode: the last authority a request named and its route, as clients mostly send
     /// every request on a connection to one target.
     last: Mutex<Option<(Box<str>, Routed)>>,
@@ -88,16 +90,19 @@ impl Conn {
     }
 }
 
-/// Serves HTTP on a connection whose transport header named `target` and `protocol`.
+/// Serves HTTP on a connection whose transport header named `target` and `protocol`;
+/// `authorized` is the rules' decision for this client and target, taken once.
 pub async fn serve_transport(
     gw: &Arc<Gateway>,
     tls: TlsStream<TcpStream>,
     client: &Client,
     target: Target,
     protocol: SessionProtocol,
+    authorized: bool,
     leg: &Leg,
 ) -> bool {
     let mut conn = new_conn(gw, client);
+    conn.denied = !authorized;
     match conn.routed(target) {
         Ok(r) => conn.fixed = Some(r),
         Err(_) => return false,
@@ -132,6 +137,7 @@ fn new_conn(gw: &Arc<Gateway>, client: &Client) -> Conn {
         client_header: HeaderValue::from_str(&client.id)
             .unwrap_or(HeaderValue::from_static("unknown")),
         fixed: None,
+        denied: false,
         last: Mutex::new(None),
         active: AtomicUsize::new(0),
         activity: Arc::new(AtomicU64::new(0)),
@@ -273,6 +279,8 @@ fn authorize(conn: &Conn, routed: &Routed, req: &Request<Incoming>) -> Result<()
     }
     if conn.fixed.is_none() {
         authz::authorize(&conn.client, &routed.target, &gw.policy)?;
+    } else if conn.denied {
+        return Err(Refusal::Unauthorized);
     }
     routed.metrics.authz_allow.inc();
     Ok(())
