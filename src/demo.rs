@@ -267,6 +267,9 @@ async fn spawn_http_backend() -> anyhow::Result<SocketAddr> {
     let addr = l.local_addr()?;
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            // Without it, Nagle on the backend holds its second small write for the gateway's
+            // delayed ACK: 40 ms on the first HTTP/2 exchange.
+            let _ = s.set_nodelay(true);
             let service = hyper::service::service_fn(
                 |req: http::Request<hyper::body::Incoming>| async move {
                     let h = |n: &str| {
