@@ -198,8 +198,16 @@ async fn read_inner<I: AsyncRead + Unpin>(
     if len > MAX_LEN {
         return Err(HeaderError::TooLong(len));
     }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await.map_err(io_error)?;
+    // Grown as bytes arrive: a peer that announces 64 KiB and sends nothing costs nothing.
+    let mut body = Vec::with_capacity(len.min(256));
+    (&mut *io)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await
+        .map_err(io_error)?;
+    if body.len() < len {
+        return Err(HeaderError::Truncated);
+    }
     Ok((decode_message(&body)?, head.len() + len))
 }
 
