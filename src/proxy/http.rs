@@ -33,6 +33,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
+/// The most a request head may take (HTTP/1 read buffer, HTTP/2 header list): generous for
+/// real traffic, and a bound on what one peer can make the gateway hold.
+const MAX_HEADERS: usize = 64 * 1024;
+
 /// A response body: streamed from upstream, or made by the gateway.
 pub type RespBody = Either<Observed, Full<Bytes>>;
 
@@ -162,10 +166,12 @@ async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg
         .timer(TokioTimer::new())
         // hyper runs this timer between keep-alive requests too, so it bounds idle
         // keep-alive connections as well: give it the idle deadline.
-        .header_read_timeout(idle.max(gw.server.header_timeout));
+        .header_read_timeout(idle.max(gw.server.header_timeout))
+        .max_buf_size(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADERS as u32)
         .max_concurrent_streams(gw.server.h2_max_concurrent_streams)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
