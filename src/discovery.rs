@@ -8,9 +8,9 @@ use crate::route::{Routes, Target};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 pub struct Discovery {
     routes: Arc<Routes>,
     resolver: Result<TokioResolver, String>,
-    next: AtomicUsize,
+    /// The next address to try first, per target: round-robin within each target.
+    next: Mutex<HashMap<Target, usize>>,
     connect_timeout: Duration,
 }
 
@@ -36,7 +37,7 @@ impl Discovery {
         Discovery {
             routes,
             resolver,
-            next: AtomicUsize::new(0),
+            next: Mutex::new(HashMap::new()),
             connect_timeout,
         }
     }
@@ -73,7 +74,14 @@ impl Discovery {
     /// over to the others; each attempt under the connect deadline.
     pub async fn connect(&self, target: &Target) -> Result<(TcpStream, SocketAddr), Refusal> {
         let addrs = self.resolve(target).await?;
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Entries exist only for targets that resolved: real services, not made-up names.
+        let start = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let n = next.entry(target.clone()).or_insert(0);
+            let start = *n;
+            *n = start.wrapping_add(1);
+            start
+        };
         let mut last = String::new();
         for i in 0..addrs.len() {
             let addr = addrs[(start + i) % addrs.len()];

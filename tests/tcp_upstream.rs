@@ -97,3 +97,35 @@ async fn connections_spread_across_endpoints() {
     assert!(na > 0 && nb > 0, "not spread: {na} and {nb}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn spreading_is_per_target_when_targets_interleave() {
+    // Target A has two endpoints, target B one. Connections alternate A, B, A, B: a rotation
+    // shared by all targets would send every A connection to the same endpoint.
+    let (a1, a1_accepted) = echo_backend().await;
+    let (a2, a2_accepted) = echo_backend().await;
+    let (b, b_accepted) = echo_backend().await;
+    let gw = start(&format!(
+        "[routing.static]\n\"{TARGET}\" = [\"{a1}\", \"{a2}\"]\n\"other.test.svc.cluster.local:9899\" = [\"{b}\"]\n"
+    ))
+    .await;
+    let other = crossgate::transport_header::TransportHeader {
+        port: 9899,
+        name: Some("other.test.svc.cluster.local".into()),
+        protocol: None,
+    };
+    for i in 0..4 {
+        let msg = format!("a {i}");
+        assert_eq!(roundtrip(&gw, msg.as_bytes()).await, Some(msg.into_bytes()));
+        let mut tls = open(&gw, gw.client(FRONTEND, ALPN_TRANSPORT), &other)
+            .await
+            .unwrap();
+        tls.write_all(b"b").await.unwrap();
+        tls.shutdown().await.unwrap();
+        assert_eq!(read_all(&mut tls).await, b"b");
+    }
+    assert_eq!(b_accepted.load(Ordering::SeqCst), 4);
+    assert_eq!(a1_accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(a2_accepted.load(Ordering::SeqCst), 2);
+    gw.shutdown().await;
+}
