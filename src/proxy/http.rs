@@ -10,7 +10,7 @@ use super::observe::{Observed, Recorder, RouteMetrics};
 use super::tcp::Metered;
 use crate::Gateway;
 use crate::authz;
-use crate::metrics::{ErrorLabels, Leg, PeerLabels, RequestLabels};
+use crate::metrics::{ErrorLabels, Leg, PeerLabels, RequestLabels, TcpLabels};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::server::Client;
@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -434,20 +435,30 @@ async fn connect_tunnel(
     routed: &Routed,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Refusal> {
-    let (upstream, _) = gw.discovery.connect(&routed.target).await?;
+    let (upstream, addr) = gw.discovery.connect(&routed.target).await?;
     let idle = gw.server.idle_timeout;
+    // The client side is already counted by the connection's own leg, beneath the upgrade.
+    let mut leg = Leg::open(
+        &gw.metrics,
+        TcpLabels::Outbound {
+            authority: routed.metrics.labels.0.authority.as_str().into(),
+            target_addr: addr.to_string().into(),
+        },
+    );
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                let counters = || (Default::default(), Default::default());
                 let r = super::tcp::proxy(
                     TokioIo::new(upgraded),
                     upstream,
                     idle,
-                    counters(),
-                    counters(),
+                    (Counter::default(), Counter::default()),
+                    (leg.read.clone(), leg.write.clone()),
                 )
                 .await;
+                if r.is_ok() {
+                    leg.succeeded();
+                }
                 tracing::debug!(result = ?r.map(|_| ()), "CONNECT tunnel ended");
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
