@@ -15,16 +15,7 @@ pub struct Report {
 /// identity. Returns every problem found.
 pub fn check(path: &Path) -> Result<Report, Vec<String>> {
     let config = Config::load(path, &Overrides::default()).map_err(|e| e.0)?;
-    let provider = crate::tls::provider();
-    let roots =
-        crate::identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
-    let creds = crate::identity::Credentials::load(
-        &config.identity.certificate,
-        &config.identity.key,
-        config.identity.name.as_deref(),
-        &roots,
-        &provider,
-    )?;
+    let (roots, creds) = crate::identity::load(&config.identity, &crate::tls::provider())?;
     Ok(Report {
         identity: creds.identity,
         seconds_left: creds.not_after - crate::identity::unix_now(),

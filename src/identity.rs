@@ -71,6 +71,23 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// Loads what `[identity]` names: the trust anchors, then the gateway's credentials checked
+/// against them. Errors name the files.
+pub fn load(
+    config: &crate::config::Identity,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(Arc<RootCertStore>, Credentials), Vec<String>> {
+    let roots = load_anchors(&config.trust_anchors).map_err(|e| vec![e])?;
+    let creds = Credentials::load(
+        &config.certificate,
+        &config.key,
+        config.name.as_deref(),
+        &roots,
+        provider,
+    )?;
+    Ok((roots, creds))
+}
+
 /// The gateway's own credentials, loaded and checked.
 #[derive(Clone, Debug)]
 pub struct Credentials {

@@ -31,7 +31,7 @@ pub mod tls;
 pub mod transport_header;
 
 use crate::config::Config;
-use crate::identity::{CredentialStore, Credentials};
+use crate::identity::CredentialStore;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,14 +66,7 @@ impl Gateway {
     /// Loads the credentials and builds the shared state. Errors name the files.
     pub fn build(config: &Config) -> Result<Arc<Gateway>, Vec<String>> {
         let provider = tls::provider();
-        let roots = identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
-        let creds = Credentials::load(
-            &config.identity.certificate,
-            &config.identity.key,
-            config.identity.name.as_deref(),
-            &roots,
-            &provider,
-        )?;
+        let (roots, creds) = identity::load(&config.identity, &provider)?;
         let store = Arc::new(CredentialStore::new(creds));
         let tls_err = |e: rustls::Error| vec![format!("TLS configuration: {e}")];
         let acceptor = tls::server_config(
