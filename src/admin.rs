@@ -45,7 +45,7 @@ async fn serve_connection(gw: Arc<Gateway>, tcp: TcpStream) {
         _ => return,
     }
     if first[0] == TLS_HANDSHAKE {
-        match tokio::time::timeout(deadline, gw.admin_acceptor.accept(tcp)).await {
+        match tokio::time::timeout(deadline, gw.admin_acceptor().accept(tcp)).await {
             Ok(Ok(tls)) => http(gw, TokioIo::new(tls)).await,
             Ok(Err(e)) => {
                 let reason = crate::tls::failure_reason(&e);

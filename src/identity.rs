@@ -1,6 +1,6 @@
 //! Identities and credentials: PEM loading (rustls-pki-types), a peer's identity from its leaf's
 //! SANs (x509-parser), and the gateway's own certificate, reloaded from disk when rotated.
-//! Trust anchors are read once at start; changing them needs a restart.
+//! All three files (anchors, leaf, key) are watched and reloaded when they change.
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -8,10 +8,10 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// True when `s` has the shape of an identity: a DNS name or a `spiffe://` URI.
@@ -246,43 +246,57 @@ impl ResolvesServerCert for CredentialStore {
     }
 }
 
-/// Watches the certificate and key files and swaps rotated credentials into `store`, keeping
-/// the old ones when the new files do not load or name another identity. Runs until dropped.
+/// Watches the files `[identity]` names (anchors, certificate, key) and, when any changes,
+/// loads them again: the new leaf goes into `store` and `on_change` gets the new anchors (to
+/// rebuild the TLS configurations). Files that do not load, or a leaf naming another
+/// identity, are logged and the current credentials kept. Runs until dropped.
 pub async fn watch(
     store: Arc<CredentialStore>,
-    files: (PathBuf, PathBuf),
-    roots: Arc<RootCertStore>,
+    files: crate::config::Identity,
     provider: Arc<CryptoProvider>,
-    interval: Duration,
-    on_change: impl Fn(&CredentialStore) + Send,
+    on_change: impl Fn(&CredentialStore, Arc<RootCertStore>) + Send,
 ) {
-    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last = (stamp(&files.0), stamp(&files.1));
-    let mut tick = tokio::time::interval(interval);
+    let stamps = {
+        let files = files.clone();
+        move || {
+            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            [
+                stamp(&files.trust_anchors),
+                stamp(&files.certificate),
+                stamp(&files.key),
+            ]
+        }
+    };
+    let mut last = stamps();
+    let mut tick = tokio::time::interval(files.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (cert, key) = files.clone();
-        let now = tokio::task::spawn_blocking(move || (stamp(&cert), stamp(&key))).await;
-        let Ok(now) = now else { continue };
+        let Ok(now) = tokio::task::spawn_blocking(stamps.clone()).await else {
+            continue;
+        };
         if now == last {
             continue;
         }
-        let (cert, key, id, r, p) = (
-            files.0.clone(),
-            files.1.clone(),
-            store.identity().to_string(),
-            roots.clone(),
-            provider.clone(),
-        );
-        let loaded =
-            tokio::task::spawn_blocking(move || Credentials::load(&cert, &key, Some(&id), &r, &p))
-                .await;
+        let (f, p) = (files.clone(), provider.clone());
+        let loaded = tokio::task::spawn_blocking(move || load(&f, &p)).await;
         match loaded {
-            Ok(Ok(creds)) => {
-                tracing::info!(not_after = creds.not_after, "identity certificate reloaded");
+            Ok(Ok((_, creds))) if creds.identity != store.identity() => {
+                tracing::warn!(
+                    found = %creds.identity,
+                    expected = store.identity(),
+                    "rotated certificate names another identity; keeping the current one"
+                );
+                last = now;
+            }
+            Ok(Ok((roots, creds))) => {
+                tracing::info!(
+                    not_after = creds.not_after,
+                    anchors = roots.len(),
+                    "identity reloaded"
+                );
                 store.replace(creds);
-                on_change(&store);
+                on_change(&store, roots);
                 last = now;
             }
             Ok(Err(errors)) => {

@@ -34,8 +34,8 @@ use crate::config::Config;
 use crate::identity::CredentialStore;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -43,8 +43,8 @@ use tokio_rustls::TlsAcceptor;
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
     pub server: config::Server,
-    pub acceptor: TlsAcceptor,
-    pub admin_acceptor: TlsAcceptor,
+    /// The TLS configurations, rebuilt when the trust anchors rotate.
+    tls: RwLock<Acceptors>,
     pub routes: Arc<route::Routes>,
     pub policy: authz::Policy,
     pub discovery: Arc<discovery::Discovery>,
@@ -58,8 +58,42 @@ pub struct Gateway {
     ready: AtomicBool,
     stop: watch::Sender<bool>,
     identity_files: config::Identity,
-    roots: Arc<rustls::RootCertStore>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// The gateway port's and the admin port's TLS acceptors.
+#[derive(Clone)]
+struct Acceptors {
+    gateway: TlsAcceptor,
+    admin: TlsAcceptor,
+}
+
+impl Acceptors {
+    fn build(
+        store: &Arc<CredentialStore>,
+        roots: Arc<rustls::RootCertStore>,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+        resumption: bool,
+    ) -> Result<Acceptors, rustls::Error> {
+        let gateway = tls::server_config(
+            store.clone(),
+            roots.clone(),
+            provider.clone(),
+            tls::GATEWAY_ALPN,
+            resumption,
+        )?;
+        let admin = tls::server_config(
+            store.clone(),
+            roots,
+            provider.clone(),
+            tls::ADMIN_ALPN,
+            false,
+        )?;
+        Ok(Acceptors {
+            gateway: TlsAcceptor::from(gateway),
+            admin: TlsAcceptor::from(admin),
+        })
+    }
 }
 
 impl Gateway {
@@ -68,23 +102,8 @@ impl Gateway {
         let provider = tls::provider();
         let (roots, creds) = identity::load(&config.identity, &provider)?;
         let store = Arc::new(CredentialStore::new(creds));
-        let tls_err = |e: rustls::Error| vec![format!("TLS configuration: {e}")];
-        let acceptor = tls::server_config(
-            store.clone(),
-            roots.clone(),
-            provider.clone(),
-            tls::GATEWAY_ALPN,
-            config.server.tls_resumption,
-        )
-        .map_err(tls_err)?;
-        let admin = tls::server_config(
-            store.clone(),
-            roots.clone(),
-            provider.clone(),
-            tls::ADMIN_ALPN,
-            false,
-        )
-        .map_err(tls_err)?;
+        let acceptors = Acceptors::build(&store, roots, &provider, config.server.tls_resumption)
+            .map_err(|e| vec![format!("TLS configuration: {e}")])?;
         let routes = Arc::new(route::Routes::new(
             &config.routing.cluster_domain,
             config.routing.statics.clone(),
@@ -98,8 +117,7 @@ impl Gateway {
         ));
         Ok(Arc::new(Gateway {
             server: config.server.clone(),
-            acceptor: TlsAcceptor::from(acceptor),
-            admin_acceptor: TlsAcceptor::from(admin),
+            tls: RwLock::new(acceptors),
             upstream: proxy::upstream::Upstream::new(discovery.clone(), metrics.clone()),
             discovery,
             in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
@@ -113,7 +131,6 @@ impl Gateway {
             ready: AtomicBool::new(false),
             stop: watch::channel(false).0,
             identity_files: config.identity.clone(),
-            roots,
             provider,
             store,
         }))
@@ -127,6 +144,24 @@ impl Gateway {
     /// The gateway's own identity.
     pub fn identity(&self) -> &str {
         self.store.identity()
+    }
+
+    /// The gateway port's TLS acceptor (an `Arc` clone; the lock is not held).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.tls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .gateway
+            .clone()
+    }
+
+    /// The admin port's TLS acceptor.
+    pub fn admin_acceptor(&self) -> TlsAcceptor {
+        self.tls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .admin
+            .clone()
     }
 
     /// A receiver that turns true when the gateway begins to drain.
@@ -174,18 +209,18 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         gw.stopping(),
     ));
     let admin = tokio::spawn(admin::serve(gw.clone(), listeners.admin));
-    let metrics = gw.metrics.clone();
+    let reloaded = gw.clone();
     let watcher = tokio::spawn(identity::watch(
         gw.store.clone(),
-        (
-            gw.identity_files.certificate.clone(),
-            gw.identity_files.key.clone(),
-        ),
-        gw.roots.clone(),
+        gw.identity_files.clone(),
         gw.provider.clone(),
-        gw.identity_files.reload_interval,
-        move |store| {
-            metrics.cert_expiration.set(store.not_after() as f64);
+        move |store, roots| {
+            let g = &reloaded;
+            g.metrics.cert_expiration.set(store.not_after() as f64);
+            match Acceptors::build(&g.store, roots, &g.provider, g.server.tls_resumption) {
+                Ok(a) => *g.tls.write().unwrap_or_else(|e| e.into_inner()) = a,
+                Err(e) => tracing::warn!(error = %e, "cannot rebuild TLS with the new anchors"),
+            }
         },
     ));
     gw.ready.store(true, Ordering::Relaxed);

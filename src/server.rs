@@ -59,7 +59,7 @@ async fn serve_connection(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let m = &gw.metrics;
     let deadline = gw.server.handshake_timeout;
-    let tls = match tokio::time::timeout(deadline, gw.acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(deadline, gw.acceptor().accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let reason = crate::tls::failure_reason(&e);
