@@ -121,6 +121,22 @@ impl TransportHeader {
     }
 }
 
+/// The preface and the length prefix.
+const HEAD_LEN: usize = PREFACE.len() + 4;
+
+/// Checks the preface and returns the announced body length, refused above [`MAX_LEN`].
+fn body_len(head: &[u8; HEAD_LEN]) -> Result<usize, HeaderError> {
+    let (preface, len) = head.split_at(PREFACE.len());
+    if preface != PREFACE {
+        return Err(HeaderError::BadPreface);
+    }
+    let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > MAX_LEN {
+        return Err(HeaderError::TooLong(len));
+    }
+    Ok(len)
+}
+
 /// Decodes a header from the start of `buf`. `Ok(None)` means more bytes are needed;
 /// `Ok(Some((header, n)))` means the header took the first `n` bytes and the rest belong to
 /// the application.
@@ -129,17 +145,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(TransportHeader, usize)>, HeaderErro
     if buf[..pre] != PREFACE[..pre] {
         return Err(HeaderError::BadPreface);
     }
-    if buf.len() < PREFACE.len() + 4 {
+    let Some(head) = buf.first_chunk::<HEAD_LEN>() else {
         return Ok(None);
-    }
-    let len_bytes: [u8; 4] = buf[PREFACE.len()..PREFACE.len() + 4]
-        .try_into()
-        .expect("slice of 4");
-    let len = u32::from_be_bytes(len_bytes) as usize;
-    if len > MAX_LEN {
-        return Err(HeaderError::TooLong(len));
-    }
-    let start = PREFACE.len() + 4;
+    };
+    let len = body_len(head)?;
+    let start = HEAD_LEN;
     if buf.len() < start + len {
         return Ok(None);
     }
@@ -189,15 +199,9 @@ pub async fn read<I: AsyncRead + Unpin>(
 async fn read_inner<I: AsyncRead + Unpin>(
     io: &mut I,
 ) -> Result<(TransportHeader, usize), HeaderError> {
-    let mut head = [0u8; PREFACE.len() + 4];
+    let mut head = [0u8; HEAD_LEN];
     io.read_exact(&mut head).await.map_err(io_error)?;
-    if &head[..PREFACE.len()] != PREFACE {
-        return Err(HeaderError::BadPreface);
-    }
-    let len = u32::from_be_bytes(head[PREFACE.len()..].try_into().expect("slice of 4")) as usize;
-    if len > MAX_LEN {
-        return Err(HeaderError::TooLong(len));
-    }
+    let len = body_len(&head)?;
     // Grown as bytes arrive: a peer that announces 64 KiB and sends nothing costs nothing.
     let mut body = Vec::with_capacity(len.min(256));
     (&mut *io)

@@ -25,14 +25,21 @@ fn expiry_line(metrics: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn rotated_files_are_served_and_foreign_identities_refused() {
-    let pki = Pki::new().unwrap();
-    let first = pki.leaf(GATEWAY).unwrap();
+/// A gateway whose identity files live in its own folder and are re-read every 50 ms.
+struct Reloading {
+    dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_reloading(pki: &Pki) -> Reloading {
+    let leaf = pki.leaf(GATEWAY).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), &first.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &first.key_pem).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
                 [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n\
                 reload_interval = \"50ms\"\n";
@@ -40,10 +47,31 @@ async fn rotated_files_are_served_and_foreign_identities_refused() {
     let gw = crossgate::Gateway::build(&config).unwrap();
     let listeners = crossgate::Listeners::bind(&config.server).await.unwrap();
     let (addr, admin) = listeners.addrs().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crossgate::run(gw, listeners, async {
         let _ = rx.await;
     }));
+    Reloading {
+        dir,
+        addr,
+        admin,
+        stop,
+        task,
+    }
+}
+
+impl Reloading {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+#[tokio::test]
+async fn rotated_files_are_served_and_foreign_identities_refused() {
+    let pki = Pki::new().unwrap();
+    let gw = start_reloading(&pki).await;
+    let (dir, addr, admin) = (gw.dir.path(), gw.addr, gw.admin);
     let client_leaf = pki.leaf(FRONTEND).unwrap();
     let client = crossgate::tls::client_config_from_pem(
         &pki.anchor_pem(),
@@ -60,8 +88,8 @@ async fn rotated_files_are_served_and_foreign_identities_refused() {
     let mut spec = LeafSpec::identity(GATEWAY);
     spec.not_after += time::Duration::hours(24);
     let second = pki.leaf_with(spec).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &second.key_pem).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), &second.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &second.key_pem).unwrap();
+    std::fs::write(dir.join("tls.crt"), &second.cert_pem).unwrap();
     let mut now = before.clone();
     for _ in 0..200 {
         now = served_leaf(addr, client.clone()).await;
@@ -78,37 +106,22 @@ async fn rotated_files_are_served_and_foreign_identities_refused() {
     let foreign = pki
         .leaf("someone-else.west.serviceaccount.identity.linkerd.cluster.local")
         .unwrap();
-    std::fs::write(dir.path().join("tls.key"), &foreign.key_pem).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), &foreign.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &foreign.key_pem).unwrap();
+    std::fs::write(dir.join("tls.crt"), &foreign.cert_pem).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // six reload periods
     assert_eq!(served_leaf(addr, client.clone()).await, now);
     assert_eq!(expiry_line(&metrics().await), expiry_after);
     assert!(http_get(admin, "/ready").await.starts_with("HTTP/1.1 200"));
 
-    let _ = tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    gw.stop().await;
 }
 
 #[tokio::test]
 async fn rotated_trust_anchor_bundle_admits_the_new_root() {
     let pki = Pki::new().unwrap();
     let next = Pki::new().unwrap();
-    let leaf = pki.leaf(GATEWAY).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-    let toml = "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-                [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n\
-                reload_interval = \"50ms\"\n";
-    let config = Config::parse(toml, "t.toml", dir.path(), &Overrides::default()).unwrap();
-    let gw = crossgate::Gateway::build(&config).unwrap();
-    let listeners = crossgate::Listeners::bind(&config.server).await.unwrap();
-    let (addr, _) = listeners.addrs().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(crossgate::run(gw, listeners, async {
-        let _ = rx.await;
-    }));
+    let gw = start_reloading(&pki).await;
+    let (dir, addr) = (gw.dir.path(), gw.addr);
     // A client of the next root; it trusts both roots, as clients do during a rotation.
     let bundle = format!("{}{}", pki.anchor_pem(), next.anchor_pem());
     let client_leaf = next.leaf(FRONTEND).unwrap();
@@ -137,7 +150,7 @@ async fn rotated_trust_anchor_bundle_admits_the_new_root() {
         "the next root was trusted before the rotation"
     );
 
-    std::fs::write(dir.path().join("ca.crt"), &bundle).unwrap();
+    std::fs::write(dir.join("ca.crt"), &bundle).unwrap();
     let mut ok = false;
     for _ in 0..50 {
         if admitted(client.clone()).await {
@@ -148,6 +161,5 @@ async fn rotated_trust_anchor_bundle_admits_the_new_root() {
     }
     assert!(ok, "the rotated anchor bundle was never applied");
 
-    let _ = tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    gw.stop().await;
 }
