@@ -7,6 +7,8 @@ Scenarios are interleaved and repeated; medians are reported. Called by benches/
 import json, os, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 QUICK = "--quick" in sys.argv
+# --only=h1,h2,stream,idle runs just those parts (for profiling loops); the table needs them all.
+ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), None)
 REPEATS = 1 if QUICK else 3
 SECS = 3 if QUICK else 5
 IDLE_CONNS = 2000 if QUICK else 9000
@@ -51,14 +53,16 @@ def children(pid):
 
 
 def cpu_ticks(pids):
-    total = 0
+    """(user, system) clock ticks of these processes."""
+    user = system = 0
     for pid in pids:
         try:
             f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(f[11]) + int(f[12])
+            user += int(f[11])
+            system += int(f[12])
         except OSError:
             pass
-    return total
+    return user, system
 
 
 def rss_kib(pids):
@@ -199,8 +203,9 @@ def http_run(proxy, port, pids, pki, scenario):
     total = sum(d["statusCodeDistribution"].values()) + sum(d["errorDistribution"].values())
     if ok < total * 0.99:
         print(f"  warning: {proxy} {scenario}: {ok}/{total} ok: {d['errorDistribution']}", file=sys.stderr)
-    us = (c1 - c0) / TICK * 1e6 / max(ok, 1)
-    return {"rps": ok / SECS, "us": us, "p50": d["latencyPercentiles"]["p50"] * 1e3,
+    per = lambda i: (c1[i] - c0[i]) / TICK * 1e6 / max(ok, 1)
+    return {"rps": ok / SECS, "us": per(0) + per(1), "user_us": per(0), "sys_us": per(1),
+            "p50": d["latencyPercentiles"]["p50"] * 1e3,
             "p99": d["latencyPercentiles"]["p99"] * 1e3}
 
 
@@ -280,15 +285,24 @@ def main():
         results = {name: {} for name in proxies}
         for rep in range(REPEATS):
             for scenario in SCENARIOS:
+                if ONLY and scenario not in ONLY:
+                    continue
                 for name, (_, port, _) in proxies.items():
                     r = http_run(name, port, pids[name], pki, scenario)
                     results[name].setdefault(scenario, []).append(r)
                     print(f"  [{rep + 1}/{REPEATS}] {scenario:9} {name:9} {r['rps']:>9.0f} req/s "
-                          f"{r['us']:6.1f} us/req p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms", file=sys.stderr)
+                          f"{r['us']:6.1f} us/req ({r['user_us']:.1f} user) p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms", file=sys.stderr)
             for name, (_, _, sport) in proxies.items():
+                if ONLY and "stream" not in ONLY:
+                    break
                 mbs = stream_run(name, sport, pki)
                 results[name].setdefault("stream", []).append(mbs)
                 print(f"  [{rep + 1}/{REPEATS}] stream    {name:9} {mbs:>9.0f} MB/s", file=sys.stderr)
+        if ONLY:
+            for name, (_, port, _) in proxies.items():
+                if "idle" in ONLY:
+                    print(f"  idle      {name:9} {idle_run(port, pids[name], pki)}", file=sys.stderr)
+            return
         for name, (_, port, _) in proxies.items():
             results[name]["idle"] = idle_run(port, pids[name], pki)
             print(f"  idle      {name:9} {results[name]['idle']}", file=sys.stderr)

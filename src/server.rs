@@ -8,13 +8,13 @@ use crate::identity::identity_of;
 use crate::metrics::{HeaderLabels, Leg, PeerLabels, TcpLabels};
 use crate::refusal::Refusal;
 use crate::route::Target;
+use crate::tls::Accepted;
 use crate::transport_header::{self, SessionProtocol, TransportHeader};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, info};
 
 /// Accepts on `listener` until `stop` turns true, one task per connection, at most
@@ -59,8 +59,10 @@ async fn serve_connection(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let m = &gw.metrics;
     let deadline = gw.server.handshake_timeout;
-    let tls = match tokio::time::timeout(deadline, gw.acceptor().accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+    // Boxed, and freed once done: the task then keeps only what serving needs.
+    let handshake = Box::pin(tokio::time::timeout(deadline, gw.acceptor().accept(tcp)));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => {
             let reason = crate::tls::failure_reason(&e);
             m.handshake_failure(reason);
@@ -108,14 +110,15 @@ async fn serve_connection(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
 
 /// A connection whose ALPN was `transport.l5d.io/v1`: read the header, route, authorize once,
 /// then forward as opaque TCP or serve HTTP. Returns whether it ended cleanly.
-async fn serve_transport(
-    gw: &Arc<Gateway>,
-    mut tls: TlsStream<TcpStream>,
-    client: &Client,
-    leg: &Leg,
-) -> bool {
+async fn serve_transport(gw: &Arc<Gateway>, mut tls: Accepted, client: &Client, leg: &Leg) -> bool {
     let m = &gw.metrics;
-    let header = match transport_header::read(&mut tls, gw.server.header_timeout).await {
+    let wait = gw.server.header_timeout;
+    let started = Instant::now();
+    let header = match tokio::time::timeout(wait, crate::tls::until_readable(&mut tls)).await {
+        Ok(()) => transport_header::read(&mut tls, wait.saturating_sub(started.elapsed())).await,
+        Err(_) => Err(transport_header::HeaderError::Timeout(wait)),
+    };
+    let header = match header {
         Ok((TransportHeader { name: None, .. }, _)) => Err(transport_header::HeaderError::NoName),
         other => other,
     };
@@ -198,7 +201,7 @@ fn refuse_connection(gw: &Gateway, client: &Client, authority: &str, refusal: &R
 
 async fn forward_opaque(
     gw: &Arc<Gateway>,
-    tls: TlsStream<TcpStream>,
+    tls: Accepted,
     client: &Client,
     target: &Target,
     authority: Arc<str>,

@@ -122,3 +122,22 @@ pub async fn connect(
         .connect(name, tcp)
         .await
 }
+
+/// An accepted client connection. Boxed: it is 1.2 KB, and it passes through several
+/// futures that would each reserve room for it.
+pub type Accepted = Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// Waits until the client has sent something past the handshake: plaintext rustls already
+/// holds, a close, or bytes on the socket (peeked, not read). An idle connection then costs
+/// its TLS state alone, not the read buffers of whatever protocol serves it next.
+pub async fn until_readable(tls: &mut Accepted) {
+    let (tcp, conn) = tls.get_mut();
+    match conn.process_new_packets() {
+        Ok(io) if io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed() => {
+            // An error here surfaces again on the first read.
+            let _ = tcp.peek(&mut [0u8; 1]).await;
+        }
+        // Data, a close, or a TLS error (sticky in rustls: the first read reports it).
+        _ => {}
+    }
+}

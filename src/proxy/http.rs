@@ -14,6 +14,7 @@ use crate::metrics::{ErrorLabels, Leg, PeerLabels, RequestLabels, TcpLabels};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::server::Client;
+use crate::tls::Accepted;
 use crate::transport_header::SessionProtocol;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderValue};
@@ -29,10 +30,8 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
 
 /// The most a request head may take (HTTP/1 read buffer, HTTP/2 header list): generous for
 /// real traffic, and a bound on what one peer can make the gateway hold.
@@ -99,7 +98,7 @@ impl Conn {
 /// `authorized` is the rules' decision for this client and target, taken once.
 pub async fn serve_transport(
     gw: &Arc<Gateway>,
-    tls: TlsStream<TcpStream>,
+    tls: Accepted,
     client: &Client,
     target: Target,
     protocol: SessionProtocol,
@@ -120,12 +119,7 @@ pub async fn serve_transport(
 }
 
 /// Serves plain HTTP mode: ALPN `h2` or `http/1.1`, or no ALPN and the protocol sniffed.
-pub async fn serve_plain(
-    gw: &Arc<Gateway>,
-    tls: TlsStream<TcpStream>,
-    client: &Client,
-    leg: &Leg,
-) -> bool {
+pub async fn serve_plain(gw: &Arc<Gateway>, tls: Accepted, client: &Client, leg: &Leg) -> bool {
     let mode = match tls.get_ref().1.alpn_protocol() {
         Some(b"h2") => Mode::Http2,
         Some(b"http/1.1") => Mode::Http1,
@@ -156,11 +150,23 @@ enum Mode {
     Sniff,
 }
 
-async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg) -> bool {
+async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> bool {
     let gw = conn.gw.clone();
+    let idle = gw.server.http_idle_timeout;
+    // hyper allocates its buffers as soon as it is polled: start it once the client speaks.
+    let first_request = idle.max(gw.server.header_timeout);
+    let mut stop = gw.stopping();
+    tokio::select! {
+        r = tokio::time::timeout(first_request, crate::tls::until_readable(&mut tls)) => {
+            if r.is_err() {
+                tracing::debug!(client = %conn.client, ?first_request, "HTTP connection closed: no request");
+                return true;
+            }
+        }
+        _ = stop.wait_for(|s| *s) => return true,
+    }
     let (epoch, activity) = (conn.epoch, conn.activity.clone());
     let io = Metered::new(tls, (leg.read.clone(), leg.write.clone()), None);
-    let idle = gw.server.http_idle_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -183,9 +189,8 @@ async fn serve(conn: Arc<Conn>, tls: TlsStream<TcpStream>, mode: Mode, leg: &Leg
     };
     let svc_conn = conn.clone();
     let service = service_fn(move |req| handle(svc_conn.clone(), req));
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(served);
-    let mut stop = gw.stopping();
+    // Boxed so that this future stays small while it waits for the first request above.
+    let mut served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
     let result = loop {
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));
