@@ -318,7 +318,8 @@ async fn forward(
 ) -> Result<Response<RespBody>, Refusal> {
     let gw = &conn.gw;
     if req.method() == Method::CONNECT {
-        return connect_tunnel(gw, routed, req).await;
+        // Boxed: CONNECT is rare, and its connect future would enlarge every request.
+        return Box::pin(connect_tunnel(gw, routed, req)).await;
     }
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
