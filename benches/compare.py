@@ -332,7 +332,9 @@ def report(results, ready_ms):
         ("p50 ms at 2000 req/s", "fixed", "p50", False, "{:.2f}"),
         ("p99 ms at 2000 req/s", "fixed", "p99", False, "{:.2f}"),
         ("proxy CPU us per request (HTTP/1.1)", "h1", "us", False, "{:.1f}"),
+        ("  of which user space", "h1", "user_us", False, "{:.1f}"),
         ("proxy CPU us per request (HTTP/2)", "h2", "us", False, "{:.1f}"),
+        ("  of which user space", "h2", "user_us", False, "{:.1f}"),
         ("proxy CPU us per handshake", "handshake", "us", False, "{:.1f}"),
         ("one TCP stream MB/s", "stream", None, True, "{:.0f}"),
     ]

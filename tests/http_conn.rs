@@ -127,6 +127,41 @@ async fn idle_http1_keepalive_outlives_header_timeout() {
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_request_head_that_never_completes_is_closed_after_http_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start().await;
+    let gw = gateway(&backend, "http_idle_timeout = \"300ms\"").await;
+    // Plain HTTPS and HTTP/1 behind a transport header: half a head, then nothing.
+    let header = crossgate::transport_header::TransportHeader {
+        port: 80,
+        name: Some(PODINFO.split(':').next().unwrap().into()),
+        protocol: Some(crossgate::transport_header::SessionProtocol::Http1),
+    }
+    .encode();
+    for (alpn, preface) in [(ALPN_H1, Vec::new()), (ALPN_TRANSPORT, header)] {
+        let mut tls = connect_tls(gw.addr, gw.client(FRONTEND, alpn), Some(&preface)).await;
+        tls.write_all(b"GET /slow-head HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let closed = support::read_until_closed(&mut tls, Duration::from_secs(5)).await;
+        assert!(
+            closed.is_some(),
+            "a half-sent head held the connection open for 5 s"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "closed after {:?}, before http_idle_timeout",
+            started.elapsed()
+        );
+    }
+    assert_eq!(backend.count(), 0, "half a head reached the backend");
+    // Counted, as hyper's own head timeout was before.
+    gw.wait_metric(&support::tcp_error_line("i/o", 2)).await;
+    gw.shutdown().await;
+}
+
 /// The `SETTINGS_MAX_CONCURRENT_STREAMS` a gateway sends, read with the h2 crate.
 async fn advertised_streams(gw: &TestGateway) -> Option<usize> {
     let tls = connect_tls(

@@ -171,9 +171,9 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
     builder
         .http1()
         .timer(TokioTimer::new())
-        // hyper runs this timer between keep-alive requests too, so it bounds idle
-        // keep-alive connections as well: give it the idle deadline.
-        .header_read_timeout(idle.max(gw.server.header_timeout))
+        // No per-request head timer (hyper would arm one for every request): the idle
+        // clock below closes a connection whose request head never completes.
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADERS);
     builder
         .http2()
@@ -192,6 +192,9 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
     // Boxed so that this future stays small while it waits for the first request above.
     let mut served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
+    // Set when an idle close finds the connection still open a moment later: what holds it
+    // is a request head that never completed (hyper's graceful close waits for it).
+    let mut abandon_at: Option<Instant> = None;
     let result = loop {
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));
         // With a request in flight the connection is not idle: look again one period later
@@ -213,7 +216,13 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
                     tracing::debug!(client = %conn.client, ?idle, "idle HTTP connection closed");
                     served.as_mut().graceful_shutdown();
                     closing = true;
+                    abandon_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }
+            }
+            _ = tokio::time::sleep_until(abandon_at.unwrap_or(deadline)), if abandon_at.is_some() => {
+                gw.metrics.tcp_error("i/o");
+                tracing::debug!(client = %conn.client, ?idle, "HTTP connection closed: request head incomplete");
+                return false;
             }
         }
     };
@@ -228,6 +237,9 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
         }
     }
 }
+
+/// How long an idle close waits for hyper to finish before dropping the connection.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// One request, from routing to the response head.
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
