@@ -3,14 +3,17 @@
 //! (ALPN `h2`/`http/1.1`, or none and sniffed) where each request names its target by
 //! `l5d-dst-canonical` or its authority and is routed and authorized on its own.
 //! Each request is forwarded through a pooled upstream client with Linkerd's header semantics;
-//! bodies and trailers stream both ways; refusals are answered by [`refusal_response`].
+//! bodies and trailers stream both ways; refusals are answered by [`super::answer`], and
+//! `Upgrade` and `CONNECT` continue in [`super::tunnel`].
 
-use super::headers::{self, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO, L5D_PROXY_ERROR};
+use super::answer::{error_chain, refuse, respond_refusal, upstream_refusal};
+use super::headers::{self, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO};
 use super::observe::{Observed, Recorder, RouteMetrics};
 use super::tcp::Metered;
+use super::tunnel::{connect_tunnel, splice_upgrades};
 use crate::Gateway;
 use crate::authz;
-use crate::metrics::{ErrorLabels, Leg, PeerLabels, RequestLabels, TcpLabels};
+use crate::metrics::{Leg, PeerLabels, RequestLabels};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::server::Client;
@@ -25,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::counter::Counter;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,11 +70,11 @@ impl Conn {
 
 /// A routed target and what is derived from it once.
 #[derive(Clone)]
-struct Routed {
-    target: Target,
-    authority: Authority,
-    metrics: Arc<RouteMetrics>,
-    forwarded: HeaderValue,
+pub(super) struct Routed {
+    pub(super) target: Target,
+    pub(super) authority: Authority,
+    pub(super) metrics: Arc<RouteMetrics>,
+    pub(super) forwarded: HeaderValue,
 }
 
 impl Conn {
@@ -422,167 +424,4 @@ async fn forward(
     };
     let body = Observed::new(body, recorder, permit);
     Ok(Response::from_parts(parts, Either::Left(body)))
-}
-
-/// Joins the client's and the upstream's upgraded connections (WebSocket and the like).
-async fn splice_upgrades(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    idle: Duration,
-) {
-    match tokio::try_join!(client, upstream) {
-        Ok((c, u)) => {
-            let counters = || (Default::default(), Default::default());
-            let r = super::tcp::proxy(
-                TokioIo::new(c),
-                TokioIo::new(u),
-                idle,
-                counters(),
-                counters(),
-            )
-            .await;
-            tracing::debug!(result = ?r.map(|_| ()), "upgraded connection ended");
-        }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-    }
-}
-
-/// HTTP/1.1 `CONNECT`: answer 200, then tunnel the connection to the routed target.
-async fn connect_tunnel(
-    gw: &Arc<Gateway>,
-    routed: &Routed,
-    req: Request<Incoming>,
-) -> Result<Response<RespBody>, Refusal> {
-    let (upstream, addr) = gw.discovery.connect(&routed.target).await?;
-    let idle = gw.server.idle_timeout;
-    // The client side is already counted by the connection's own leg, beneath the upgrade.
-    let mut leg = Leg::open(
-        &gw.metrics,
-        TcpLabels::Outbound {
-            authority: routed.metrics.labels.0.authority.as_str().into(),
-            target_addr: addr.to_string().into(),
-        },
-    );
-    tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let r = super::tcp::proxy(
-                    TokioIo::new(upgraded),
-                    upstream,
-                    idle,
-                    (Counter::default(), Counter::default()),
-                    (leg.read.clone(), leg.write.clone()),
-                )
-                .await;
-                if r.is_ok() {
-                    leg.succeeded();
-                }
-                tracing::debug!(result = ?r.map(|_| ()), "CONNECT tunnel ended");
-            }
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
-        }
-    });
-    Ok(Response::new(Either::Right(Full::new(Bytes::new()))))
-}
-
-fn upstream_refusal(e: hyper_util::client::legacy::Error) -> Refusal {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        if let Some(r) = s.downcast_ref::<Refusal>() {
-            return r.clone();
-        }
-        source = s.source();
-    }
-    Refusal::Upstream(error_chain(&e))
-}
-
-/// An error with its sources, `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Counts a refusal made before the request was admitted, and answers it.
-fn refuse(
-    gw: &Gateway,
-    routed: Option<&Routed>,
-    refusal: &Refusal,
-    grpc: bool,
-) -> Response<RespBody> {
-    match (refusal.error_label(), routed) {
-        (Some(error), _) => {
-            gw.metrics
-                .http_errors
-                .get_or_create(&ErrorLabels { error })
-                .inc();
-        }
-        (None, Some(r)) => {
-            gw.metrics
-                .http_authz_deny
-                .get_or_create(&r.metrics.labels.0)
-                .inc();
-        }
-        (None, None) => {}
-    }
-    tracing::info!(
-        authority = routed.map(|r| r.metrics.labels.0.authority.as_str()),
-        reason = %refusal,
-        "request refused"
-    );
-    refusal_response(refusal, grpc)
-}
-
-/// Counts and answers a failure after the request was admitted (counted as a response too).
-fn respond_refusal(
-    gw: &Arc<Gateway>,
-    routed: &Routed,
-    refusal: &Refusal,
-    grpc: bool,
-    start: Instant,
-) -> Response<RespBody> {
-    let response = refuse(gw, Some(routed), refusal, grpc);
-    Recorder {
-        gw: gw.clone(),
-        route: routed.metrics.clone(),
-        status: response.status().as_u16(),
-        grpc_ok: grpc.then_some(false),
-        start,
-    }
-    .record();
-    response
-}
-
-/// The gateway's own answer to a refusal: its status and `l5d-proxy-error`, or for gRPC
-/// HTTP 200 with `grpc-status` and `grpc-message`, as Linkerd answers.
-pub fn refusal_response(refusal: &Refusal, grpc: bool) -> Response<RespBody> {
-    let text = refusal.proxy_error();
-    let value = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("upstream"));
-    let mut r = if grpc {
-        let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
-        let h = r.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert(
-            "grpc-status",
-            HeaderValue::from(u16::from(refusal.grpc_status())),
-        );
-        h.insert("grpc-message", value.clone());
-        r
-    } else {
-        let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{text}\n")))));
-        *r.status_mut() =
-            StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r
-    };
-    r.headers_mut().insert(L5D_PROXY_ERROR, value);
-    r
 }

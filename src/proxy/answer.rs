@@ -1,0 +1,118 @@
+//! The gateway's own answers: a refusal counted (error or authorization metric, and a
+//! response for admitted requests) and turned into its HTTP or gRPC response from the one
+//! table in [`crate::refusal`]; upstream client errors mapped back to the refusal they carry.
+
+use super::headers::L5D_PROXY_ERROR;
+use super::http::{RespBody, Routed};
+use super::observe::Recorder;
+use crate::Gateway;
+use crate::metrics::ErrorLabels;
+use crate::refusal::Refusal;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+pub(super) fn upstream_refusal(e: hyper_util::client::legacy::Error) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refusal>() {
+            return r.clone();
+        }
+        source = s.source();
+    }
+    Refusal::Upstream(error_chain(&e))
+}
+
+/// An error with its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Counts a refusal made before the request was admitted, and answers it.
+pub(super) fn refuse(
+    gw: &Gateway,
+    routed: Option<&Routed>,
+    refusal: &Refusal,
+    grpc: bool,
+) -> Response<RespBody> {
+    match (refusal.error_label(), routed) {
+        (Some(error), _) => {
+            gw.metrics
+                .http_errors
+                .get_or_create(&ErrorLabels { error })
+                .inc();
+        }
+        (None, Some(r)) => {
+            gw.metrics
+                .http_authz_deny
+                .get_or_create(&r.metrics.labels.0)
+                .inc();
+        }
+        (None, None) => {}
+    }
+    tracing::info!(
+        authority = routed.map(|r| r.metrics.labels.0.authority.as_str()),
+        reason = %refusal,
+        "request refused"
+    );
+    refusal_response(refusal, grpc)
+}
+
+/// Counts and answers a failure after the request was admitted (counted as a response too).
+pub(super) fn respond_refusal(
+    gw: &Arc<Gateway>,
+    routed: &Routed,
+    refusal: &Refusal,
+    grpc: bool,
+    start: Instant,
+) -> Response<RespBody> {
+    let response = refuse(gw, Some(routed), refusal, grpc);
+    Recorder {
+        gw: gw.clone(),
+        route: routed.metrics.clone(),
+        status: response.status().as_u16(),
+        grpc_ok: grpc.then_some(false),
+        start,
+    }
+    .record();
+    response
+}
+
+/// The gateway's own answer to a refusal: its status and `l5d-proxy-error`, or for gRPC
+/// HTTP 200 with `grpc-status` and `grpc-message`, as Linkerd answers.
+pub fn refusal_response(refusal: &Refusal, grpc: bool) -> Response<RespBody> {
+    let text = refusal.proxy_error();
+    let value = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("upstream"));
+    let mut r = if grpc {
+        let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(refusal.grpc_status())),
+        );
+        h.insert("grpc-message", value.clone());
+        r
+    } else {
+        let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{text}\n")))));
+        *r.status_mut() =
+            StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    r.headers_mut().insert(L5D_PROXY_ERROR, value);
+    r
+}
