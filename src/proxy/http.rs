@@ -56,7 +56,7 @@ struct Conn {
     last: Mutex<Option<(Box<str>, Routed)>>,
     /// Requests in flight on this connection (idle detection).
     active: AtomicUsize,
-    /// Milliseconds since `epoch` of the last request's start or end.
+    /// Milliseconds since `epoch` of the last request's end.
     activity: Arc<AtomicU64>,
     epoch: Instant,
 }
@@ -75,6 +75,8 @@ pub(super) struct Routed {
     pub(super) authority: Authority,
     pub(super) metrics: Arc<RouteMetrics>,
     pub(super) forwarded: HeaderValue,
+    /// `Host` for HTTP/1 upstream requests: the authority, made once.
+    pub(super) host: HeaderValue,
 }
 
 impl Conn {
@@ -83,6 +85,7 @@ impl Conn {
         let authority =
             Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
         let forwarded = headers::forwarded_element(self.gw.identity(), &self.client, &text);
+        let host = HeaderValue::from_str(&text).map_err(|_| Refusal::BadGatewayDomain)?;
         let labels = RequestLabels(Arc::new(PeerLabels {
             client_id: self.client.to_string(),
             authority: text,
@@ -90,6 +93,7 @@ impl Conn {
         Ok(Routed {
             metrics: Arc::new(RouteMetrics::new(&self.gw.metrics, labels)),
             forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
+            host,
             authority,
             target,
         })
@@ -269,8 +273,8 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
             start,
         ));
     };
+    // In flight, the connection is not idle; its end restarts the idle clock.
     conn.active.fetch_add(1, Ordering::Relaxed);
-    conn.touch();
     let answer = forward(&conn, &routed, req, grpc, start, permit).await;
     conn.touch();
     conn.active.fetch_sub(1, Ordering::Relaxed);
@@ -364,9 +368,7 @@ async fn forward(
     let h2 = parts.version == Version::HTTP_2 && downgrade.is_none();
     if !h2 {
         parts.version = downgrade.unwrap_or(Version::HTTP_11);
-        if let Ok(host) = HeaderValue::from_str(routed.authority.as_str()) {
-            parts.headers.insert(HOST, host);
-        }
+        parts.headers.insert(HOST, routed.host.clone());
     }
     let request = Request::from_parts(parts, body);
     let client = if h2 { &gw.upstream.h2 } else { &gw.upstream.h1 };
