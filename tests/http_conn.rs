@@ -6,7 +6,10 @@
 mod http_support;
 mod support;
 
+use bytes::Bytes;
+use http::{Method, Request, Response};
 use http_support::*;
+use hyper::body::Incoming;
 use std::time::{Duration, Instant};
 use support::{ALPN_TRANSPORT, FRONTEND, TestGateway, start, vector};
 
@@ -159,6 +162,61 @@ async fn a_request_head_that_never_completes_is_closed_after_http_idle_timeout()
     assert_eq!(backend.count(), 0, "half a head reached the backend");
     // Counted, as hyper's own head timeout was before.
     gw.wait_metric(&support::tcp_error_line("i/o", 2)).await;
+    gw.shutdown().await;
+}
+
+/// A full-duplex `/echo` whose pieces come 200 ms apart for 2.4 s: far past the idle timeout
+/// and the grace after it, yet never idle, as its response body is still streaming.
+async fn long_echo<S>(send: &mut S, uri: &str)
+where
+    S: FnMut(
+        Request<ReqBody>,
+    )
+        -> std::pin::Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>,
+{
+    use http_body_util::BodyExt;
+    let (tx, body) = Channel::new();
+    let req = request(Method::POST, uri, &[("host", PODINFO)], body.boxed());
+    tx.send(Bytes::from_static(b"piece")).await.unwrap();
+    let resp = within(5, "echo response head", send(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    for i in 0..12 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tx.send(Bytes::from_static(b"piece")).await.unwrap();
+        }
+        let mut got = 0;
+        while got < 5 {
+            let frame = within(5, "echoed piece", body.frame())
+                .await
+                .unwrap_or_else(|| panic!("body ended after {i} pieces"))
+                .unwrap_or_else(|e| panic!("body failed after {i} pieces: {e}"));
+            got += frame.data_ref().map_or(0, |d| d.len());
+        }
+    }
+    drop(tx);
+    within(5, "end of the echo", body.collect()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_streaming_past_http_idle_timeout_is_not_cut() {
+    let backend = Backend::start().await;
+    let gw = gateway(&backend, "http_idle_timeout = \"300ms\"").await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
+    long_echo(
+        &mut |req| Box::pin(h2.send_request(req)),
+        &format!("{H2_URI}/echo"),
+    )
+    .await;
+    let tls = connect_tls(gw.addr, gw.client(FRONTEND, ALPN_H1), None).await;
+    let mut h1 = h1_client(tls).await;
+    long_echo(&mut |req| Box::pin(h1.send_request(req)), "/echo").await;
+    let m = gw.metrics().await;
+    assert!(
+        lines_with(&m, "inbound_tcp_errors_total{").is_empty(),
+        "{m}"
+    );
     gw.shutdown().await;
 }
 

@@ -8,7 +8,7 @@
 
 use super::answer::{error_chain, refuse, respond_refusal, upstream_refusal};
 use super::headers::{self, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO};
-use super::observe::{Observed, Recorder, RouteMetrics};
+use super::observe::{Activity, Admitted, Observed, Recorder, RouteMetrics};
 use super::tcp::Metered;
 use super::tunnel::{connect_tunnel, splice_upgrades};
 use crate::Gateway;
@@ -29,10 +29,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 /// The most a request head may take (HTTP/1 read buffer, HTTP/2 header list): generous for
@@ -54,18 +53,8 @@ struct Conn {
     /// Plain mode: the last authority a request named and its route, as clients mostly send
     /// every request on a connection to one target.
     last: Mutex<Option<(Box<str>, Routed)>>,
-    /// Requests in flight on this connection (idle detection).
-    active: AtomicUsize,
-    /// Milliseconds since `epoch` of the last request's end.
-    activity: Arc<AtomicU64>,
-    epoch: Instant,
-}
-
-impl Conn {
-    fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.activity.store(ms, Ordering::Relaxed);
-    }
+    /// Requests in flight and the idle clock.
+    activity: Arc<Activity>,
 }
 
 /// A routed target and what is derived from it once.
@@ -144,9 +133,7 @@ fn new_conn(gw: &Arc<Gateway>, client: &Client) -> Conn {
         fixed: None,
         denied: false,
         last: Mutex::new(None),
-        active: AtomicUsize::new(0),
-        activity: Arc::new(AtomicU64::new(0)),
-        epoch: Instant::now(),
+        activity: Arc::new(Activity::new()),
     }
 }
 
@@ -162,16 +149,19 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
     // hyper allocates its buffers as soon as it is polled: start it once the client speaks.
     let first_request = idle.max(gw.server.header_timeout);
     let mut stop = gw.stopping();
-    tokio::select! {
-        r = tokio::time::timeout(first_request, crate::tls::until_readable(&mut tls)) => {
-            if r.is_err() {
-                tracing::debug!(client = %conn.client, ?first_request, "HTTP connection closed: no request");
-                return true;
-            }
-        }
-        _ = stop.wait_for(|s| *s) => return true,
+    let spoke = tokio::select! {
+        r = tokio::time::timeout(first_request, crate::tls::until_readable(&mut tls)) => r.is_ok(),
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    if !spoke {
+        tracing::debug!(client = %conn.client, ?first_request, "HTTP connection closed before a request");
+        // Nothing is buffered: close_notify goes out at once, unless the socket is stuck.
+        let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, tls.shutdown()).await;
+        return true;
     }
-    let (epoch, activity) = (conn.epoch, conn.activity.clone());
+    let activity = conn.activity.clone();
+    // The idle clock starts when the client first speaks.
+    activity.touch();
     let io = Metered::new(tls, (leg.read.clone(), leg.write.clone()), None);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -198,27 +188,28 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
     // Boxed so that this future stays small while it waits for the first request above.
     let mut served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
-    // Set when an idle close finds the connection still open a moment later: what holds it
-    // is a request head that never completed (hyper's graceful close waits for it).
+    // Set when the idle close finds no request in flight: if the connection is still open a
+    // moment later with still none, what holds it is a request head that never completed
+    // (hyper's graceful close waits for one), and it is dropped.
     let mut abandon_at: Option<Instant> = None;
     let result = loop {
-        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        // With a request in flight the connection is not idle: look again one period later
-        // (a request's end touches the activity clock).
-        let deadline = if conn.active.load(Ordering::Relaxed) > 0 {
+        let last = activity.last();
+        // With a request in flight (until its response body ends) the connection is not
+        // idle: look again one period later.
+        let deadline = if activity.in_flight() > 0 {
             Instant::now() + idle
         } else {
-            epoch + last + idle
+            last + idle
         };
         tokio::select! {
+            biased;
             r = served.as_mut() => break r,
             _ = stop.wait_for(|s| *s), if !closing => {
                 served.as_mut().graceful_shutdown();
                 closing = true;
             }
             _ = tokio::time::sleep_until(deadline), if !closing => {
-                let now = Duration::from_millis(activity.load(Ordering::Relaxed));
-                if now == last && conn.active.load(Ordering::Relaxed) == 0 {
+                if activity.last() == last && activity.in_flight() == 0 {
                     tracing::debug!(client = %conn.client, ?idle, "idle HTTP connection closed");
                     served.as_mut().graceful_shutdown();
                     closing = true;
@@ -226,6 +217,12 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
                 }
             }
             _ = tokio::time::sleep_until(abandon_at.unwrap_or(deadline)), if abandon_at.is_some() => {
+                if activity.in_flight() > 0 || activity.last() != last {
+                    // A request came after all: the graceful close lets it finish; look again
+                    // one grace period later.
+                    abandon_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                    continue;
+                }
                 gw.metrics.tcp_error("i/o");
                 tracing::debug!(client = %conn.client, ?idle, "HTTP connection closed: request head incomplete");
                 return false;
@@ -273,11 +270,9 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
             start,
         ));
     };
-    // In flight, the connection is not idle; its end restarts the idle clock.
-    conn.active.fetch_add(1, Ordering::Relaxed);
-    let answer = forward(&conn, &routed, req, grpc, start, permit).await;
-    conn.touch();
-    conn.active.fetch_sub(1, Ordering::Relaxed);
+    // In flight until its response body ends; then the idle clock restarts.
+    let admitted = Admitted::new(permit, conn.activity.clone());
+    let answer = forward(&conn, &routed, req, grpc, start, admitted).await;
     Ok(answer.unwrap_or_else(|refusal| respond_refusal(gw, &routed, &refusal, grpc, start)))
 }
 
@@ -332,7 +327,7 @@ async fn forward(
     mut req: Request<Incoming>,
     grpc: bool,
     start: Instant,
-    permit: OwnedSemaphorePermit,
+    admitted: Admitted,
 ) -> Result<Response<RespBody>, Refusal> {
     let gw = &conn.gw;
     if req.method() == Method::CONNECT {
@@ -424,6 +419,6 @@ async fn forward(
         recorder.record();
         None
     };
-    let body = Observed::new(body, recorder, permit);
+    let body = Observed::new(body, recorder, admitted);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }

@@ -1,6 +1,7 @@
 //! What the gateway observes of each HTTP response: `response_total` and
 //! `response_latency_ms` through per-target handles taken once ([`RouteMetrics`]), recorded at
-//! the response head or, for gRPC, when the trailers arrive ([`Observed`]).
+//! the response head or, for gRPC, when the trailers arrive ([`Observed`]); and each
+//! connection's [`Activity`], for which a request lasts until its response body ends.
 
 use crate::Gateway;
 use crate::metrics::{Metrics, RequestLabels, ResponseLabels};
@@ -9,8 +10,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
@@ -72,25 +75,79 @@ impl Recorder {
     }
 }
 
-/// An upstream response body, streamed frame by frame. Holds the in-flight permit until the
-/// body ends, and, for gRPC, records the response when its trailers arrive.
+/// One HTTP connection's activity, for its idle deadline: the requests admitted and not yet
+/// finished (a response body still streaming counts), and when the last one finished.
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last request's end, or of the client's first bytes.
+    last_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Restarts the idle clock.
+    pub(crate) fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// When the idle clock last restarted.
+    pub(crate) fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// What an admitted request holds until its response body has ended or been dropped: its
+/// in-flight permit and its place in the connection's [`Activity`].
+pub(crate) struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+}
+
+impl Admitted {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, activity: Arc<Activity>) -> Admitted {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Admitted {
+            _permit: permit,
+            activity,
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upstream response body, streamed frame by frame. Holds its request's [`Admitted`] until
+/// the body ends, and, for gRPC, records the response when its trailers arrive.
 pub struct Observed {
     inner: Incoming,
     recorder: Option<Recorder>,
-    _permit: OwnedSemaphorePermit,
+    _admitted: Admitted,
 }
 
 impl Observed {
     /// `recorder` is `Some` when the response is to be recorded at the body's end.
-    pub(crate) fn new(
-        inner: Incoming,
-        recorder: Option<Recorder>,
-        permit: OwnedSemaphorePermit,
-    ) -> Observed {
+    pub(crate) fn new(inner: Incoming, recorder: Option<Recorder>, admitted: Admitted) -> Observed {
         Observed {
             inner,
             recorder,
-            _permit: permit,
+            _admitted: admitted,
         }
     }
 }
