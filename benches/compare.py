@@ -98,18 +98,25 @@ http {{ access_log off; keepalive_requests 10000000;
         wait_port(port)
 
 
-def start_crossgate(tmp, pki):
-    conf = os.path.join(tmp, "crossgate.toml")
-    open(conf, "w").write(f"""
+def crossgate_config(tmp, pki, name, listen, admin, server_extra="", tables=""):
+    """Writes a one-thread crossgate configuration on the bench PKI; returns its path."""
+    path = os.path.join(tmp, name)
+    open(path, "w").write(f"""
 [server]
-listen = "127.0.0.1:4143"
-admin = "127.0.0.1:4191"
+listen = "127.0.0.1:{listen}"
+admin = "127.0.0.1:{admin}"
 threads = 1
-max_connections = 100000
+{server_extra}
 [identity]
 trust_anchors = "{pki}/ca.crt"
 certificate = "{pki}/gateway.crt"
 key = "{pki}/gateway.key"
+{tables}""")
+    return path
+
+
+def start_crossgate(tmp, pki):
+    conf = crossgate_config(tmp, pki, "crossgate.toml", 4143, 4191, "max_connections = 100000", """
 [routing.static]
 "web.bench.svc.cluster.local:80" = ["127.0.0.1:18080"]
 "web2.bench.svc.cluster.local:80" = ["127.0.0.1:18081"]
@@ -236,17 +243,7 @@ def idle_run(port, pids, pki):
 
 
 def start_to_ready(tmp, pki):
-    conf = os.path.join(tmp, "ready.toml")
-    open(conf, "w").write(f"""
-[server]
-listen = "127.0.0.1:4153"
-admin = "127.0.0.1:4201"
-threads = 1
-[identity]
-trust_anchors = "{pki}/ca.crt"
-certificate = "{pki}/gateway.crt"
-key = "{pki}/gateway.key"
-""")
+    conf = crossgate_config(tmp, pki, "ready.toml", 4153, 4201)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ use crate::tls::Accepted;
 use crate::transport_header::{self, SessionProtocol, TransportHeader};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -112,10 +112,14 @@ async fn serve_connection(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
 /// then forward as opaque TCP or serve HTTP. Returns whether it ended cleanly.
 async fn serve_transport(gw: &Arc<Gateway>, mut tls: Accepted, client: &Client, leg: &Leg) -> bool {
     let m = &gw.metrics;
+    // One deadline for the wait for first bytes and the header itself.
     let wait = gw.server.header_timeout;
-    let started = Instant::now();
-    let header = match tokio::time::timeout(wait, crate::tls::until_readable(&mut tls)).await {
-        Ok(()) => transport_header::read(&mut tls, wait.saturating_sub(started.elapsed())).await,
+    let read = async {
+        crate::tls::until_readable(&mut tls).await;
+        transport_header::read_unbounded(&mut tls).await
+    };
+    let header = match tokio::time::timeout(wait, read).await {
+        Ok(r) => r,
         Err(_) => Err(transport_header::HeaderError::Timeout(wait)),
     };
     let header = match header {

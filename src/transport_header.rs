@@ -190,13 +190,14 @@ pub async fn read<I: AsyncRead + Unpin>(
     io: &mut I,
     deadline: Duration,
 ) -> Result<(TransportHeader, usize), HeaderError> {
-    match tokio::time::timeout(deadline, read_inner(io)).await {
+    match tokio::time::timeout(deadline, read_unbounded(io)).await {
         Ok(r) => r,
         Err(_) => Err(HeaderError::Timeout(deadline)),
     }
 }
 
-async fn read_inner<I: AsyncRead + Unpin>(
+/// [`read`] without a deadline, for a caller that bounds more than the read.
+pub async fn read_unbounded<I: AsyncRead + Unpin>(
     io: &mut I,
 ) -> Result<(TransportHeader, usize), HeaderError> {
     let mut head = [0u8; HEAD_LEN];

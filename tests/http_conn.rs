@@ -28,6 +28,15 @@ async fn h2_hint(
     h2_client(tls).await
 }
 
+/// No connection on `gw` has been counted as a TCP error.
+async fn assert_no_tcp_errors(gw: &TestGateway) {
+    let m = gw.metrics().await;
+    assert!(
+        lines_with(&m, "inbound_tcp_errors_total{").is_empty(),
+        "{m}"
+    );
+}
+
 fn inbound(client: &str) -> String {
     format!("direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{client}\"")
 }
@@ -75,11 +84,7 @@ async fn idle_close_is_counted_as_a_clean_close() {
         inbound(FRONTEND)
     ))
     .await;
-    let m = gw.metrics().await;
-    assert!(
-        lines_with(&m, "inbound_tcp_errors_total{").is_empty(),
-        "{m}"
-    );
+    assert_no_tcp_errors(&gw).await;
     gw.shutdown().await;
 }
 
@@ -122,11 +127,7 @@ async fn idle_http1_keepalive_outlives_header_timeout() {
     );
     let a = send_h1(&mut h1, get("/second", &[("host", PODINFO)])).await;
     assert_eq!(a.status, 200, "{a:?}");
-    let m = gw.metrics().await;
-    assert!(
-        lines_with(&m, "inbound_tcp_errors_total{").is_empty(),
-        "{m}"
-    );
+    assert_no_tcp_errors(&gw).await;
     gw.shutdown().await;
 }
 
@@ -212,11 +213,7 @@ async fn a_body_streaming_past_http_idle_timeout_is_not_cut() {
     let tls = connect_tls(gw.addr, gw.client(FRONTEND, ALPN_H1), None).await;
     let mut h1 = h1_client(tls).await;
     long_echo(&mut |req| Box::pin(h1.send_request(req)), "/echo").await;
-    let m = gw.metrics().await;
-    assert!(
-        lines_with(&m, "inbound_tcp_errors_total{").is_empty(),
-        "{m}"
-    );
+    assert_no_tcp_errors(&gw).await;
     gw.shutdown().await;
 }
 

@@ -5,11 +5,10 @@
 mod http_support;
 mod support;
 use crossgate::transport_header::{SessionProtocol, TransportHeader};
-use http_support::{Backend, static_routes};
+use http_support::{Backend, BinaryGateway, static_routes};
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{ALPN_TRANSPORT, FRONTEND, GATEWAY};
 use tokio::io::AsyncWriteExt;
 
@@ -104,21 +103,6 @@ async fn an_http_request_sent_with_the_finished_is_served() {
     gw.shutdown().await;
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The real binary on one thread, holding `n` idle connections of the given ALPN (and
 /// transport header, if any). Returns the RSS growth per connection in KiB, having checked
 /// that the gateway still holds every connection.
@@ -127,46 +111,12 @@ async fn idle_kib_per_connection(
     header: Option<&TransportHeader>,
     n: usize,
 ) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    crossgate::certs::write_dev_pki(dir.path(), FRONTEND).unwrap();
-    let (listen, admin) = (support::free_port(), support::free_port());
-    let config = dir.path().join("idle.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{listen}\"\nadmin = \"127.0.0.1:{admin}\"\nthreads = 1\n\
-             [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"gateway.crt\"\nkey = \"gateway.key\"\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_crossgate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let gw = Running(child);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(Instant::now() < deadline, "gateway never listened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
-    let client = crossgate::tls::client_config_from_pem(
-        &read("ca.crt"),
-        &read("client.crt"),
-        &read("client.key"),
-        alpn,
-    )
-    .unwrap();
+    let gw = BinaryGateway::start("threads = 1", "").await;
+    let client = gw.client(FRONTEND, alpn);
     // Warm up the allocator with a few connections, then measure from there.
     let mut held = Vec::new();
     let open = async |held: &mut Vec<_>| {
-        let mut tls = crossgate::tls::connect(addr, client.clone(), GATEWAY)
+        let mut tls = crossgate::tls::connect(gw.listen, client.clone(), GATEWAY)
             .await
             .unwrap();
         if let Some(h) = header {
@@ -178,14 +128,14 @@ async fn idle_kib_per_connection(
         open(&mut held).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = vm_rss_kib(gw.0.id()) as i64;
+    let before = gw.rss_kib() as i64;
     for _ in 0..n {
         open(&mut held).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = vm_rss_kib(gw.0.id()) as i64;
+    let after = gw.rss_kib() as i64;
     // Every connection is still open on the gateway's side: none was closed to save memory.
-    let metrics = support::http_get(admin, "/metrics").await;
+    let metrics = support::http_get(gw.admin, "/metrics").await;
     let closed: Vec<_> = metrics
         .lines()
         .filter(|l| l.starts_with("tcp_close_total{direction=\"inbound\"") && !l.ends_with(" 0"))
