@@ -20,25 +20,11 @@ async fn gateway(backend: &Backend, server_keys: &str, tables: &str) -> TestGate
     start(&format!("{server_keys}\n{routes}{tables}")).await
 }
 
-/// An HTTP/2 connection after the captured `h2-hint.hex` header, as `identity`.
-async fn h2_hint(
-    gw: &TestGateway,
-    identity: &str,
-) -> hyper::client::conn::http2::SendRequest<ReqBody> {
-    let tls = connect_tls(
-        gw.addr,
-        gw.client(identity, ALPN_TRANSPORT),
-        Some(&vector("h2-hint.hex")),
-    )
-    .await;
-    h2_client(tls).await
-}
-
 #[tokio::test]
 async fn h2_hint_absolute_form_reaches_backend_as_http2_on_one_connection() {
     let backend = Backend::start().await;
     let gw = gateway(&backend, "", "").await;
-    let mut h2 = h2_hint(&gw, FRONTEND).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     for i in 0..3 {
         let case = format!("h2-hint-{i}");
         let a = send_h2(
@@ -89,7 +75,7 @@ async fn h2_hint_absolute_form_reaches_backend_as_http2_on_one_connection() {
 async fn orig_proto_goes_upstream_as_http1_with_host_and_is_echoed() {
     let backend = Backend::start().await;
     let gw = gateway(&backend, "", "").await;
-    let mut h2 = h2_hint(&gw, FRONTEND).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let a = send_h2(
         &mut h2,
         get(
@@ -120,7 +106,7 @@ async fn orig_proto_goes_upstream_as_http1_with_host_and_is_echoed() {
 async fn orig_proto_http10_goes_upstream_as_http10() {
     let backend = Backend::start().await;
     let gw = gateway(&backend, "", "").await;
-    let mut h2 = h2_hint(&gw, FRONTEND).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let a = send_h2(
         &mut h2,
         get(
@@ -197,7 +183,7 @@ async fn forged_client_id_is_replaced_by_the_real_identity() {
     let backend = Backend::start().await;
     let gw = gateway(&backend, "", "").await;
     // Transport header, HTTP/2, two forged values.
-    let mut h2 = h2_hint(&gw, FRONTEND).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let a = send_h2(
         &mut h2,
         get(
@@ -312,7 +298,7 @@ async fn curl_plain_mode_target_from_host() {
 async fn per_request_metrics_and_classification() {
     let backend = Backend::start().await;
     let gw = gateway(&backend, "", "").await;
-    let mut h2 = h2_hint(&gw, FRONTEND).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let labels = request_labels(FRONTEND, PODINFO);
     const N: usize = 5;
     for _ in 0..N {

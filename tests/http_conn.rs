@@ -20,14 +20,6 @@ async fn gateway(backend: &Backend, server_keys: &str) -> TestGateway {
     start(&format!("{server_keys}\n{routes}")).await
 }
 
-async fn h2_hint(
-    addr: std::net::SocketAddr,
-    config: std::sync::Arc<rustls::ClientConfig>,
-) -> hyper::client::conn::http2::SendRequest<ReqBody> {
-    let tls = connect_tls(addr, config, Some(&vector("h2-hint.hex"))).await;
-    h2_client(tls).await
-}
-
 /// No connection on `gw` has been counted as a TCP error.
 async fn assert_no_tcp_errors(gw: &TestGateway) {
     let m = gw.metrics().await;

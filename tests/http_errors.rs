@@ -29,17 +29,6 @@ async fn refusing_gateway(backend: &Backend, server_keys: &str) -> TestGateway {
     .await
 }
 
-/// An HTTP/2 connection after the captured `h2-hint.hex` header, as FRONTEND.
-async fn h2_hint(gw: &TestGateway) -> hyper::client::conn::http2::SendRequest<ReqBody> {
-    let tls = connect_tls(
-        gw.addr,
-        gw.client(FRONTEND, ALPN_TRANSPORT),
-        Some(&vector("h2-hint.hex")),
-    )
-    .await;
-    h2_client(tls).await
-}
-
 fn assert_refused(a: &Answer, status: u16, proxy_error: &str) {
     assert_eq!(a.status, status, "{a:?}");
     assert_eq!(a.header("l5d-proxy-error"), Some(proxy_error), "{a:?}");
@@ -336,7 +325,7 @@ async fn shed_requests_are_counted_as_requests() {
 async fn forwarded_by_own_identity_is_a_loop_and_others_are_appended() {
     let backend = Backend::start().await;
     let gw = refusing_gateway(&backend, "").await;
-    let mut h2 = h2_hint(&gw).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let a = send_h2(
         &mut h2,
         get(

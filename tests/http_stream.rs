@@ -23,21 +23,11 @@ async fn gateway(backend: &Backend) -> TestGateway {
     .await
 }
 
-async fn h2_hint(gw: &TestGateway) -> hyper::client::conn::http2::SendRequest<ReqBody> {
-    let tls = connect_tls(
-        gw.addr,
-        gw.client(FRONTEND, ALPN_TRANSPORT),
-        Some(&vector("h2-hint.hex")),
-    )
-    .await;
-    h2_client(tls).await
-}
-
 #[tokio::test]
 async fn grpc_trailers_pass_through_http2_end_to_end() {
     let backend = Backend::start().await;
     let gw = gateway(&backend).await;
-    let mut h2 = h2_hint(&gw).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let a = send_h2(
         &mut h2,
         request(
@@ -68,7 +58,7 @@ async fn grpc_trailers_pass_through_http2_end_to_end() {
 async fn bodies_stream_both_ways_without_buffering() {
     let backend = Backend::start().await;
     let gw = gateway(&backend).await;
-    let mut h2 = h2_hint(&gw).await;
+    let mut h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let (tx, body) = Channel::new();
     let req = request(Method::POST, &format!("{H2_URI}/echo"), &[], body.boxed());
     tx.send(Bytes::from_static(b"one")).await.unwrap();
@@ -105,7 +95,7 @@ async fn thousand_concurrent_streams_on_one_connection() {
     const STREAMS: usize = 1000;
     let backend = Backend::start().await;
     let gw = gateway(&backend).await;
-    let h2 = h2_hint(&gw).await;
+    let h2 = h2_hint(gw.addr, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
     let tasks: Vec<_> = (0..STREAMS)
         .map(|i| {
             let mut h2 = h2.clone();

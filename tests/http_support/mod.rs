@@ -430,6 +430,16 @@ pub async fn connect_tls(
     tls
 }
 
+/// An HTTP/2 connection through the gateway at `addr` after the captured `h2-hint.hex`
+/// header, as a Linkerd source proxy opens one.
+pub async fn h2_hint(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> hyper::client::conn::http2::SendRequest<ReqBody> {
+    let tls = connect_tls(addr, config, Some(&crate::support::vector("h2-hint.hex"))).await;
+    h2_client(tls).await
+}
+
 /// An HTTP/2 client on `io` (prior knowledge).
 pub async fn h2_client<I>(io: I) -> hyper::client::conn::http2::SendRequest<ReqBody>
 where
