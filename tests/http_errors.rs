@@ -166,17 +166,29 @@ async fn slow_upstream_is_504_at_the_response_timeout() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn in_flight_limit_sheds_load_with_503() {
+/// A gateway with `max_in_flight = 1`, its one permit held by a `/slow` request (2 s) that
+/// the backend has received; an HTTP/2 connection for more requests.
+async fn one_slow_request_in_flight() -> (
+    Backend,
+    TestGateway,
+    hyper::client::conn::http2::SendRequest<ReqBody>,
+    tokio::task::JoinHandle<Answer>,
+) {
     let backend = Backend::start().await;
     let gw = refusing_gateway(&backend, "max_in_flight = 1").await;
     let tls = connect_tls(gw.addr, gw.client(FRONTEND, ALPN_H2), None).await;
-    let mut h2 = h2_client(tls).await;
+    let h2 = h2_client(tls).await;
     let mut slow_h2 = h2.clone();
     let slow = tokio::spawn(async move {
         send_h2(&mut slow_h2, get(&format!("{PODINFO_URI}/slow"), &[])).await
     });
     backend.wait_count(1, 5).await;
+    (backend, gw, h2, slow)
+}
+
+#[tokio::test]
+async fn in_flight_limit_sheds_load_with_503() {
+    let (backend, gw, mut h2, slow) = one_slow_request_in_flight().await;
     let a = send_h2(&mut h2, get(&format!("{PODINFO_URI}/shed"), &[])).await;
     assert_refused(&a, 503, "loadshed");
     let a = send_h2(
@@ -291,15 +303,7 @@ async fn grpc_clients_get_grpc_status_for_every_refusal() {
 
 #[tokio::test]
 async fn shed_requests_are_counted_as_requests() {
-    let backend = Backend::start().await;
-    let gw = refusing_gateway(&backend, "max_in_flight = 1").await;
-    let tls = connect_tls(gw.addr, gw.client(FRONTEND, ALPN_H2), None).await;
-    let mut h2 = h2_client(tls).await;
-    let mut slow_h2 = h2.clone();
-    let slow = tokio::spawn(async move {
-        send_h2(&mut slow_h2, get(&format!("{PODINFO_URI}/slow"), &[])).await
-    });
-    backend.wait_count(1, 5).await;
+    let (_backend, gw, mut h2, slow) = one_slow_request_in_flight().await;
     let a = send_h2(&mut h2, get(&format!("{PODINFO_URI}/shed"), &[])).await;
     assert_refused(&a, 503, "loadshed");
     assert_eq!(
