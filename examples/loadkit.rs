@@ -5,6 +5,8 @@
 //! - `loadkit idle ADDR SNI CA CERT KEY N SECONDS [transport]`: opens N mTLS connections (ALPN
 //!   http/1.1, or transport.l5d.io/v1), holds them SECONDS, prints how many were established.
 
+mod common;
+
 use crossgate::transport_header::TransportHeader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,21 +25,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn sink(addr: &str) -> anyhow::Result<()> {
-    let l = TcpListener::bind(addr).await?;
-    loop {
-        let (mut s, _) = l.accept().await?;
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut n = 0u64;
-            while let Ok(k) = s.read(&mut buf).await {
-                if k == 0 {
-                    break;
-                }
-                n += k as u64;
-            }
-            let _ = s.write_all(&n.to_be_bytes()).await;
-        });
-    }
+    Ok(common::count_sink(TcpListener::bind(addr).await?).await?)
 }
 
 fn client(args: &[String], alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ClientConfig>> {

@@ -2,6 +2,8 @@
 //! backend: `cargo run --release --example stream_throughput [MB]`.
 //! The gateway runs on its own 2-thread runtime, the client and the sink on another.
 
+mod common;
+
 use crossgate::certs::{GATEWAY_IDENTITY, Pki};
 use crossgate::config::{Config, Overrides};
 use crossgate::transport_header::TransportHeader;
@@ -31,21 +33,7 @@ fn main() -> anyhow::Result<()> {
     let sink = io_rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await?;
         let addr = l.local_addr()?;
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    let mut n = 0u64;
-                    while let Ok(k) = s.read(&mut buf).await {
-                        if k == 0 {
-                            break;
-                        }
-                        n += k as u64;
-                    }
-                    let _ = s.write_all(&n.to_be_bytes()).await;
-                });
-            }
-        });
+        tokio::spawn(common::count_sink(l));
         anyhow::Ok(addr)
     })?;
 

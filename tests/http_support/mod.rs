@@ -714,14 +714,7 @@ impl BinaryGateway {
 
     /// A client config for `identity` under this gateway's anchor.
     pub fn client(&self, identity: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        let leaf = self.pki.leaf(identity).unwrap();
-        crossgate::tls::client_config_from_pem(
-            &self.pki.anchor_pem(),
-            &leaf.cert_pem,
-            &leaf.key_pem,
-            alpn,
-        )
-        .unwrap()
+        crate::support::client_config(&self.pki, &self.pki.leaf(identity).unwrap(), alpn)
     }
 
     pub fn pid(&self) -> u32 {

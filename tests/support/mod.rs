@@ -74,13 +74,7 @@ impl TestGateway {
     }
 
     pub fn client_with_leaf(&self, leaf: &Leaf, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        crossgate::tls::client_config_from_pem(
-            &self.pki.anchor_pem(),
-            &leaf.cert_pem,
-            &leaf.key_pem,
-            alpn,
-        )
-        .unwrap()
+        client_config(&self.pki, leaf, alpn)
     }
 
     pub async fn admin_get(&self, path: &str) -> String {
@@ -156,6 +150,12 @@ pub async fn echo_backend() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, accepted)
+}
+
+/// A client config presenting `leaf`, trusting `pki`'s anchor.
+pub fn client_config(pki: &Pki, leaf: &Leaf, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    crossgate::tls::client_config_from_pem(&pki.anchor_pem(), &leaf.cert_pem, &leaf.key_pem, alpn)
+        .unwrap()
 }
 
 /// A `[routing.static]` section sending `name:port` to `addr`.
