@@ -38,14 +38,14 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
 
 async fn serve_connection(gw: Arc<Gateway>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let deadline = gw.server.handshake_timeout;
+    let deadline = gw.settings.handshake_timeout;
     let mut first = [0u8; 1];
     match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         _ => return,
     }
     if first[0] == TLS_HANDSHAKE {
-        match tokio::time::timeout(deadline, gw.admin_acceptor().accept(tcp)).await {
+        match tokio::time::timeout(deadline, gw.tls.admin().accept(tcp)).await {
             Ok(Ok(tls)) => http(gw, TokioIo::new(tls)).await,
             Ok(Err(e)) => {
                 let reason = crate::tls::failure_reason(&e);
@@ -62,7 +62,7 @@ async fn http<I>(gw: Arc<Gateway>, io: I)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let gw_timeout = gw.server.header_timeout;
+    let gw_timeout = gw.settings.header_timeout;
     let service = service_fn(move |req| {
         let gw = gw.clone();
         async move { Ok::<_, Infallible>(answer(&gw, &req)) }

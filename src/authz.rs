@@ -3,8 +3,9 @@
 //! `*.suffix` matches names ending in `.suffix` on a label boundary, anything else is exact
 //! (case-insensitive, trailing dot ignored).
 
+use crate::names::normalize;
 use crate::refusal::Refusal;
-use crate::route::{Target, normalize};
+use crate::route::Target;
 use std::fmt;
 use std::str::FromStr;
 

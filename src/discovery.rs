@@ -4,7 +4,8 @@
 //! round-robin and fail over to the next address on a connect error.
 
 use crate::refusal::Refusal;
-use crate::route::{Routes, Target};
+use crate::route::Target;
+use crate::rules::RulesHandle;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -16,7 +17,8 @@ use tokio::net::TcpStream;
 
 /// Resolves targets and connects to them.
 pub struct Discovery {
-    routes: Arc<Routes>,
+    /// Static endpoints come from the rules in force, so a reload changes them.
+    rules: Arc<RulesHandle>,
     resolver: Result<TokioResolver, String>,
     /// The next address to try first, per target: round-robin within each target.
     next: Mutex<HashMap<Target, usize>>,
@@ -26,7 +28,7 @@ pub struct Discovery {
 impl Discovery {
     /// `dns_servers` empty means the system's resolv.conf.
     pub fn new(
-        routes: Arc<Routes>,
+        rules: Arc<RulesHandle>,
         dns_servers: &[SocketAddr],
         connect_timeout: Duration,
     ) -> Discovery {
@@ -35,7 +37,7 @@ impl Discovery {
             e
         });
         Discovery {
-            routes,
+            rules,
             resolver,
             next: Mutex::new(HashMap::new()),
             connect_timeout,
@@ -44,7 +46,7 @@ impl Discovery {
 
     /// The addresses of `target`.
     pub async fn resolve(&self, target: &Target) -> Result<Arc<[SocketAddr]>, Refusal> {
-        if let Some(eps) = self.routes.static_endpoints(target) {
+        if let Some(eps) = self.rules.load().routes.static_endpoints(target) {
             return Ok(eps);
         }
         let resolver = self

@@ -14,23 +14,18 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-/// True when `s` has the shape of an identity: a DNS name or a `spiffe://` URI.
-pub fn is_identity_syntax(s: &str) -> bool {
-    crate::transport_header::is_dns_name(s)
-        || s.strip_prefix("spiffe://")
-            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
-}
-
 /// The identity of a certificate: its first DNS SAN or `spiffe://` URI SAN that parses.
 /// Never the CN. `None` when the certificate has no such SAN or does not parse.
 pub fn identity_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|gn| match gn {
-        GeneralName::DNSName(name) if crate::transport_header::is_dns_name(name) => {
+        GeneralName::DNSName(name) if crate::names::is_dns_name(name) => {
             Some(name.to_ascii_lowercase())
         }
-        GeneralName::URI(uri) if uri.starts_with("spiffe://") && is_identity_syntax(uri) => {
+        GeneralName::URI(uri)
+            if uri.starts_with("spiffe://") && crate::names::is_identity_syntax(uri) =>
+        {
             Some((*uri).to_string())
         }
         _ => None,

@@ -4,16 +4,20 @@
 //! - [`config`]: the TOML file and flags, validated as a whole before any port is bound;
 //! - [`identity`] and [`tls`]: the gateway's credentials, the TLS 1.3 handshake that requires a
 //!   client certificate, and the client's identity from its leaf's SAN;
-//! - [`server`]: the accept loop and one connection's life;
-//! - [`transport_header`]: the Linkerd header that names the target and the protocol;
-//! - [`route`] and [`authz`]: pure decisions, target or refusal ([`refusal`]);
-//! - [`discovery`]: the target's endpoints (static or DNS) and the upstream connection;
+//! - [`server`]: the accept loop and one connection's life, read as a sequence: handshake,
+//!   first bytes ([`transport_header`]), [`plan`], then a `match` on the plan;
+//! - [`plan`]: the pure decision, built on [`route`], [`authz`] and [`names`], answered as a
+//!   plan or a [`refusal`], under the [`rules`] in force (swapped whole by [`reload`]);
+//! - [`upstream`]: one dialling path (through [`discovery`]: static or DNS) for opaque TCP,
+//!   `CONNECT` and the HTTP pools;
 //! - [`proxy`]: opaque TCP or HTTP forwarding;
-//! - [`admin`] and [`metrics`]: `/live`, `/ready`, `/metrics`.
+//! - [`metrics`], [`access`]: what is counted and logged; [`admin`]: `/live`, `/ready`,
+//!   `/metrics`; [`lifecycle`]: serving, draining.
 //!
 //! [`certs`] makes a Linkerd-style development PKI; [`demo`] runs everything on one machine.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod authz;
 pub mod certs;
@@ -22,151 +26,99 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
+pub mod names;
+pub mod plan;
 pub mod proxy;
 pub mod refusal;
+pub mod reload;
 pub mod route;
+pub mod rules;
 pub mod server;
 pub mod tls;
 pub mod transport_header;
+pub mod upstream;
 
 use crate::config::Config;
 use crate::identity::CredentialStore;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::rules::{Rules, RulesHandle};
+use crate::tls::TlsState;
+use crate::upstream::Upstream;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::Semaphore;
 
-/// Everything a connection needs, shared by all of them.
+/// The gateway's parts, each a narrow handle that the modules take on their own: the rules
+/// (swapped on reload), the upstream side, telemetry, TLS and lifecycle. Built once from the
+/// configuration; nothing here is a global.
 pub struct Gateway {
-    pub server: config::Server,
-    /// The TLS configurations, rebuilt when the trust anchors rotate.
-    tls: RwLock<Acceptors>,
-    pub routes: Arc<route::Routes>,
-    pub policy: authz::Policy,
-    pub discovery: Arc<discovery::Discovery>,
-    pub upstream: proxy::upstream::Upstream,
+    /// `[server]` as started: listeners, deadlines, limits.
+    pub settings: Arc<config::Server>,
+    pub rules: Arc<RulesHandle>,
+    pub upstream: Arc<Upstream>,
+    pub metrics: Arc<Metrics>,
+    pub tls: Arc<TlsState>,
+    pub lifecycle: Arc<Lifecycle>,
     /// Permits for HTTP requests in flight; none left means load shedding.
     pub in_flight: Arc<Semaphore>,
-    pub metrics: Arc<metrics::Metrics>,
-    pub store: Arc<CredentialStore>,
-    /// Permits for open gateway connections; all returned means drained.
-    pub connections: Arc<Semaphore>,
-    ready: AtomicBool,
-    stop: watch::Sender<bool>,
-    identity_files: config::Identity,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-/// The gateway port's and the admin port's TLS acceptors.
-#[derive(Clone)]
-struct Acceptors {
-    gateway: TlsAcceptor,
-    admin: TlsAcceptor,
-}
-
-impl Acceptors {
-    fn build(
-        store: &Arc<CredentialStore>,
-        roots: Arc<rustls::RootCertStore>,
-        provider: &Arc<rustls::crypto::CryptoProvider>,
-        resumption: bool,
-    ) -> Result<Acceptors, rustls::Error> {
-        let gateway = tls::server_config(
-            store.clone(),
-            roots.clone(),
-            provider.clone(),
-            tls::GATEWAY_ALPN,
-            resumption,
-        )?;
-        let admin = tls::server_config(
-            store.clone(),
-            roots,
-            provider.clone(),
-            tls::ADMIN_ALPN,
-            false,
-        )?;
-        Ok(Acceptors {
-            gateway: TlsAcceptor::from(gateway),
-            admin: TlsAcceptor::from(admin),
-        })
-    }
+    pub access: access::AccessLog,
+    /// The configuration as started, for reloads to compare with.
+    config: Config,
+    source: Option<config::Source>,
 }
 
 impl Gateway {
-    /// Loads the credentials and builds the shared state. Errors name the files.
+    /// Loads the credentials and builds the parts. Errors name the files.
     pub fn build(config: &Config) -> Result<Arc<Gateway>, Vec<String>> {
         let provider = tls::provider();
         let (roots, creds) = identity::load(&config.identity, &provider)?;
         let store = Arc::new(CredentialStore::new(creds));
-        let acceptors = Acceptors::build(&store, roots, &provider, config.server.tls_resumption)
+        let tls = TlsState::new(store.clone(), roots, provider, config.server.tls_resumption)
             .map_err(|e| vec![format!("TLS configuration: {e}")])?;
-        let routes = Arc::new(route::Routes::new(
-            &config.routing.cluster_domain,
-            config.routing.statics.clone(),
-        ));
-        let metrics = Arc::new(metrics::Metrics::new());
-        metrics.cert_expiration.set(store.not_after() as f64);
+        let metrics = Arc::new(Metrics::new());
+        metrics.tls.cert_expiration.set(store.not_after() as f64);
+        let rules = Arc::new(RulesHandle::new(Rules::from_config(
+            config,
+            store.identity(),
+        )));
         let discovery = Arc::new(discovery::Discovery::new(
-            routes.clone(),
+            rules.clone(),
             &config.routing.dns_servers,
             config.server.connect_timeout,
         ));
+        let upstream = Upstream::new(discovery, metrics.clone(), config.log.access.all());
         Ok(Arc::new(Gateway {
-            server: config.server.clone(),
-            tls: RwLock::new(acceptors),
-            upstream: proxy::upstream::Upstream::new(discovery.clone(), metrics.clone()),
-            discovery,
-            in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
-            routes,
-            policy: authz::Policy {
-                own_identity: store.identity().to_string(),
-                rules: config.authorization.clone(),
-            },
+            settings: Arc::new(config.server.clone()),
+            rules,
+            upstream: Arc::new(upstream),
             metrics,
-            connections: Arc::new(Semaphore::new(config.server.max_connections)),
-            ready: AtomicBool::new(false),
-            stop: watch::channel(false).0,
-            identity_files: config.identity.clone(),
-            provider,
-            store,
+            tls: Arc::new(tls),
+            lifecycle: Arc::new(Lifecycle::new(config.server.max_connections)),
+            in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
+            access: config.log.access,
+            source: config.source.clone(),
+            config: config.clone(),
         }))
     }
 
     /// Serving, and the credentials valid now.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.store.is_valid_now()
+        self.lifecycle.is_serving() && self.tls.store.is_valid_now()
     }
 
     /// The gateway's own identity.
     pub fn identity(&self) -> &str {
-        self.store.identity()
+        self.tls.store.identity()
     }
 
-    /// The gateway port's TLS acceptor (an `Arc` clone; the lock is not held).
-    pub fn acceptor(&self) -> TlsAcceptor {
-        self.tls
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .gateway
-            .clone()
-    }
-
-    /// The admin port's TLS acceptor.
-    pub fn admin_acceptor(&self) -> TlsAcceptor {
-        self.tls
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .admin
-            .clone()
-    }
-
-    /// A receiver that turns true when the gateway begins to drain.
-    pub fn stopping(&self) -> watch::Receiver<bool> {
-        self.stop.subscribe()
+    /// Reads the configuration file again and swaps the rules (SIGHUP). See [`reload`].
+    pub async fn reload(&self) -> bool {
+        reload::reload(self).await
     }
 }
 
@@ -206,37 +158,49 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     let accept = tokio::spawn(server::accept_loop(
         gw.clone(),
         listeners.gateway,
-        gw.stopping(),
+        gw.lifecycle.stopping(),
     ));
     let admin = tokio::spawn(admin::serve(gw.clone(), listeners.admin));
     let reloaded = gw.clone();
     let watcher = tokio::spawn(identity::watch(
-        gw.store.clone(),
-        gw.identity_files.clone(),
-        gw.provider.clone(),
+        gw.tls.store.clone(),
+        gw.config.identity.clone(),
+        gw.tls.provider().clone(),
         move |store, roots| {
-            let g = &reloaded;
-            g.metrics.cert_expiration.set(store.not_after() as f64);
-            match Acceptors::build(&g.store, roots, &g.provider, g.server.tls_resumption) {
-                Ok(a) => *g.tls.write().unwrap_or_else(|e| e.into_inner()) = a,
-                Err(e) => tracing::warn!(error = %e, "cannot rebuild TLS with the new anchors"),
+            reloaded
+                .metrics
+                .tls
+                .cert_expiration
+                .set(store.not_after() as f64);
+            if let Err(e) = reloaded.tls.rebuild(roots) {
+                tracing::warn!(error = %e, "cannot rebuild TLS with the new anchors");
             }
         },
     ));
-    gw.ready.store(true, Ordering::Relaxed);
+    let config_watcher = gw
+        .source
+        .clone()
+        .map(|source| tokio::spawn(reload::watch(gw.clone(), source)));
+    gw.lifecycle.start_serving();
     tracing::info!(identity = gw.identity(), "gateway ready");
     shutdown.await;
     tracing::info!("draining");
-    gw.ready.store(false, Ordering::Relaxed);
-    let _ = gw.stop.send(true);
+    gw.lifecycle.begin_drain();
     let _ = accept.await;
-    let all = gw.server.max_connections as u32;
-    match tokio::time::timeout(gw.server.drain_timeout, gw.connections.acquire_many(all)).await {
-        Ok(_) => tracing::info!("drained"),
-        Err(_) => {
-            tracing::warn!(deadline = ?gw.server.drain_timeout, "drain deadline passed; closing remaining connections")
+    let deadline = gw.settings.drain_timeout;
+    match gw.lifecycle.drained(deadline).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(open) => {
+            tracing::warn!(
+                ?deadline,
+                open,
+                "drain deadline passed; closing remaining connections"
+            )
         }
     }
     watcher.abort();
+    if let Some(w) = config_watcher {
+        w.abort();
+    }
     admin.abort();
 }

@@ -18,6 +18,10 @@ pub enum Refusal {
     Loadshed,
     #[error("response timeout")]
     ResponseTimeout,
+    /// A negotiated ALPN the gateway does not serve (rustls offers only ours, so a
+    /// connection-level refusal in practice never answered over HTTP).
+    #[error("unknown protocol")]
+    UnknownProtocol,
 }
 
 impl Refusal {
@@ -30,6 +34,7 @@ impl Refusal {
             Refusal::Upstream(_) => 502,
             Refusal::Loadshed => 503,
             Refusal::ResponseTimeout => 504,
+            Refusal::UnknownProtocol => 400,
         }
     }
 
@@ -49,6 +54,7 @@ impl Refusal {
             Refusal::Upstream(_) => "upstream",
             Refusal::Loadshed => "loadshed",
             Refusal::ResponseTimeout => "response timeout",
+            Refusal::UnknownProtocol => "unknown protocol",
         }
     }
 
@@ -62,6 +68,7 @@ impl Refusal {
             Refusal::Upstream(_) => Some("i/o"),
             Refusal::Loadshed => Some("loadshed"),
             Refusal::ResponseTimeout => Some("response timeout"),
+            Refusal::UnknownProtocol => Some("unexpected"),
         }
     }
 
@@ -73,6 +80,7 @@ impl Refusal {
             Refusal::GatewayLoop => 10,                     // ABORTED
             Refusal::Upstream(_) | Refusal::Loadshed => 14, // UNAVAILABLE
             Refusal::ResponseTimeout => 4,                  // DEADLINE_EXCEEDED
+            Refusal::UnknownProtocol => 12,                 // UNIMPLEMENTED
         }
     }
 }
@@ -113,6 +121,13 @@ mod tests {
                 "response timeout",
                 Some("response timeout"),
                 4,
+            ),
+            (
+                Refusal::UnknownProtocol,
+                400,
+                "unknown protocol",
+                Some("unexpected"),
+                12,
             ),
         ];
         for (r, status, text, label, grpc) in rows {

@@ -2,6 +2,7 @@
 //! or a refusal. Pure: no I/O, no DNS. Never an open proxy: only names under
 //! `svc.<cluster_domain>` with at least `<svc>.<ns>` before it, or exact `[routing.static]` keys.
 
+use crate::names::normalize;
 use crate::refusal::Refusal;
 use std::collections::HashMap;
 use std::fmt;
@@ -53,13 +54,13 @@ impl Routes {
     /// Routes `name:port` to a target, or refuses it as a bad gateway domain.
     pub fn route(&self, name: &str, port: u16) -> Result<Target, Refusal> {
         let name = normalize(name);
-        if crate::transport_header::is_ip_literal(&name) || port == 0 {
+        if crate::names::is_ip_literal(&name) || port == 0 {
             return Err(Refusal::BadGatewayDomain);
         }
         let in_cluster = name.strip_suffix(&self.svc_suffix).is_some_and(|head| {
             let mut labels = head.split('.');
             labels.clone().count() >= 2 && labels.all(|l| !l.is_empty())
-        }) && crate::transport_header::is_dns_name(&name);
+        }) && crate::names::is_dns_name(&name);
         let target = Target {
             name: name.into(),
             port,
@@ -73,21 +74,36 @@ impl Routes {
 
     /// Routes an HTTP authority (`host[:port]`), defaulting the port to `default_port`.
     pub fn route_authority(&self, authority: &str, default_port: u16) -> Result<Target, Refusal> {
-        if authority.starts_with('[') {
-            return Err(Refusal::BadGatewayDomain); // IPv6 literal
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| Refusal::BadGatewayDomain)?),
-            None => (authority, default_port),
-        };
+        let (host, port) = split_authority(authority, Some(default_port))?;
         self.route(host, port)
     }
 }
 
-/// Lower-cases and drops one trailing dot.
-pub fn normalize(name: &str) -> String {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.to_ascii_lowercase()
+/// Splits `host[:port]`; without a port, `default_port` or a refusal. IPv6 literals (`[..]`)
+/// and ports that are not numbers are refused.
+pub fn split_authority(authority: &str, default_port: Option<u16>) -> Result<(&str, u16), Refusal> {
+    if authority.starts_with('[') {
+        return Err(Refusal::BadGatewayDomain); // IPv6 literal
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Ok((h, p.parse::<u16>().map_err(|_| Refusal::BadGatewayDomain)?)),
+        None => default_port
+            .map(|p| (authority, p))
+            .ok_or(Refusal::BadGatewayDomain),
+    }
+}
+
+impl Target {
+    /// The target an upstream request URI names: the authority the gateway wrote itself,
+    /// always with its port (no default here: a missing port is a bug, refused).
+    pub fn from_uri(uri: &http::Uri) -> Result<Target, Refusal> {
+        let authority = uri.authority().ok_or(Refusal::BadGatewayDomain)?;
+        let (name, port) = split_authority(authority.as_str(), None)?;
+        Ok(Target {
+            name: name.into(),
+            port,
+        })
+    }
 }
 
 #[cfg(test)]

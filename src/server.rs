@@ -1,29 +1,40 @@
-//! The gateway port: accept loop, connection limit, and one connection's life from TLS
-//! handshake through identity, transport header, routing and authorization to forwarding.
-//! Decisions are made by the pure modules; this file only sequences them and counts.
+//! The gateway port: the accept loop, the connection limit, and one connection's life read as
+//! a sequence: TLS handshake → client identity → first bytes (the transport header, when the
+//! ALPN says one follows) → [`plan`] under the rules in force → one `match` on the plan:
+//! opaque TCP ([`crate::proxy::tcp`]) or HTTP ([`crate::proxy::http`]). Decisions are made by
+//! the pure modules; this file sequences them, counts, and writes the access line when the
+//! connection ends. Every connection runs inside a `conn` span (peer, client, target).
 
 use crate::Gateway;
-use crate::authz;
-use crate::identity::identity_of;
-use crate::metrics::{HeaderLabels, Leg, PeerLabels, TcpLabels};
+use crate::access::{ConnRecord, Outcome};
+use crate::metrics::{HeaderLabels, Leg, PeerLabels, Scope, TcpLabels};
+use crate::plan::{self, Alpn, ClientInfo, HttpMode, HttpTarget, Plan};
+use crate::proxy::http::{self, HttpContext};
+use crate::proxy::tcp::Counters;
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::tls::Accepted;
-use crate::transport_header::{self, SessionProtocol, TransportHeader};
+use crate::transport_header::{self, HeaderError, SessionProtocol, TransportHeader};
+use crate::upstream::Dialed;
+use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tokio::time::Instant;
+use tracing::{Instrument, Span, debug, field};
 
 /// Accepts on `listener` until `stop` turns true, one task per connection, at most
 /// `max_connections` at once (further clients wait in the listen backlog).
 pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let http = Arc::new(HttpContext::from_gateway(&gw));
     let mut backoff = Duration::from_millis(5);
     loop {
+        let permits = gw.lifecycle.connections.clone();
         let permit = tokio::select! {
-            p = gw.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = permits.acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
         let accepted = tokio::select! {
@@ -33,11 +44,20 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
-                let gw = gw.clone();
-                tokio::spawn(async move {
-                    serve_connection(&gw, tcp, peer).await;
-                    drop(permit);
-                });
+                let (gw, http) = (gw.clone(), http.clone());
+                let span = tracing::info_span!(
+                    "conn",
+                    %peer,
+                    client_id = field::Empty,
+                    target = field::Empty
+                );
+                tokio::spawn(
+                    async move {
+                        connection(&gw, &http, tcp, peer).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -49,202 +69,346 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
     }
 }
 
-/// The client as the handshake established it.
-pub struct Client {
-    pub id: Arc<str>,
-    pub addr: SocketAddr,
+/// How a connection ended, for its access line.
+struct Ended {
+    protocol: &'static str,
+    target: Option<Arc<str>>,
+    endpoint: Option<SocketAddr>,
+    end: End,
+    bytes: (u64, u64),
 }
 
-async fn serve_connection(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
+enum End {
+    Ok,
+    Refused(Refusal),
+    Failed(String),
+}
+
+impl Ended {
+    fn new(protocol: &'static str, target: Option<&Target>, end: End) -> Ended {
+        Ended {
+            protocol,
+            target: target.map(|t| t.to_string().into()),
+            endpoint: None,
+            end,
+            bytes: (0, 0),
+        }
+    }
+}
+
+/// One connection, from the handshake to its access line.
+async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer: SocketAddr) {
+    let start = Instant::now();
     let _ = tcp.set_nodelay(true);
-    let m = &gw.metrics;
-    let deadline = gw.server.handshake_timeout;
-    // Boxed, and freed once done: the task then keeps only what serving needs.
-    let handshake = Box::pin(tokio::time::timeout(deadline, gw.acceptor().accept(tcp)));
-    let tls = match handshake.await {
-        Ok(Ok(tls)) => Box::new(tls),
-        Ok(Err(e)) => {
-            let reason = crate::tls::failure_reason(&e);
-            m.handshake_failure(reason);
-            debug!(%peer, reason, error = %e, "mTLS handshake refused");
-            return;
+    let failed = |reason: &str| {
+        gw.access.connection(&ConnRecord {
+            peer,
+            client_id: None,
+            target: None,
+            endpoint: None,
+            protocol: "tls",
+            outcome: Outcome::Failed(reason),
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: start.elapsed(),
+        })
+    };
+    let tls = match handshake(gw, tcp).await {
+        Ok(tls) => tls,
+        Err(reason) => {
+            gw.metrics.tls.handshake_failure(reason);
+            return failed(&format!("tls handshake: {reason}"));
         }
-        Err(_) => {
-            m.handshake_failure("timeout");
-            debug!(%peer, ?deadline, "mTLS handshake not complete in time");
-            return;
-        }
     };
-    let (_, conn) = tls.get_ref();
-    let id = conn
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| identity_of(leaf));
-    let Some(id) = id else {
-        m.handshake_failure("no identity");
-        debug!(%peer, "client certificate has no DNS or spiffe URI SAN");
-        return;
+    let Some(client) = client_info(&tls, peer) else {
+        gw.metrics.tls.handshake_failure("no identity");
+        debug!("client certificate has no DNS or spiffe URI SAN");
+        return failed("tls handshake: no identity");
     };
-    let alpn_is_transport = conn.alpn_protocol() == Some(transport_header::ALPN);
-    let client = Client {
-        id: id.into(),
-        addr: peer,
-    };
+    Span::current().record("client_id", &*client.id);
     let mut leg = Leg::open(
-        m,
+        &gw.metrics,
         TcpLabels::Inbound {
             client_id: client.id.clone(),
         },
     );
     // Boxed: a connection's task then holds only the state it reached, not the largest
-    // state of every path (10 KiB otherwise), which matters with many idle connections.
-    let ok = if alpn_is_transport {
-        Box::pin(serve_transport(gw, tls, &client, &leg)).await
-    } else {
-        Box::pin(crate::proxy::http::serve_plain(gw, tls, &client, &leg)).await
+    // state of every path, which matters with many idle connections.
+    let ended = Box::pin(serve(gw, http, tls, &client, &leg)).await;
+    let outcome = match &ended.end {
+        End::Ok => {
+            leg.succeeded();
+            Outcome::Ok
+        }
+        End::Refused(r) => Outcome::Refused(r),
+        End::Failed(reason) => Outcome::Failed(reason),
     };
-    if ok {
-        leg.succeeded();
+    gw.access.connection(&ConnRecord {
+        peer,
+        client_id: Some(&client.id),
+        target: ended.target.as_deref(),
+        endpoint: ended.endpoint,
+        protocol: ended.protocol,
+        outcome,
+        bytes_in: ended.bytes.0,
+        bytes_out: ended.bytes.1,
+        duration: start.elapsed(),
+    });
+}
+
+/// The mTLS handshake under its deadline, or the reason it failed.
+async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static str> {
+    let deadline = gw.settings.handshake_timeout;
+    // Boxed, and freed once done: the task then keeps only what serving needs.
+    let handshake = Box::pin(tokio::time::timeout(deadline, gw.tls.gateway().accept(tcp)));
+    match handshake.await {
+        Ok(Ok(tls)) => Ok(Box::new(tls)),
+        Ok(Err(e)) => {
+            let reason = crate::tls::failure_reason(&e);
+            debug!(reason, error = %e, "mTLS handshake refused");
+            Err(reason)
+        }
+        Err(_) => {
+            debug!(?deadline, "mTLS handshake not complete in time");
+            Err("timeout")
+        }
     }
 }
 
-/// A connection whose ALPN was `transport.l5d.io/v1`: read the header, route, authorize once,
-/// then forward as opaque TCP or serve HTTP. Returns whether it ended cleanly.
-async fn serve_transport(gw: &Arc<Gateway>, mut tls: Accepted, client: &Client, leg: &Leg) -> bool {
-    let m = &gw.metrics;
-    // One deadline for the wait for first bytes and the header itself.
-    let wait = gw.server.header_timeout;
+/// The client as the handshake established it; `None` when its leaf names no identity.
+fn client_info(tls: &Accepted, addr: SocketAddr) -> Option<ClientInfo> {
+    let (_, conn) = tls.get_ref();
+    let leaf = conn.peer_certificates()?.first()?;
+    let id = crate::identity::identity_of(leaf)?;
+    Some(ClientInfo {
+        id: id.into(),
+        addr,
+        alpn: Alpn::from_negotiated(conn.alpn_protocol()),
+        sni: conn.server_name().map(Into::into),
+    })
+}
+
+/// First bytes, plan, and the `match` that serves the plan.
+async fn serve(
+    gw: &Gateway,
+    http: &Arc<HttpContext>,
+    mut tls: Accepted,
+    client: &ClientInfo,
+    leg: &Leg,
+) -> Ended {
+    let header = match client.alpn {
+        Alpn::Transport => match read_header(gw, &mut tls).await {
+            Ok((header, len)) => {
+                leg.read.inc_by(len as u64);
+                count_header(gw, client, &header);
+                Some(header)
+            }
+            Err(e) => {
+                gw.metrics.tcp.error("transport header");
+                debug!(error = %e, "transport header refused");
+                return Ended::new(
+                    "transport",
+                    None,
+                    End::Failed(format!("transport header: {e}")),
+                );
+            }
+        },
+        _ => None,
+    };
+    let rules = gw.rules.load();
+    let plan = plan::plan(client, header.as_ref(), &rules);
+    drop(rules);
+    match plan {
+        Err(refusal) => {
+            let authority = header.as_ref().map(header_authority);
+            refuse_connection(gw, client, authority.as_deref(), &refusal);
+            let protocol = header.as_ref().map_or("http", protocol_of);
+            let mut ended = Ended::new(protocol, None, End::Refused(refusal));
+            ended.target = authority.map(Into::into);
+            ended
+        }
+        Ok(Plan::Opaque(target)) => {
+            Span::current().record("target", field::display(&target));
+            count_allow(gw, client, &target);
+            Box::pin(forward_opaque(gw, tls, client, target, leg)).await
+        }
+        Ok(Plan::Http { mode, target }) => {
+            if let HttpTarget::Fixed { target, authorized } = &target {
+                Span::current().record("target", field::display(target));
+                if *authorized {
+                    count_allow(gw, client, target);
+                }
+            }
+            Box::pin(serve_http(gw, http, tls, client, mode, target, leg)).await
+        }
+    }
+}
+
+/// Waits for the client's first bytes and reads the transport header, under one deadline.
+async fn read_header(
+    gw: &Gateway,
+    tls: &mut Accepted,
+) -> Result<(TransportHeader, usize), HeaderError> {
+    let wait = gw.settings.header_timeout;
     let read = async {
-        crate::tls::until_readable(&mut tls).await;
-        transport_header::read_unbounded(&mut tls).await
+        crate::tls::until_readable(tls).await;
+        transport_header::read_unbounded(tls).await
     };
-    let header = match tokio::time::timeout(wait, read).await {
+    match tokio::time::timeout(wait, read).await {
+        Ok(Ok((TransportHeader { name: None, .. }, _))) => Err(HeaderError::NoName),
         Ok(r) => r,
-        Err(_) => Err(transport_header::HeaderError::Timeout(wait)),
-    };
-    let header = match header {
-        Ok((TransportHeader { name: None, .. }, _)) => Err(transport_header::HeaderError::NoName),
-        other => other,
-    };
-    let header = match header {
-        Ok((h, len)) => {
-            leg.read.inc_by(len as u64);
-            h
-        }
-        Err(e) => {
-            m.tcp_error("transport header");
-            debug!(client = %client.id, peer = %client.addr, error = %e, "transport header refused");
-            return false;
-        }
-    };
-    let name = header.name.as_deref().unwrap_or_default();
-    m.transport_header_connections
+        Err(_) => Err(HeaderError::Timeout(wait)),
+    }
+}
+
+fn count_header(gw: &Gateway, client: &ClientInfo, header: &TransportHeader) {
+    gw.metrics
+        .tcp
+        .transport_header_connections
         .get_or_create(&HeaderLabels {
             session_protocol: header.protocol.map(SessionProtocol::as_label),
             target_port: header.port,
-            target_name: name.to_string(),
+            target_name: header.name.clone().unwrap_or_default(),
             client_id: client.id.to_string(),
         })
         .inc();
-    let target = match gw.routes.route(name, header.port) {
-        Ok(t) => t,
-        Err(refusal) => {
-            refuse_connection(gw, client, &format!("{name}:{}", header.port), &refusal);
-            return false;
-        }
-    };
-    let authority: Arc<str> = target.to_string().into();
-    let decision = authz::authorize(&client.id, &target, &gw.policy);
-    match (&decision, header.protocol) {
-        (Ok(()), _) => {
-            m.tcp_authz_allow
-                .get_or_create(&peer_labels(client, &authority))
-                .inc();
-        }
-        // An HTTP session the rules deny is still served, so that each request gets its 403
-        // with `l5d-proxy-error` (counted per request) rather than a bare close.
-        (Err(Refusal::Unauthorized), Some(_)) => {}
-        (Err(refusal), _) => {
-            refuse_connection(gw, client, &authority, refusal);
-            return false;
-        }
-    }
+}
+
+/// `name:port` as a header named it, in the normal form targets take.
+fn header_authority(header: &TransportHeader) -> String {
+    let name = crate::names::normalize(header.name.as_deref().unwrap_or_default());
+    format!("{name}:{}", header.port)
+}
+
+fn protocol_of(header: &TransportHeader) -> &'static str {
     match header.protocol {
-        None => Box::pin(forward_opaque(gw, tls, client, &target, authority, leg)).await,
-        Some(protocol) => {
-            let authorized = decision.is_ok();
-            let http = crate::proxy::http::serve_transport(
-                gw, tls, client, target, protocol, authorized, leg,
-            );
-            Box::pin(http).await
-        }
+        None => "opaque",
+        Some(SessionProtocol::Http1) => "http/1",
+        Some(SessionProtocol::Http2) => "http/2",
     }
 }
 
-fn peer_labels(client: &Client, authority: &str) -> PeerLabels {
+fn peer_labels(client: &ClientInfo, authority: &str) -> PeerLabels {
     PeerLabels {
         client_id: client.id.to_string(),
         authority: authority.to_string(),
     }
 }
 
+fn count_allow(gw: &Gateway, client: &ClientInfo, target: &Target) {
+    gw.metrics
+        .tcp
+        .authz_allow
+        .get_or_create(&peer_labels(client, &target.to_string()))
+        .inc();
+}
+
 /// Counts and logs a connection-level refusal; the caller then closes the connection, as
 /// Linkerd's gateway does (the source proxy answers its client 502).
-fn refuse_connection(gw: &Gateway, client: &Client, authority: &str, refusal: &Refusal) {
-    match refusal.error_label() {
-        Some(label) => gw.metrics.tcp_error(label),
-        None => {
-            gw.metrics
-                .tcp_authz_deny
-                .get_or_create(&peer_labels(client, authority))
-                .inc();
-        }
-    }
-    info!(client = %client.id, peer = %client.addr, %authority, reason = %refusal, "connection refused");
+fn refuse_connection(gw: &Gateway, client: &ClientInfo, authority: Option<&str>, r: &Refusal) {
+    let peer = authority.map(|a| peer_labels(client, a));
+    gw.metrics.refused(Scope::Connection, peer.as_ref(), r);
 }
 
 async fn forward_opaque(
-    gw: &Arc<Gateway>,
+    gw: &Gateway,
     tls: Accepted,
-    client: &Client,
-    target: &Target,
-    authority: Arc<str>,
+    client: &ClientInfo,
+    target: Target,
     leg: &Leg,
-) -> bool {
-    let (upstream, addr) = match gw.discovery.connect(target).await {
-        Ok(u) => u,
+) -> Ended {
+    let dialed = gw.upstream.dial(&target).await;
+    let Dialed {
+        stream,
+        leg: mut up_leg,
+        addr,
+    } = match dialed {
+        Ok(d) => d,
         Err(refusal) => {
-            refuse_connection(gw, client, &authority, &refusal);
-            return false;
+            refuse_connection(gw, client, Some(&target.to_string()), &refusal);
+            return Ended::new("opaque", Some(&target), End::Refused(refusal));
         }
     };
-    let mut up_leg = Leg::open(
-        &gw.metrics,
-        TcpLabels::Outbound {
-            authority: authority.clone(),
-            target_addr: addr.to_string().into(),
-        },
-    );
     let result = crate::proxy::tcp::proxy(
         tls,
-        upstream,
-        gw.server.idle_timeout,
+        stream,
+        gw.settings.idle_timeout,
         (leg.read.clone(), leg.write.clone()),
         (up_leg.read.clone(), up_leg.write.clone()),
     )
     .await;
+    let mut ended = Ended::new("opaque", Some(&target), End::Ok);
+    ended.endpoint = Some(addr);
     match result {
-        Ok((sent, received)) => {
+        Ok(bytes) => {
             up_leg.succeeded();
-            debug!(client = %client.id, %authority, %addr, sent, received, "stream closed");
-            true
+            ended.bytes = bytes;
         }
         Err(e) => {
             if matches!(e, crate::proxy::tcp::StreamError::Io(_)) {
-                gw.metrics.tcp_error("i/o");
+                gw.metrics.tcp.error("i/o");
             }
-            debug!(client = %client.id, %authority, %addr, error = %e, "stream ended");
-            false
+            debug!(%addr, error = %e, "stream ended");
+            ended.end = End::Failed(e.to_string());
         }
     }
+    ended
+}
+
+/// How long an idle close waits for a `close_notify` to go out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+async fn serve_http(
+    gw: &Gateway,
+    http: &Arc<HttpContext>,
+    mut tls: Accepted,
+    client: &ClientInfo,
+    mode: HttpMode,
+    target: HttpTarget,
+    leg: &Leg,
+) -> Ended {
+    let protocol = match (&target, mode) {
+        (HttpTarget::PerRequest, _) => "http",
+        (_, HttpMode::Http1) => "http/1",
+        _ => "http/2",
+    };
+    let fixed = match &target {
+        HttpTarget::Fixed { target, .. } => Some(target.clone()),
+        HttpTarget::PerRequest => None,
+    };
+    let mut ended = Ended::new(protocol, fixed.as_ref(), End::Ok);
+    // hyper allocates its buffers as soon as it is polled: start it once the client speaks.
+    let first_request = gw
+        .settings
+        .http_idle_timeout
+        .max(gw.settings.header_timeout);
+    let mut stop = gw.lifecycle.stopping();
+    let spoke = tokio::select! {
+        r = tokio::time::timeout(first_request, crate::tls::until_readable(&mut tls)) => r.is_ok(),
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    if !spoke {
+        debug!(?first_request, "HTTP connection closed before a request");
+        // Nothing is buffered: close_notify goes out at once, unless the socket is stuck.
+        let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+        return ended;
+    }
+    // The access line's byte counts, only when it will be written.
+    let local = gw
+        .access
+        .all()
+        .then(|| (Counter::default(), Counter::default()));
+    let counters = Counters::from((leg.read.clone(), leg.write.clone()));
+    let counters = match &local {
+        Some(l) => counters.also(l.clone()),
+        None => counters,
+    };
+    if let Err(e) = http::serve(http, tls, client, mode, target, counters).await {
+        debug!(error = %e, "HTTP connection failed");
+        ended.end = End::Failed(e.to_string());
+    }
+    if let Some((read, write)) = local {
+        ended.bytes = (read.get(), write.get());
+    }
+    ended
 }

@@ -141,3 +141,75 @@ pub async fn until_readable(tls: &mut Accepted) {
         _ => {}
     }
 }
+
+/// The gateway port's and the admin port's acceptors over the gateway's credentials, rebuilt
+/// whole when the trust anchors rotate. Readers take an `Arc` clone; no lock is held.
+pub struct TlsState {
+    acceptors: std::sync::RwLock<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor)>,
+    pub store: Arc<CredentialStore>,
+    provider: Arc<CryptoProvider>,
+    resumption: bool,
+}
+
+impl TlsState {
+    pub fn new(
+        store: Arc<CredentialStore>,
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+        resumption: bool,
+    ) -> Result<TlsState, Error> {
+        let acceptors = Self::build(&store, roots, &provider, resumption)?;
+        Ok(TlsState {
+            acceptors: std::sync::RwLock::new(acceptors),
+            store,
+            provider,
+            resumption,
+        })
+    }
+
+    fn build(
+        store: &Arc<CredentialStore>,
+        roots: Arc<RootCertStore>,
+        provider: &Arc<CryptoProvider>,
+        resumption: bool,
+    ) -> Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor), Error> {
+        let gateway = server_config(
+            store.clone(),
+            roots.clone(),
+            provider.clone(),
+            GATEWAY_ALPN,
+            resumption,
+        )?;
+        let admin = server_config(store.clone(), roots, provider.clone(), ADMIN_ALPN, false)?;
+        Ok((gateway.into(), admin.into()))
+    }
+
+    /// Rebuilds both acceptors with new anchors; on error the current ones stay.
+    pub fn rebuild(&self, roots: Arc<RootCertStore>) -> Result<(), Error> {
+        let built = Self::build(&self.store, roots, &self.provider, self.resumption)?;
+        *self.acceptors.write().unwrap_or_else(|e| e.into_inner()) = built;
+        Ok(())
+    }
+
+    pub fn provider(&self) -> &Arc<CryptoProvider> {
+        &self.provider
+    }
+
+    /// The gateway port's acceptor.
+    pub fn gateway(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// The admin port's acceptor.
+    pub fn admin(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+}

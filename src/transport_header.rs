@@ -5,6 +5,7 @@
 //! a protobuf `transport.l5d.io.Header`. Decoding is a pure function over bytes ([`decode`]);
 //! [`read`] drives it over an async stream under a deadline. Routing the name is not done here.
 
+use crate::names;
 use prost::Message;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -166,7 +167,7 @@ pub fn decode_message(body: &[u8]) -> Result<TransportHeader, HeaderError> {
         .ok_or(HeaderError::BadPort(msg.port))?;
     let name = if msg.name.is_empty() {
         None
-    } else if is_dns_name(&msg.name) || is_ip_literal(&msg.name) {
+    } else if names::is_dns_name(&msg.name) || names::is_ip_literal(&msg.name) {
         // IP literals are well-formed but never routable: routing refuses them as a bad
         // gateway domain, as the refusal table says.
         Some(msg.name)
@@ -222,32 +223,6 @@ fn io_error(e: std::io::Error) -> HeaderError {
     } else {
         HeaderError::Io(e.to_string())
     }
-}
-
-/// True when `name` is an IPv4 or IPv6 address, bracketed or not.
-pub fn is_ip_literal(name: &str) -> bool {
-    let bare = name
-        .strip_prefix('[')
-        .and_then(|n| n.strip_suffix(']'))
-        .unwrap_or(name);
-    bare.parse::<std::net::IpAddr>().is_ok()
-}
-
-/// True when `name` is a syntactically valid DNS name (a trailing dot is allowed).
-pub fn is_dns_name(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.len() > 253 {
-        return false;
-    }
-    name.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
 }
 
 #[cfg(test)]

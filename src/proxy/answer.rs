@@ -3,16 +3,15 @@
 //! table in [`crate::refusal`]; upstream client errors mapped back to the refusal they carry.
 
 use super::headers::L5D_PROXY_ERROR;
-use super::http::{RespBody, Routed};
-use super::observe::Recorder;
-use crate::Gateway;
-use crate::metrics::ErrorLabels;
+use super::http::{HttpContext, RespBody, Routed};
+use super::observe::{Recorder, RequestLine};
+use crate::access::Outcome;
+use crate::metrics::Scope;
 use crate::refusal::Refusal;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
-use std::sync::Arc;
 use tokio::time::Instant;
 
 pub(super) fn upstream_refusal(e: hyper_util::client::legacy::Error) -> Refusal {
@@ -38,47 +37,36 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Counts a refusal made before the request was admitted, and answers it.
+/// Counts, logs and answers a refusal made before the request was admitted.
 pub(super) fn refuse(
-    gw: &Gateway,
+    ctx: &HttpContext,
     routed: Option<&Routed>,
     refusal: &Refusal,
     grpc: bool,
+    line: Option<Box<RequestLine>>,
 ) -> Response<RespBody> {
-    match (refusal.error_label(), routed) {
-        (Some(error), _) => {
-            gw.metrics
-                .http_errors
-                .get_or_create(&ErrorLabels { error })
-                .inc();
-        }
-        (None, Some(r)) => {
-            gw.metrics
-                .http_authz_deny
-                .get_or_create(&r.metrics.labels.0)
-                .inc();
-        }
-        (None, None) => {}
+    let peer = routed.map(|r| &*r.metrics.labels.0);
+    ctx.metrics.refused(Scope::Request, peer, refusal);
+    let response = refusal_response(refusal, grpc);
+    if let Some(mut line) = line {
+        line.status = response.status().as_u16();
+        line.write(Outcome::Refused(refusal));
     }
-    tracing::info!(
-        authority = routed.map(|r| r.metrics.labels.0.authority.as_str()),
-        reason = %refusal,
-        "request refused"
-    );
-    refusal_response(refusal, grpc)
+    response
 }
 
 /// Counts and answers a failure after the request was admitted (counted as a response too).
 pub(super) fn respond_refusal(
-    gw: &Arc<Gateway>,
+    ctx: &HttpContext,
     routed: &Routed,
     refusal: &Refusal,
     grpc: bool,
     start: Instant,
+    line: Option<Box<RequestLine>>,
 ) -> Response<RespBody> {
-    let response = refuse(gw, Some(routed), refusal, grpc);
+    let response = refuse(ctx, Some(routed), refusal, grpc, line);
     Recorder {
-        gw: gw.clone(),
+        metrics: ctx.metrics.clone(),
         route: routed.metrics.clone(),
         status: response.status().as_u16(),
         grpc_ok: grpc.then_some(false),

@@ -1,24 +1,27 @@
-//! HTTP through the gateway. A connection is served as HTTP when its transport header names a
-//! session protocol (target fixed by the header, authorized once), or in plain HTTP mode
-//! (ALPN `h2`/`http/1.1`, or none and sniffed) where each request names its target by
-//! `l5d-dst-canonical` or its authority and is routed and authorized on its own.
-//! Each request is forwarded through a pooled upstream client with Linkerd's header semantics;
-//! bodies and trailers stream both ways; refusals are answered by [`super::answer`], and
-//! `Upgrade` and `CONNECT` continue in [`super::tunnel`].
+//! HTTP through the gateway, over any byte stream (a TLS stream in production, an in-memory
+//! duplex in tests). The [`crate::plan`] said how: a target fixed by the transport header, or
+//! plain HTTP mode where each request names its own. Each request is then, in order: routed
+//! (per connection, re-routed when the rules are swapped), checked ([`plan::check_request`]:
+//! loops, authorization under the rules of its time), admitted (`max_in_flight`), and
+//! forwarded through a pooled upstream client with Linkerd's header semantics ([`forward`]).
+//! Refusals are answered by [`super::answer`]; `Upgrade` and `CONNECT` continue in
+//! [`super::tunnel`]; bodies, metrics and access lines are observed in [`super::observe`].
 
 use super::answer::{error_chain, refuse, respond_refusal, upstream_refusal};
 use super::headers::{self, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO};
-use super::observe::{Activity, Admitted, Observed, Recorder, RouteMetrics};
-use super::tcp::Metered;
+use super::observe::{
+    Activity, Admitted, Observed, Recorder, RequestBody, RequestLine, RouteMetrics,
+};
+use super::tcp::{Counters, Metered};
 use super::tunnel::{connect_tunnel, splice_upgrades};
-use crate::Gateway;
-use crate::authz;
-use crate::metrics::{Leg, PeerLabels, RequestLabels};
+use crate::access::AccessLog;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, PeerLabels, RequestLabels};
+use crate::plan::{self, ClientInfo, HttpMode, HttpTarget};
 use crate::refusal::Refusal;
 use crate::route::Target;
-use crate::server::Client;
-use crate::tls::Accepted;
-use crate::transport_header::SessionProtocol;
+use crate::rules::{Rules, RulesHandle};
+use crate::upstream::{Endpoint, Upstream};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -29,32 +32,81 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The most a request head may take (HTTP/1 read buffer, HTTP/2 header list): generous for
 /// real traffic, and a bound on what one peer can make the gateway hold.
 const MAX_HEADERS: usize = 64 * 1024;
 
+/// How long an idle close waits for hyper to finish before dropping the connection.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// A response body: streamed from upstream, or made by the gateway.
 pub type RespBody = Either<Observed, Full<Bytes>>;
 
+/// What HTTP serving needs of the gateway: narrow handles, so that it can be built without
+/// credentials (tests serve HTTP over `tokio::io::duplex`).
+pub struct HttpContext {
+    pub settings: Arc<crate::config::Server>,
+    pub rules: Arc<RulesHandle>,
+    pub upstream: Arc<Upstream>,
+    pub metrics: Arc<Metrics>,
+    /// Permits for requests in flight; none left means load shedding.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub access: AccessLog,
+    /// The gateway's identity: `Forwarded: by=` and loop detection.
+    pub own_identity: Arc<str>,
+}
+
+impl HttpContext {
+    pub fn from_gateway(gw: &crate::Gateway) -> HttpContext {
+        HttpContext {
+            settings: gw.settings.clone(),
+            rules: gw.rules.clone(),
+            upstream: gw.upstream.clone(),
+            metrics: gw.metrics.clone(),
+            in_flight: gw.in_flight.clone(),
+            lifecycle: gw.lifecycle.clone(),
+            access: gw.access,
+            own_identity: gw.identity().into(),
+        }
+    }
+}
+
+/// Why an HTTP connection ended other than cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("request head incomplete after the idle timeout")]
+    HeadIncomplete,
+    #[error("i/o: {0}")]
+    Io(String),
+}
+
 /// What one served connection shares across its requests.
 struct Conn {
-    gw: Arc<Gateway>,
-    client: Arc<str>,
+    ctx: Arc<HttpContext>,
+    client: ClientInfo,
     client_header: HeaderValue,
-    /// Set when the transport header fixed the target for the whole connection.
-    fixed: Option<Routed>,
-    /// The rules deny this client the fixed target: every request is answered 403.
-    denied: bool,
-    /// Plain mode: the last authority a request named and its route, as clients mostly send
-    /// every request on a connection to one target.
-    last: Mutex<Option<(Box<str>, Routed)>>,
+    /// `Some` when the transport header fixed the target for the whole connection.
+    fixed: Option<Target>,
+    /// The last target requests named, with the rules generation it was routed under, as
+    /// clients mostly send every request on a connection to one target.
+    last: Mutex<Option<Cached>>,
     /// Requests in flight and the idle clock.
     activity: Arc<Activity>,
+    protocol: &'static str,
+}
+
+struct Cached {
+    raw: Box<str>,
+    generation: u64,
+    routed: Routed,
 }
 
 /// A routed target and what is derived from it once.
@@ -68,125 +120,88 @@ pub(super) struct Routed {
     pub(super) host: HeaderValue,
 }
 
-impl Conn {
-    fn routed(&self, target: Target) -> Result<Routed, Refusal> {
-        let text = target.to_string();
-        let authority =
-            Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
-        let forwarded = headers::forwarded_element(self.gw.identity(), &self.client, &text);
-        let host = HeaderValue::from_str(&text).map_err(|_| Refusal::BadGatewayDomain)?;
-        let labels = RequestLabels(Arc::new(PeerLabels {
-            client_id: self.client.to_string(),
-            authority: text,
-        }));
-        Ok(Routed {
-            metrics: Arc::new(RouteMetrics::new(&self.gw.metrics, labels)),
-            forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
-            host,
-            authority,
-            target,
-        })
-    }
-}
-
-/// Serves HTTP on a connection whose transport header named `target` and `protocol`;
-/// `authorized` is the rules' decision for this client and target, taken once.
-pub async fn serve_transport(
-    gw: &Arc<Gateway>,
-    tls: Accepted,
-    client: &Client,
-    target: Target,
-    protocol: SessionProtocol,
-    authorized: bool,
-    leg: &Leg,
-) -> bool {
-    let mut conn = new_conn(gw, client);
-    conn.denied = !authorized;
-    match conn.routed(target) {
-        Ok(r) => conn.fixed = Some(r),
-        Err(_) => return false,
-    }
-    let mode = match protocol {
-        SessionProtocol::Http1 => Mode::Http1,
-        SessionProtocol::Http2 => Mode::Http2,
+/// Serves HTTP on `io` until the client closes, the connection idles out or the gateway
+/// drains. `counters` count the client leg's bytes read and written.
+pub async fn serve<I>(
+    ctx: &Arc<HttpContext>,
+    io: I,
+    client: &ClientInfo,
+    mode: HttpMode,
+    target: HttpTarget,
+    counters: Counters,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (fixed, protocol) = match target {
+        HttpTarget::Fixed { target, .. } => {
+            let p = if mode == HttpMode::Http1 {
+                "http/1"
+            } else {
+                "http/2"
+            };
+            (Some(target), p)
+        }
+        HttpTarget::PerRequest => (None, "http"),
     };
-    serve(Arc::new(conn), tls, mode, leg).await
-}
-
-/// Serves plain HTTP mode: ALPN `h2` or `http/1.1`, or no ALPN and the protocol sniffed.
-pub async fn serve_plain(gw: &Arc<Gateway>, tls: Accepted, client: &Client, leg: &Leg) -> bool {
-    let mode = match tls.get_ref().1.alpn_protocol() {
-        Some(b"h2") => Mode::Http2,
-        Some(b"http/1.1") => Mode::Http1,
-        _ => Mode::Sniff,
-    };
-    serve(Arc::new(new_conn(gw, client)), tls, mode, leg).await
-}
-
-fn new_conn(gw: &Arc<Gateway>, client: &Client) -> Conn {
-    Conn {
-        gw: gw.clone(),
-        client: client.id.clone(),
+    let conn = Arc::new(Conn {
+        ctx: ctx.clone(),
         // Identities are DNS names or URIs: always valid header values.
         client_header: HeaderValue::from_str(&client.id)
             .unwrap_or(HeaderValue::from_static("unknown")),
-        fixed: None,
-        denied: false,
+        client: client.clone(),
+        fixed,
         last: Mutex::new(None),
         activity: Arc::new(Activity::new()),
-    }
+        protocol,
+    });
+    // The idle clock starts when the client first speaks (the caller waited for that).
+    conn.activity.touch();
+    let io = Metered::new(io, counters, None);
+    let svc_conn = conn.clone();
+    let service = service_fn(move |req| handle(svc_conn.clone(), req));
+    let builder = builder(&ctx.settings, mode);
+    // Boxed so that the connection's future stays small.
+    let served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    until_done(&conn, served, |c| c.graceful_shutdown()).await
 }
 
-enum Mode {
-    Http1,
-    Http2,
-    Sniff,
-}
-
-async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> bool {
-    let gw = conn.gw.clone();
-    let idle = gw.server.http_idle_timeout;
-    // hyper allocates its buffers as soon as it is polled: start it once the client speaks.
-    let first_request = idle.max(gw.server.header_timeout);
-    let mut stop = gw.stopping();
-    let spoke = tokio::select! {
-        r = tokio::time::timeout(first_request, crate::tls::until_readable(&mut tls)) => r.is_ok(),
-        _ = stop.wait_for(|s| *s) => false,
-    };
-    if !spoke {
-        tracing::debug!(client = %conn.client, ?first_request, "HTTP connection closed before a request");
-        // Nothing is buffered: close_notify goes out at once, unless the socket is stuck.
-        let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, tls.shutdown()).await;
-        return true;
-    }
-    let activity = conn.activity.clone();
-    // The idle clock starts when the client first speaks.
-    activity.touch();
-    let io = Metered::new(tls, (leg.read.clone(), leg.write.clone()), None);
+fn builder(settings: &crate::config::Server, mode: HttpMode) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         // No per-request head timer (hyper would arm one for every request): the idle
-        // clock below closes a connection whose request head never completes.
+        // clock in `until_done` closes a connection whose request head never completes.
         .header_read_timeout(None)
         .max_buf_size(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADERS as u32)
-        .max_concurrent_streams(gw.server.h2_max_concurrent_streams)
+        .max_concurrent_streams(settings.h2_max_concurrent_streams)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    let builder = match mode {
-        Mode::Http1 => builder.http1_only(),
-        Mode::Http2 => builder.http2_only(),
-        Mode::Sniff => builder,
-    };
-    let svc_conn = conn.clone();
-    let service = service_fn(move |req| handle(svc_conn.clone(), req));
-    // Boxed so that this future stays small while it waits for the first request above.
-    let mut served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    match mode {
+        HttpMode::Http1 => builder.http1_only(),
+        HttpMode::Http2 => builder.http2_only(),
+        HttpMode::Sniff => builder,
+    }
+}
+
+/// Drives the hyper connection `served` under the idle clock and the drain signal;
+/// `shutdown` starts its graceful close.
+async fn until_done<F>(
+    conn: &Conn,
+    mut served: Pin<Box<F>>,
+    shutdown: impl Fn(Pin<&mut F>),
+) -> Result<(), ConnError>
+where
+    F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let idle = conn.ctx.settings.http_idle_timeout;
+    let activity = &conn.activity;
+    let mut stop = conn.ctx.lifecycle.stopping();
     let mut closing = false;
     // Set when the idle close finds no request in flight: if the connection is still open a
     // moment later with still none, what holds it is a request head that never completed
@@ -205,13 +220,13 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
             biased;
             r = served.as_mut() => break r,
             _ = stop.wait_for(|s| *s), if !closing => {
-                served.as_mut().graceful_shutdown();
+                shutdown(served.as_mut());
                 closing = true;
             }
             _ = tokio::time::sleep_until(deadline), if !closing => {
                 if activity.last() == last && activity.in_flight() == 0 {
-                    tracing::debug!(client = %conn.client, ?idle, "idle HTTP connection closed");
-                    served.as_mut().graceful_shutdown();
+                    tracing::debug!(?idle, "idle HTTP connection closed");
+                    shutdown(served.as_mut());
                     closing = true;
                     abandon_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }
@@ -223,92 +238,147 @@ async fn serve(conn: Arc<Conn>, mut tls: Accepted, mode: Mode, leg: &Leg) -> boo
                     abandon_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
                     continue;
                 }
-                gw.metrics.tcp_error("i/o");
-                tracing::debug!(client = %conn.client, ?idle, "HTTP connection closed: request head incomplete");
-                return false;
+                conn.ctx.metrics.tcp.error("i/o");
+                return Err(ConnError::HeadIncomplete);
             }
         }
     };
     match result {
-        Ok(()) => true,
+        Ok(()) => Ok(()),
         // Closing by our own choice (idle, drain): a peer that hangs up first is not an error.
-        Err(_) if closing => true,
+        Err(_) if closing => Ok(()),
         Err(e) => {
-            gw.metrics.tcp_error("i/o");
-            tracing::debug!(client = %conn.client, error = %error_chain(&*e), "HTTP connection failed");
-            false
+            conn.ctx.metrics.tcp.error("i/o");
+            Err(ConnError::Io(error_chain(&*e)))
         }
     }
 }
-
-/// How long an idle close waits for hyper to finish before dropping the connection.
-const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// One request, from routing to the response head.
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     let grpc = is_grpc(&req);
-    let gw = &conn.gw;
-    let routed = match &conn.fixed {
-        Some(r) => Ok(r.clone()),
-        None => plain_routed(&conn, &req),
-    };
-    let routed = match routed {
+    let ctx = &conn.ctx;
+    let line = |routed: Option<&Routed>| conn.line(&req, routed, start);
+    let rules = ctx.rules.load();
+    let routed = match conn.routed(&req, &rules) {
         Ok(r) => r,
-        Err(refusal) => return Ok(refuse(gw, None, &refusal, grpc)),
+        Err(refusal) => return Ok(refuse(ctx, None, &refusal, grpc, line(None))),
     };
-    if let Err(refusal) = authorize(&conn, &routed, &req) {
-        return Ok(refuse(gw, Some(&routed), &refusal, grpc));
+    let span = tracing::debug_span!("request", method = %req.method(), target = %routed.target);
+    let loop_by_forwarded = headers::forwarded_by(req.headers(), &ctx.own_identity);
+    let checked = plan::check_request(&conn.client.id, &routed.target, loop_by_forwarded, &rules);
+    if let Err(refusal) = checked {
+        return Ok(refuse(
+            ctx,
+            Some(&routed),
+            &refusal,
+            grpc,
+            line(Some(&routed)),
+        ));
     }
+    routed.metrics.authz_allow.inc();
     routed.metrics.requests.inc();
-    let Ok(permit) = gw.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
+        let line = line(Some(&routed));
         return Ok(respond_refusal(
-            gw,
+            ctx,
             &routed,
             &Refusal::Loadshed,
             grpc,
             start,
+            line,
         ));
     };
     // In flight until its response body ends; then the idle clock restarts.
     let admitted = Admitted::new(permit, conn.activity.clone());
-    let answer = forward(&conn, &routed, req, grpc, start, admitted).await;
-    Ok(answer.unwrap_or_else(|refusal| respond_refusal(gw, &routed, &refusal, grpc, start)))
+    let line = ctx.access.all().then(|| line(Some(&routed))).flatten();
+    let answer = forward(&conn, &routed, req, grpc, start, admitted, line)
+        .instrument(span)
+        .await;
+    Ok(answer.unwrap_or_else(|(refusal, line)| {
+        respond_refusal(ctx, &routed, &refusal, grpc, start, line)
+    }))
 }
 
-/// Plain HTTP mode: the target from `l5d-dst-canonical`, else the authority (port 80).
-fn plain_routed(conn: &Conn, req: &Request<Incoming>) -> Result<Routed, Refusal> {
-    let authority = req
-        .headers()
-        .get(L5D_DST_CANONICAL)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(Authority::as_str))
-        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
-        .ok_or(Refusal::BadGatewayDomain)?;
-    let mut last = conn.last.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((raw, routed)) = last.as_ref()
-        && **raw == *authority
-    {
-        return Ok(routed.clone());
+impl Conn {
+    /// The request's target under `rules`: the connection's fixed one, or the one the
+    /// request names (plain mode); routed once per target and rules generation.
+    fn routed(&self, req: &Request<Incoming>, rules: &Rules) -> Result<Routed, Refusal> {
+        let raw = match &self.fixed {
+            Some(_) => None,
+            None => Some(plan::request_authority(
+                req.headers()
+                    .get(L5D_DST_CANONICAL)
+                    .map(HeaderValue::as_bytes),
+                req.uri().authority().map(Authority::as_str),
+                req.headers().get(HOST).map(HeaderValue::as_bytes),
+            )?),
+        };
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = last.as_ref()
+            && c.generation == rules.generation
+            && raw.is_none_or(|raw| *c.raw == *raw)
+        {
+            return Ok(c.routed.clone());
+        }
+        let target = match (&self.fixed, raw) {
+            (Some(t), _) => rules.routes.route(&t.name, t.port)?,
+            (None, Some(raw)) => plan::request_target(raw, rules)?,
+            (None, None) => return Err(Refusal::BadGatewayDomain),
+        };
+        let routed = self.route_state(target)?;
+        *last = Some(Cached {
+            raw: raw.unwrap_or_default().into(),
+            generation: rules.generation,
+            routed: routed.clone(),
+        });
+        Ok(routed)
     }
-    let routed = conn.routed(conn.gw.routes.route_authority(authority, 80)?)?;
-    *last = Some((authority.into(), routed.clone()));
-    Ok(routed)
-}
 
-/// Loops (own identity, `Forwarded: by=<own>`), then, in plain mode, the rules.
-fn authorize(conn: &Conn, routed: &Routed, req: &Request<Incoming>) -> Result<(), Refusal> {
-    let gw = &conn.gw;
-    if headers::forwarded_by(req.headers(), gw.identity()) {
-        return Err(Refusal::GatewayLoop);
+    fn route_state(&self, target: Target) -> Result<Routed, Refusal> {
+        let text = target.to_string();
+        let authority =
+            Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
+        let forwarded = headers::forwarded_element(&self.ctx.own_identity, &self.client.id, &text);
+        let host = HeaderValue::from_str(&text).map_err(|_| Refusal::BadGatewayDomain)?;
+        let labels = RequestLabels(Arc::new(PeerLabels {
+            client_id: self.client.id.to_string(),
+            authority: text,
+        }));
+        Ok(Routed {
+            metrics: Arc::new(RouteMetrics::new(&self.ctx.metrics, labels)),
+            forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
+            host,
+            authority,
+            target,
+        })
     }
-    if conn.fixed.is_none() {
-        authz::authorize(&conn.client, &routed.target, &gw.policy)?;
-    } else if conn.denied {
-        return Err(Refusal::Unauthorized);
+
+    /// The request's access line, if the access log may want it.
+    fn line(
+        &self,
+        req: &Request<Incoming>,
+        routed: Option<&Routed>,
+        start: Instant,
+    ) -> Option<Box<RequestLine>> {
+        if self.ctx.access == AccessLog::Off {
+            return None;
+        }
+        Some(Box::new(RequestLine {
+            access: self.ctx.access,
+            peer: self.client.addr,
+            client_id: self.client.id.clone(),
+            method: req.method().clone(),
+            target: routed.map(|r| r.metrics.labels.0.clone()),
+            endpoint: None,
+            protocol: self.protocol,
+            status: 0,
+            start,
+            bytes_in: None,
+            bytes_out: 0,
+        }))
     }
-    routed.metrics.authz_allow.inc();
-    Ok(())
 }
 
 fn is_grpc(req: &Request<Incoming>) -> bool {
@@ -321,6 +391,9 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() != Version::HTTP_2 && req.headers().contains_key(http::header::UPGRADE)
 }
 
+type Forwarded = Result<Response<RespBody>, (Refusal, Option<Box<RequestLine>>)>;
+
+/// Rewrites the request as Linkerd's gateway does, sends it upstream, and streams the answer.
 async fn forward(
     conn: &Conn,
     routed: &Routed,
@@ -328,11 +401,14 @@ async fn forward(
     grpc: bool,
     start: Instant,
     admitted: Admitted,
-) -> Result<Response<RespBody>, Refusal> {
-    let gw = &conn.gw;
+    mut line: Option<Box<RequestLine>>,
+) -> Forwarded {
+    let ctx = &conn.ctx;
     if req.method() == Method::CONNECT {
         // Boxed: CONNECT is rare, and its connect future would enlarge every request.
-        return Box::pin(connect_tunnel(gw, routed, req)).await;
+        return Box::pin(connect_tunnel(ctx, routed, req))
+            .await
+            .map_err(|r| (r, line));
     }
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -359,23 +435,37 @@ async fn forward(
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(routed.authority.clone());
     uri.path_and_query = Some(path);
-    parts.uri = Uri::from_parts(uri).map_err(|e| Refusal::Upstream(e.to_string()))?;
+    parts.uri = match Uri::from_parts(uri) {
+        Ok(u) => u,
+        Err(e) => return Err((Refusal::Upstream(e.to_string()), line)),
+    };
     let h2 = parts.version == Version::HTTP_2 && downgrade.is_none();
     if !h2 {
         parts.version = downgrade.unwrap_or(Version::HTTP_11);
         parts.headers.insert(HOST, routed.host.clone());
     }
-    let request = Request::from_parts(parts, body);
-    let client = if h2 { &gw.upstream.h2 } else { &gw.upstream.h1 };
+    let bytes_in = line.as_ref().map(|_| Arc::default());
+    if let Some(l) = line.as_mut() {
+        l.bytes_in = bytes_in.clone();
+    }
+    let request = Request::from_parts(parts, RequestBody::new(body, bytes_in));
+    let client = if h2 {
+        &ctx.upstream.h2
+    } else {
+        &ctx.upstream.h1
+    };
     let sent = client.request(request);
-    let response = match gw.server.response_timeout {
+    let response = match ctx.settings.response_timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,
-            Err(_) => return Err(Refusal::ResponseTimeout),
+            Err(_) => return Err((Refusal::ResponseTimeout, line)),
         },
         None => sent.await,
     };
-    let mut response = response.map_err(upstream_refusal)?;
+    let mut response = match response {
+        Ok(r) => r,
+        Err(e) => return Err((upstream_refusal(e), line)),
+    };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
@@ -383,7 +473,7 @@ async fn forward(
         tokio::spawn(splice_upgrades(
             client_upgrade,
             upstream_upgrade,
-            gw.server.idle_timeout,
+            ctx.settings.idle_timeout,
         ));
     }
     let (mut parts, body) = response.into_parts();
@@ -405,8 +495,12 @@ async fn forward(
         .headers
         .get("grpc-status")
         .map(|v| v.as_bytes() == b"0");
+    if let Some(l) = line.as_mut() {
+        l.status = parts.status.as_u16();
+        l.endpoint = parts.extensions.get::<Endpoint>().map(|e| e.0);
+    }
     let recorder = Recorder {
-        gw: gw.clone(),
+        metrics: ctx.metrics.clone(),
         route: routed.metrics.clone(),
         status: parts.status.as_u16(),
         grpc_ok: grpc_status,
@@ -419,6 +513,7 @@ async fn forward(
         recorder.record();
         None
     };
-    let body = Observed::new(body, recorder, admitted);
+    let body = Observed::new(body, recorder, line, admitted);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
+

@@ -1,7 +1,7 @@
-//! Forwarding once a connection is routed and authorized: opaque TCP ([`tcp`]) and HTTP
-//! ([`http`], with Linkerd's header rules in [`headers`], pooled clients in [`upstream`],
-//! response metrics in [`observe`], the gateway's own answers in [`answer`], and `Upgrade` and
-//! `CONNECT` tunnels in [`tunnel`]).
+//! Forwarding once a connection is planned: opaque TCP ([`tcp`]) and HTTP ([`http`], with
+//! Linkerd's header rules in [`headers`], response metrics and access lines in [`observe`], the
+//! gateway's own answers in [`answer`], and `Upgrade` and `CONNECT` tunnels in [`tunnel`]).
+//! Upstream connections come from [`crate::upstream`].
 
 pub mod answer;
 pub mod headers;
@@ -9,4 +9,3 @@ pub mod http;
 pub mod observe;
 pub mod tcp;
 pub mod tunnel;
-pub mod upstream;

@@ -1,9 +1,11 @@
-//! What the gateway observes of each HTTP response: `response_total` and
+//! What the gateway observes of each HTTP request: `response_total` and
 //! `response_latency_ms` through per-target handles taken once ([`RouteMetrics`]), recorded at
-//! the response head or, for gRPC, when the trailers arrive ([`Observed`]); and each
-//! connection's [`Activity`], for which a request lasts until its response body ends.
+//! the response head or, for gRPC, when the trailers arrive ([`Observed`]); each
+//! connection's [`Activity`], for which a request lasts until its response body ends; and, with
+//! `[log] access = "all"`, the bytes each way and the access line at the body's end
+//! ([`RequestBody`], [`RequestLine`]).
 
-use crate::Gateway;
+use crate::access::{AccessLog, Outcome, RequestRecord};
 use crate::metrics::{Metrics, RequestLabels, ResponseLabels};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -30,8 +32,8 @@ pub(crate) struct RouteMetrics {
 impl RouteMetrics {
     pub(crate) fn new(m: &Metrics, labels: RequestLabels) -> RouteMetrics {
         RouteMetrics {
-            requests: m.request_total.get_or_create_owned(&labels),
-            authz_allow: m.http_authz_allow.get_or_create_owned(&labels.0),
+            requests: m.http.request_total.get_or_create_owned(&labels),
+            authz_allow: m.http.authz_allow.get_or_create_owned(&labels.0),
             labels,
             responses: Mutex::new(Vec::new()),
         }
@@ -48,8 +50,8 @@ impl RouteMetrics {
             success,
         };
         let handles = (
-            m.response_total.get_or_create_owned(&labels),
-            m.response_latency_ms.get_or_create_owned(&labels),
+            m.http.response_total.get_or_create_owned(&labels),
+            m.http.response_latency_ms.get_or_create_owned(&labels),
         );
         cache.push((status, success, handles.0.clone(), handles.1.clone()));
         handles
@@ -58,7 +60,7 @@ impl RouteMetrics {
 
 /// Records `response_total` and `response_latency_ms` once.
 pub(crate) struct Recorder {
-    pub(crate) gw: Arc<Gateway>,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) route: Arc<RouteMetrics>,
     pub(crate) status: u16,
     /// `Some(true)` when a gRPC status 0 was seen, `Some(false)` another one.
@@ -69,7 +71,7 @@ pub(crate) struct Recorder {
 impl Recorder {
     pub(crate) fn record(self) {
         let success = self.status < 500 && self.grpc_ok != Some(false);
-        let (total, latency) = self.route.response(&self.gw.metrics, self.status, success);
+        let (total, latency) = self.route.response(&self.metrics, self.status, success);
         total.inc();
         latency.observe(self.start.elapsed().as_secs_f64() * 1000.0);
     }
@@ -138,15 +140,23 @@ impl Drop for Admitted {
 pub struct Observed {
     inner: Incoming,
     recorder: Option<Recorder>,
+    line: Option<Box<RequestLine>>,
     _admitted: Admitted,
 }
 
 impl Observed {
-    /// `recorder` is `Some` when the response is to be recorded at the body's end.
-    pub(crate) fn new(inner: Incoming, recorder: Option<Recorder>, admitted: Admitted) -> Observed {
+    /// `recorder` is `Some` when the response is to be recorded at the body's end; `line`
+    /// when an access line is to be written then.
+    pub(crate) fn new(
+        inner: Incoming,
+        recorder: Option<Recorder>,
+        line: Option<Box<RequestLine>>,
+        admitted: Admitted,
+    ) -> Observed {
         Observed {
             inner,
             recorder,
+            line,
             _admitted: admitted,
         }
     }
@@ -162,6 +172,11 @@ impl Body for Observed {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(line)) = (&polled, this.line.as_mut())
+            && let Some(data) = frame.data_ref()
+        {
+            line.bytes_out += data.len() as u64;
+        }
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let (Some(trailers), Some(rec)) = (frame.trailers_ref(), this.recorder.as_mut())
         {
@@ -193,5 +208,84 @@ impl Drop for Observed {
             }
             rec.record();
         }
+        if let Some(line) = self.line.take() {
+            line.write(Outcome::Ok);
+        }
+    }
+}
+
+/// A request body on its way upstream; counts its bytes when an access line wants them.
+pub struct RequestBody {
+    inner: Incoming,
+    bytes: Option<Arc<AtomicU64>>,
+}
+
+impl RequestBody {
+    pub(crate) fn new(inner: Incoming, bytes: Option<Arc<AtomicU64>>) -> RequestBody {
+        RequestBody { inner, bytes }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(bytes)) = (&polled, &this.bytes)
+            && let Some(data) = frame.data_ref()
+        {
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One request's access line, written when its response ends (`[log] access = "all"`) or
+/// when the gateway refuses it.
+pub(crate) struct RequestLine {
+    pub(crate) access: AccessLog,
+    pub(crate) peer: std::net::SocketAddr,
+    pub(crate) client_id: Arc<str>,
+    pub(crate) method: http::Method,
+    pub(crate) target: Option<Arc<crate::metrics::PeerLabels>>,
+    pub(crate) endpoint: Option<std::net::SocketAddr>,
+    pub(crate) protocol: &'static str,
+    pub(crate) status: u16,
+    pub(crate) start: Instant,
+    pub(crate) bytes_in: Option<Arc<AtomicU64>>,
+    pub(crate) bytes_out: u64,
+}
+
+impl RequestLine {
+    pub(crate) fn write(&self, outcome: Outcome<'_>) {
+        self.access.request(&RequestRecord {
+            peer: self.peer,
+            client_id: &self.client_id,
+            method: self.method.as_str(),
+            target: self.target.as_ref().map(|t| t.authority.as_str()),
+            endpoint: self.endpoint,
+            protocol: self.protocol,
+            status: self.status,
+            outcome,
+            bytes_in: self
+                .bytes_in
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed)),
+            bytes_out: self.bytes_out,
+            duration: self.start.elapsed(),
+        });
     }
 }

@@ -59,26 +59,65 @@ where
     }
 }
 
+/// The counters a metered stream adds its bytes to: a leg's (read, written), and optionally
+/// one connection's own (for its access line).
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    read: Counter,
+    write: Counter,
+    local: Option<(Counter, Counter)>,
+}
+
+impl From<(Counter, Counter)> for Counters {
+    fn from((read, write): (Counter, Counter)) -> Counters {
+        Counters {
+            read,
+            write,
+            local: None,
+        }
+    }
+}
+
+impl Counters {
+    /// Also counts into `local` (read, written).
+    pub fn also(mut self, local: (Counter, Counter)) -> Counters {
+        self.local = Some(local);
+        self
+    }
+
+    fn read(&self, n: u64) {
+        self.read.inc_by(n);
+        if let Some((read, _)) = &self.local {
+            read.inc_by(n);
+        }
+    }
+
+    fn wrote(&self, n: u64) {
+        self.write.inc_by(n);
+        if let Some((_, write)) = &self.local {
+            write.inc_by(n);
+        }
+    }
+}
+
 /// A stream that counts the bytes read and written and, when given a clock, stamps the last
 /// activity (milliseconds since its epoch). HTTP connections pass no clock: they track
 /// activity per request, which saves a clock read per read and write.
 pub(crate) struct Metered<S> {
     inner: S,
-    read: Counter,
-    write: Counter,
+    counters: Counters,
     clock: Option<(Instant, Arc<AtomicU64>)>,
 }
 
 impl<S> Metered<S> {
     pub(crate) fn new(
         inner: S,
-        (read, write): (Counter, Counter),
+        counters: impl Into<Counters>,
         clock: Option<(Instant, Arc<AtomicU64>)>,
     ) -> Self {
         Metered {
             inner,
-            read,
-            write,
+            counters: counters.into(),
             clock,
         }
     }
@@ -101,7 +140,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.read.inc_by(n as u64);
+            this.counters.read(n as u64);
             this.touch();
         }
         res
@@ -119,7 +158,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         if let Poll::Ready(Ok(n)) = res
             && n > 0
         {
-            this.write.inc_by(n as u64);
+            this.counters.wrote(n as u64);
             this.touch();
         }
         res

@@ -3,17 +3,15 @@
 //! ([`super::tcp::proxy`]) with the idle deadline; the request that opened them was routed,
 //! authorized and counted by [`super::http`] first.
 
-use super::http::{RespBody, Routed};
-use crate::Gateway;
-use crate::metrics::{Leg, TcpLabels};
+use super::http::{HttpContext, RespBody, Routed};
 use crate::refusal::Refusal;
+use crate::upstream::Dialed;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Joins the client's and the upstream's upgraded connections (WebSocket and the like).
@@ -41,20 +39,17 @@ pub(super) async fn splice_upgrades(
 
 /// HTTP/1.1 `CONNECT`: answer 200, then tunnel the connection to the routed target.
 pub(super) async fn connect_tunnel(
-    gw: &Arc<Gateway>,
+    ctx: &HttpContext,
     routed: &Routed,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Refusal> {
-    let (upstream, addr) = gw.discovery.connect(&routed.target).await?;
-    let idle = gw.server.idle_timeout;
     // The client side is already counted by the connection's own leg, beneath the upgrade.
-    let mut leg = Leg::open(
-        &gw.metrics,
-        TcpLabels::Outbound {
-            authority: routed.metrics.labels.0.authority.as_str().into(),
-            target_addr: addr.to_string().into(),
-        },
-    );
+    let Dialed {
+        stream: upstream,
+        mut leg,
+        ..
+    } = ctx.upstream.dial(&routed.target).await?;
+    let idle = ctx.settings.idle_timeout;
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {

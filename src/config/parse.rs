@@ -1,7 +1,7 @@
-//! Configuration: the TOML file plus command-line overrides, turned into a validated [`Config`].
-//! Every problem is collected and reported at once, naming the file and the key, before any
-//! port is bound. Identity files are checked for presence here and parsed in `identity`.
+//! The section parsers behind [`super::Config::parse`]: each reads its table, checks every key,
+//! and records every problem (file and key named) instead of stopping at the first.
 
+use super::{Identity, Log, Overrides, Routing, Server};
 use crate::authz::{Pattern, Rule};
 use std::collections::HashMap;
 use std::fmt;
@@ -10,162 +10,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::{Table, Value};
 
-/// `[server]`: listeners, deadlines and limits.
-#[derive(Clone, Debug)]
-pub struct Server {
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
-    /// Worker threads; default the number of cores.
-    pub threads: Option<usize>,
-    pub handshake_timeout: Duration,
-    pub header_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Idle deadline of an opaque TCP stream (no bytes either way).
-    pub idle_timeout: Duration,
-    /// Idle deadline of an HTTP connection with no request in flight.
-    pub http_idle_timeout: Duration,
-    /// Upstream response headers deadline; `None` waits as long as the client does.
-    pub response_timeout: Option<Duration>,
-    pub max_connections: usize,
-    pub max_in_flight: usize,
-    pub h2_max_concurrent_streams: u32,
-    pub tls_resumption: bool,
-    pub drain_timeout: Duration,
-}
-
-impl Default for Server {
-    fn default() -> Server {
-        Server {
-            listen: "0.0.0.0:4143".parse().expect("literal"),
-            admin: "0.0.0.0:4191".parse().expect("literal"),
-            threads: None,
-            handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(3600),
-            http_idle_timeout: Duration::from_secs(300),
-            response_timeout: None,
-            max_connections: 20_000,
-            max_in_flight: 10_000,
-            h2_max_concurrent_streams: 1000,
-            tls_resumption: false,
-            drain_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// `[identity]`: the files of the gateway's own credentials.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub trust_anchors: PathBuf,
-    pub certificate: PathBuf,
-    pub key: PathBuf,
-    /// Own identity; default the leaf's first SAN.
-    pub name: Option<String>,
-    /// How often the certificate and key files are checked for rotation.
-    pub reload_interval: Duration,
-}
-
-/// `[routing]`.
-#[derive(Clone, Debug)]
-pub struct Routing {
-    pub cluster_domain: String,
-    /// `name:port` -> endpoints.
-    pub statics: HashMap<(String, u16), Vec<SocketAddr>>,
-    /// DNS servers to ask instead of the system's resolv.conf.
-    pub dns_servers: Vec<SocketAddr>,
-}
-
-/// The whole validated configuration.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub server: Server,
-    pub identity: Identity,
-    pub routing: Routing,
-    pub authorization: Vec<Rule>,
-}
-
-/// All problems found in a configuration, each naming the file and the key.
-#[derive(Debug)]
-pub struct ConfigErrors(pub Vec<String>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            f.write_str(e)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// Command-line overrides of the file.
-#[derive(Clone, Debug, Default)]
-pub struct Overrides {
-    pub listen: Option<String>,
-    pub admin: Option<String>,
-}
-
-impl Config {
-    /// Reads and validates `path`, applying `overrides`.
-    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, &origin, base, overrides)
-    }
-
-    /// Validates TOML `text`; relative identity paths are taken from `base`.
-    pub fn parse(
-        text: &str,
-        origin: &str,
-        base: &Path,
-        overrides: &Overrides,
-    ) -> Result<Config, ConfigErrors> {
-        let table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("{origin}: {e}")]))?;
-        let mut p = Parser {
-            origin,
-            errors: Vec::new(),
-        };
-        p.known(
-            &table,
-            "",
-            &["server", "identity", "routing", "authorization"],
-        );
-        let server = p.server(table.get("server"), overrides);
-        let identity = p.identity(table.get("identity"), base);
-        let routing = p.routing(table.get("routing"));
-        let authorization = p.authorization(table.get("authorization"));
-        match (server, identity, routing) {
-            (Some(server), Some(identity), Some(routing)) if p.errors.is_empty() => Ok(Config {
-                server,
-                identity,
-                routing,
-                authorization,
-            }),
-            _ => Err(ConfigErrors(p.errors)),
-        }
-    }
-}
-
-struct Parser<'a> {
-    origin: &'a str,
-    errors: Vec<String>,
+pub(crate) struct Parser<'a> {
+    pub(crate) origin: &'a str,
+    pub(crate) errors: Vec<String>,
 }
 
 impl Parser<'_> {
-    fn error(&mut self, key: &str, msg: impl fmt::Display) {
+    pub(crate) fn error(&mut self, key: &str, msg: impl fmt::Display) {
         self.errors.push(format!("{}: {key}: {msg}", self.origin));
     }
 
-    fn known(&mut self, table: &Table, prefix: &str, keys: &[&str]) {
+    pub(crate) fn known(&mut self, table: &Table, prefix: &str, keys: &[&str]) {
         for k in table.keys() {
             if !keys.contains(&k.as_str()) {
                 let full = if prefix.is_empty() {
@@ -189,7 +44,7 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self, t: &Table, key: &str, full: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, t: &Table, key: &str, full: &str) -> Option<String> {
         match t.get(key)? {
             Value::String(s) => Some(s.clone()),
             _ => {
@@ -199,7 +54,12 @@ impl Parser<'_> {
         }
     }
 
-    fn addr(&mut self, value: Option<String>, full: &str, default: SocketAddr) -> SocketAddr {
+    pub(crate) fn addr(
+        &mut self,
+        value: Option<String>,
+        full: &str,
+        default: SocketAddr,
+    ) -> SocketAddr {
         match value {
             None => default,
             Some(s) => s.parse().unwrap_or_else(|e| {
@@ -209,7 +69,7 @@ impl Parser<'_> {
         }
     }
 
-    fn duration(&mut self, t: &Table, key: &str, full: &str) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, t: &Table, key: &str, full: &str) -> Option<Duration> {
         let s = self.string(t, key, full)?;
         match humantime::parse_duration(&s) {
             Ok(d) if !d.is_zero() => Some(d),
@@ -227,7 +87,7 @@ impl Parser<'_> {
         }
     }
 
-    fn count(&mut self, t: &Table, key: &str, full: &str, max: i64) -> Option<i64> {
+    pub(crate) fn count(&mut self, t: &Table, key: &str, full: &str, max: i64) -> Option<i64> {
         match t.get(key)? {
             Value::Integer(n) if (1..=max).contains(n) => Some(*n),
             _ => {
@@ -237,7 +97,7 @@ impl Parser<'_> {
         }
     }
 
-    fn server(&mut self, v: Option<&Value>, o: &Overrides) -> Option<Server> {
+    pub(super) fn server(&mut self, v: Option<&Value>, o: &Overrides) -> Option<Server> {
         let empty = Table::new();
         let t = self.section(v, "server").unwrap_or(&empty);
         self.known(
@@ -321,7 +181,7 @@ impl Parser<'_> {
         Some(s)
     }
 
-    fn identity(&mut self, v: Option<&Value>, base: &Path) -> Option<Identity> {
+    pub(super) fn identity(&mut self, v: Option<&Value>, base: &Path) -> Option<Identity> {
         let Some(t) = self.section(v, "identity") else {
             if v.is_none() {
                 self.error(
@@ -362,7 +222,7 @@ impl Parser<'_> {
         let key = file(self, "key");
         let name = self.string(t, "name", "identity.name");
         if let Some(n) = &name
-            && !crate::identity::is_identity_syntax(n)
+            && !crate::names::is_identity_syntax(n)
         {
             self.error(
                 "identity.name",
@@ -381,14 +241,14 @@ impl Parser<'_> {
         })
     }
 
-    fn routing(&mut self, v: Option<&Value>) -> Option<Routing> {
+    pub(super) fn routing(&mut self, v: Option<&Value>) -> Option<Routing> {
         let empty = Table::new();
         let t = self.section(v, "routing").unwrap_or(&empty);
         self.known(t, "routing", &["cluster_domain", "static", "dns_servers"]);
         let cluster_domain = self
             .string(t, "cluster_domain", "routing.cluster_domain")
             .unwrap_or_else(|| "cluster.local".into());
-        if !crate::transport_header::is_dns_name(&cluster_domain) {
+        if !crate::names::is_dns_name(&cluster_domain) {
             self.error(
                 "routing.cluster_domain",
                 format!("{cluster_domain:?} is not a DNS name"),
@@ -434,11 +294,11 @@ impl Parser<'_> {
             self.error(full, "key must be a name, never an IP literal");
             return None;
         }
-        if !crate::transport_header::is_dns_name(name) {
+        if !crate::names::is_dns_name(name) {
             self.error(full, format!("{name:?} is not a DNS name"));
             return None;
         }
-        Some((crate::route::normalize(name), port))
+        Some((crate::names::normalize(name), port))
     }
 
     fn endpoints(&mut self, v: &Value, full: &str) -> Vec<SocketAddr> {
@@ -459,7 +319,7 @@ impl Parser<'_> {
         out
     }
 
-    fn authorization(&mut self, v: Option<&Value>) -> Vec<Rule> {
+    pub(super) fn authorization(&mut self, v: Option<&Value>) -> Vec<Rule> {
         let Some(v) = v else { return Vec::new() };
         let Value::Array(rules) = v else {
             self.error("authorization", "expected [[authorization]] tables");
@@ -505,84 +365,18 @@ impl Parser<'_> {
         }
         out
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        let dir = std::env::temp_dir();
-        for f in ["cg-test-ca.crt", "cg-test-tls.crt", "cg-test-tls.key"] {
-            std::fs::write(dir.join(f), "x").unwrap();
+    pub(super) fn log(&mut self, v: Option<&Value>) -> Log {
+        let empty = Table::new();
+        let t = self.section(v, "log").unwrap_or(&empty);
+        self.known(t, "log", &["access"]);
+        let mut log = Log::default();
+        if let Some(mode) = self.string(t, "access", "log.access") {
+            match mode.parse() {
+                Ok(access) => log.access = access,
+                Err(e) => self.error("log.access", e),
+            }
         }
-        Config::parse(text, "test.toml", &dir, &Overrides::default())
-    }
-
-    const IDENTITY: &str = "[identity]\ntrust_anchors = \"cg-test-ca.crt\"\ncertificate = \"cg-test-tls.crt\"\nkey = \"cg-test-tls.key\"\n";
-
-    #[test]
-    fn minimal_defaults() {
-        let c = parse(IDENTITY).unwrap();
-        assert_eq!(c.server.listen.port(), 4143);
-        assert_eq!(c.server.admin.port(), 4191);
-        assert_eq!(c.routing.cluster_domain, "cluster.local");
-        assert!(c.authorization.is_empty());
-        assert!(!c.server.tls_resumption);
-        assert_eq!(c.server.h2_max_concurrent_streams, 1000);
-    }
-
-    #[test]
-    fn full_example() {
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:5143\"\nadmin = \"127.0.0.1:5191\"\nhandshake_timeout = \"250ms\"\n{IDENTITY}\
-             [routing]\ncluster_domain = \"example.org\"\n[routing.static]\n\"bb.mc-demo.svc.cluster.local:8080\" = [\"127.0.0.1:18080\"]\n\
-             [[authorization]]\nidentities = [\"*.west.serviceaccount.identity.linkerd.cluster.local\"]\nservices = [\"*.mc-demo.svc.cluster.local\"]\n"
-        );
-        let c = parse(&text).unwrap();
-        assert_eq!(c.server.listen, "127.0.0.1:5143".parse().unwrap());
-        assert_eq!(c.server.handshake_timeout, Duration::from_millis(250));
-        assert_eq!(c.routing.statics.len(), 1);
-        assert_eq!(c.authorization.len(), 1);
-    }
-
-    #[test]
-    fn every_problem_reported() {
-        let text = "[server]\nlisten = \"nope\"\nhandshake_timeout = \"soon\"\nbogus = 1\n\
-                    [identity]\ntrust_anchors = \"/nonexistent/ca.crt\"\ncertificate = \"cg-test-tls.crt\"\n\
-                    [routing.static]\n\"10.0.0.1:80\" = [\"127.0.0.1:1\"]\n\"a.b.svc.cluster.local:80\" = [\"x\"]\n\
-                    [[authorization]]\nidentities = [\"a*b\"]\n";
-        let errs = parse(text).unwrap_err().0;
-        let all = errs.join("\n");
-        for needle in [
-            "server.listen",
-            "server.handshake_timeout",
-            "server.bogus",
-            "identity.trust_anchors",
-            "identity.key",
-            "10.0.0.1:80",
-            "a.b.svc.cluster.local:80",
-            "authorization[0].identities",
-        ] {
-            assert!(all.contains(needle), "missing {needle} in:\n{all}");
-        }
-        assert!(errs.iter().all(|e| e.starts_with("test.toml: ")));
-    }
-
-    #[test]
-    fn overrides_win() {
-        let dir = std::env::temp_dir();
-        parse(IDENTITY).unwrap();
-        let c = Config::parse(
-            IDENTITY,
-            "t",
-            &dir,
-            &Overrides {
-                listen: Some("127.0.0.1:1".into()),
-                admin: Some("bad".into()),
-            },
-        )
-        .unwrap_err();
-        assert!(c.0.iter().any(|e| e.contains("--admin")));
+        log
     }
 }

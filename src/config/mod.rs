@@ -1,0 +1,188 @@
+//! Configuration: the TOML file plus command-line overrides, turned into a validated [`Config`].
+//! Every problem is collected and reported at once, naming the file and the key, before any
+//! port is bound. Identity files are checked for presence here and parsed in `identity`.
+
+mod parse;
+
+pub(crate) use parse::Parser;
+
+use crate::access::AccessLog;
+use crate::authz::Rule;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Table;
+
+/// `[server]`: listeners, deadlines and limits.
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// Worker threads; default the number of cores.
+    pub threads: Option<usize>,
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Idle deadline of an opaque TCP stream (no bytes either way).
+    pub idle_timeout: Duration,
+    /// Idle deadline of an HTTP connection with no request in flight.
+    pub http_idle_timeout: Duration,
+    /// Upstream response headers deadline; `None` waits as long as the client does.
+    pub response_timeout: Option<Duration>,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub tls_resumption: bool,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            listen: "0.0.0.0:4143".parse().expect("literal"),
+            admin: "0.0.0.0:4191".parse().expect("literal"),
+            threads: None,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3600),
+            http_idle_timeout: Duration::from_secs(300),
+            response_timeout: None,
+            max_connections: 20_000,
+            max_in_flight: 10_000,
+            h2_max_concurrent_streams: 1000,
+            tls_resumption: false,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[identity]`: the files of the gateway's own credentials.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub trust_anchors: PathBuf,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// Own identity; default the leaf's first SAN.
+    pub name: Option<String>,
+    /// How often the certificate and key files are checked for rotation.
+    pub reload_interval: Duration,
+}
+
+/// `[routing]`.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    pub cluster_domain: String,
+    /// `name:port` -> endpoints.
+    pub statics: HashMap<(String, u16), Vec<SocketAddr>>,
+    /// DNS servers to ask instead of the system's resolv.conf.
+    pub dns_servers: Vec<SocketAddr>,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Log {
+    pub access: AccessLog,
+}
+
+/// Where a configuration was read from, so that it can be read again on reload.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub overrides: Overrides,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: Server,
+    pub identity: Identity,
+    pub routing: Routing,
+    pub authorization: Vec<Rule>,
+    pub log: Log,
+    /// Set when read from a file ([`Config::load`]); `None` for text parsed in place.
+    pub source: Option<Source>,
+}
+
+/// All problems found in a configuration, each naming the file and the key.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Command-line overrides of the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`, applying `overrides`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = Config::parse(&text, &origin, base, overrides)?;
+        config.source = Some(Source {
+            path: path.to_path_buf(),
+            overrides: overrides.clone(),
+        });
+        Ok(config)
+    }
+
+    /// Validates TOML `text`; relative identity paths are taken from `base`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigErrors> {
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("{origin}: {e}")]))?;
+        let mut p = Parser {
+            origin,
+            errors: Vec::new(),
+        };
+        p.known(
+            &table,
+            "",
+            &["server", "identity", "routing", "authorization", "log"],
+        );
+        let server = p.server(table.get("server"), overrides);
+        let identity = p.identity(table.get("identity"), base);
+        let routing = p.routing(table.get("routing"));
+        let authorization = p.authorization(table.get("authorization"));
+        let log = p.log(table.get("log"));
+        match (server, identity, routing) {
+            (Some(server), Some(identity), Some(routing)) if p.errors.is_empty() => Ok(Config {
+                server,
+                identity,
+                routing,
+                authorization,
+                log,
+                source: None,
+            }),
+            _ => Err(ConfigErrors(p.errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

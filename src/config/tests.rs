@@ -1,0 +1,77 @@
+//! The parser's answers: defaults, the full example, every problem at once, overrides.
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let dir = std::env::temp_dir();
+    for f in ["cg-test-ca.crt", "cg-test-tls.crt", "cg-test-tls.key"] {
+        std::fs::write(dir.join(f), "x").unwrap();
+    }
+    Config::parse(text, "test.toml", &dir, &Overrides::default())
+}
+
+const IDENTITY: &str = "[identity]\ntrust_anchors = \"cg-test-ca.crt\"\ncertificate = \"cg-test-tls.crt\"\nkey = \"cg-test-tls.key\"\n";
+
+#[test]
+fn minimal_defaults() {
+    let c = parse(IDENTITY).unwrap();
+    assert_eq!(c.server.listen.port(), 4143);
+    assert_eq!(c.server.admin.port(), 4191);
+    assert_eq!(c.routing.cluster_domain, "cluster.local");
+    assert!(c.authorization.is_empty());
+    assert!(!c.server.tls_resumption);
+    assert_eq!(c.server.h2_max_concurrent_streams, 1000);
+}
+
+#[test]
+fn full_example() {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:5143\"\nadmin = \"127.0.0.1:5191\"\nhandshake_timeout = \"250ms\"\n{IDENTITY}\
+         [routing]\ncluster_domain = \"example.org\"\n[routing.static]\n\"bb.mc-demo.svc.cluster.local:8080\" = [\"127.0.0.1:18080\"]\n\
+         [[authorization]]\nidentities = [\"*.west.serviceaccount.identity.linkerd.cluster.local\"]\nservices = [\"*.mc-demo.svc.cluster.local\"]\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:5143".parse().unwrap());
+    assert_eq!(c.server.handshake_timeout, Duration::from_millis(250));
+    assert_eq!(c.routing.statics.len(), 1);
+    assert_eq!(c.authorization.len(), 1);
+}
+
+#[test]
+fn every_problem_reported() {
+    let text = "[server]\nlisten = \"nope\"\nhandshake_timeout = \"soon\"\nbogus = 1\n\
+                [identity]\ntrust_anchors = \"/nonexistent/ca.crt\"\ncertificate = \"cg-test-tls.crt\"\n\
+                [routing.static]\n\"10.0.0.1:80\" = [\"127.0.0.1:1\"]\n\"a.b.svc.cluster.local:80\" = [\"x\"]\n\
+                [[authorization]]\nidentities = [\"a*b\"]\n";
+    let errs = parse(text).unwrap_err().0;
+    let all = errs.join("\n");
+    for needle in [
+        "server.listen",
+        "server.handshake_timeout",
+        "server.bogus",
+        "identity.trust_anchors",
+        "identity.key",
+        "10.0.0.1:80",
+        "a.b.svc.cluster.local:80",
+        "authorization[0].identities",
+    ] {
+        assert!(all.contains(needle), "missing {needle} in:\n{all}");
+    }
+    assert!(errs.iter().all(|e| e.starts_with("test.toml: ")));
+}
+
+#[test]
+fn overrides_win() {
+    let dir = std::env::temp_dir();
+    parse(IDENTITY).unwrap();
+    let c = Config::parse(
+        IDENTITY,
+        "t",
+        &dir,
+        &Overrides {
+            listen: Some("127.0.0.1:1".into()),
+            admin: Some("bad".into()),
+        },
+    )
+    .unwrap_err();
+    assert!(c.0.iter().any(|e| e.contains("--admin")));
+}

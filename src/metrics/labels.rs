@@ -1,0 +1,131 @@
+//! Label sets of the exported families, with the exact names and values Linkerd's dashboards
+//! read (DESIGN.md part 1). Values a client could invent only reach a label after validation.
+
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use std::sync::Arc;
+
+/// Labels of one TCP leg.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum TcpLabels {
+    /// The client leg: `direction="inbound",peer="src",tls="true",client_id`.
+    Inbound { client_id: Arc<str> },
+    /// The upstream leg: plaintext to the in-cluster endpoint.
+    Outbound {
+        authority: Arc<str>,
+        target_addr: Arc<str>,
+    },
+}
+
+impl EncodeLabelSet for TcpLabels {
+    fn encode(&self, enc: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            TcpLabels::Inbound { client_id } => [
+                ("direction", "inbound"),
+                ("peer", "src"),
+                ("tls", "true"),
+                ("client_id", client_id),
+            ]
+            .encode(enc),
+            TcpLabels::Outbound {
+                authority,
+                target_addr,
+            } => [
+                ("direction", "outbound"),
+                ("peer", "dst"),
+                ("tls", "no_identity"),
+                ("no_tls_reason", "not_provided_by_service_discovery"),
+                ("authority", authority),
+                ("target_addr", target_addr),
+            ]
+            .encode(enc),
+        }
+    }
+}
+
+/// `classification="success"` or `"failure"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Classification(pub bool);
+
+impl EncodeLabelSet for Classification {
+    fn encode(&self, enc: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let v = if self.0 { "success" } else { "failure" };
+        [("classification", v)].encode(enc)
+    }
+}
+
+/// `client_id` and `authority`, for authorization and request families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct PeerLabels {
+    pub client_id: String,
+    pub authority: String,
+}
+
+/// The labels of the HTTP request families: `direction="inbound",tls="true"` plus the peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RequestLabels(pub Arc<PeerLabels>);
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, enc: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("direction", "inbound"), ("tls", "true")].encode(enc)?;
+        self.0.encode(enc)
+    }
+}
+
+/// The labels of `response_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ResponseLabels {
+    pub peer: RequestLabels,
+    pub status_code: u16,
+    pub success: bool,
+}
+
+impl EncodeLabelSet for ResponseLabels {
+    fn encode(&self, enc: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.peer.encode(enc)?;
+        let code = self.status_code.to_string();
+        [("status_code", code.as_str())].encode(enc)?;
+        Classification(self.success).encode(enc)
+    }
+}
+
+/// `error="..."`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: &'static str,
+}
+
+/// `reason="..."`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Labels of `inbound_tcp_transport_header_connections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct HeaderLabels {
+    pub session_protocol: Option<&'static str>,
+    pub target_port: u16,
+    pub target_name: String,
+    pub client_id: String,
+}
+
+impl EncodeLabelSet for HeaderLabels {
+    fn encode(&self, enc: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(p) = self.session_protocol {
+            [("session_protocol", p)].encode(enc)?;
+        }
+        let port = self.target_port.to_string();
+        [
+            ("target_port", port.as_str()),
+            ("target_name", &self.target_name),
+            ("client_id", &self.client_id),
+        ]
+        .encode(enc)
+    }
+}
+
+/// `result="ok"` or `"error"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}

@@ -1,0 +1,308 @@
+//! Telemetry: the prometheus-client families Linkerd dashboards read (DESIGN.md part 1), with
+//! their exact names and labels, grouped by the stage that counts them ([`TcpMetrics`] for
+//! connections and their legs, [`HttpMetrics`] for requests, [`TlsMetrics`] for handshakes and
+//! the own certificate, [`ConfigMetrics`] for reloads), each registering itself into one
+//! registry. [`Metrics::refused`] is the one place a refusal is counted and logged. Handles
+//! are taken once per connection or target, then incremented lock-free.
+
+mod labels;
+
+use crate::refusal::Refusal;
+pub use labels::*;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Linkerd's latency buckets, in milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_MS)
+}
+
+/// Connections: both TCP legs, connection-level refusals and authorization, transport headers.
+#[derive(Default)]
+pub struct TcpMetrics {
+    pub open: Family<TcpLabels, Counter>,
+    pub close: Family<(TcpLabels, Classification), Counter>,
+    pub open_connections: Family<TcpLabels, Gauge>,
+    pub read_bytes: Family<TcpLabels, Counter>,
+    pub write_bytes: Family<TcpLabels, Counter>,
+    pub authz_allow: Family<PeerLabels, Counter>,
+    pub authz_deny: Family<PeerLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub transport_header_connections: Family<HeaderLabels, Counter>,
+}
+
+impl TcpMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register("tcp_open", "Connections opened", self.open.clone());
+        r.register("tcp_close", "Connections closed", self.close.clone());
+        r.register(
+            "tcp_open_connections",
+            "Connections currently open",
+            self.open_connections.clone(),
+        );
+        r.register(
+            "tcp_read_bytes",
+            "Bytes read from the peer",
+            self.read_bytes.clone(),
+        );
+        r.register(
+            "tcp_write_bytes",
+            "Bytes written to the peer",
+            self.write_bytes.clone(),
+        );
+        r.register(
+            "inbound_tcp_authz_allow",
+            "Connections allowed by authorization",
+            self.authz_allow.clone(),
+        );
+        r.register(
+            "inbound_tcp_authz_deny",
+            "Connections denied by authorization",
+            self.authz_deny.clone(),
+        );
+        r.register(
+            "inbound_tcp_errors",
+            "Connections refused or failed, by error",
+            self.errors.clone(),
+        );
+        r.register(
+            "inbound_tcp_transport_header_connections",
+            "Connections that sent a transport header",
+            self.transport_header_connections.clone(),
+        );
+    }
+
+    /// Counts a connection refused before or instead of being served.
+    pub fn error(&self, error: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { error }).inc();
+    }
+}
+
+/// Requests: what was asked, answered, refused.
+pub struct HttpMetrics {
+    pub authz_allow: Family<PeerLabels, Counter>,
+    pub authz_deny: Family<PeerLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub request_total: Family<RequestLabels, Counter>,
+    pub response_total: Family<ResponseLabels, Counter>,
+    pub response_latency_ms: Family<ResponseLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> HttpMetrics {
+        HttpMetrics {
+            authz_allow: Family::default(),
+            authz_deny: Family::default(),
+            errors: Family::default(),
+            request_total: Family::default(),
+            response_total: Family::default(),
+            response_latency_ms: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl HttpMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "inbound_http_authz_allow",
+            "Requests allowed by authorization",
+            self.authz_allow.clone(),
+        );
+        r.register(
+            "inbound_http_authz_deny",
+            "Requests denied by authorization",
+            self.authz_deny.clone(),
+        );
+        r.register(
+            "inbound_http_errors",
+            "Requests refused or failed, by error",
+            self.errors.clone(),
+        );
+        r.register("request", "Requests received", self.request_total.clone());
+        r.register("response", "Responses sent", self.response_total.clone());
+        r.register(
+            "response_latency_ms",
+            "Time from request to response headers, in milliseconds",
+            self.response_latency_ms.clone(),
+        );
+    }
+
+    /// Counts a request refused or failed by the gateway itself.
+    pub fn error(&self, error: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { error }).inc();
+    }
+}
+
+/// Handshakes and the gateway's own certificate.
+#[derive(Default)]
+pub struct TlsMetrics {
+    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub cert_expiration: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl TlsMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "inbound_tls_handshake_failures",
+            "mTLS handshakes refused, by reason",
+            self.handshake_failures.clone(),
+        );
+        r.register(
+            "identity_cert_expiration_timestamp_seconds",
+            "Expiry of the gateway's own certificate",
+            self.cert_expiration.clone(),
+        );
+    }
+
+    /// Counts a failed handshake.
+    pub fn handshake_failure(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
+
+/// Reloads of the configuration file.
+#[derive(Default)]
+pub struct ConfigMetrics {
+    pub reloads: Family<ResultLabels, Counter>,
+}
+
+impl ConfigMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            self.reloads.clone(),
+        );
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+/// Where a refusal was made: before serving a connection, or answering one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Connection,
+    Request,
+}
+
+/// Every family the gateway exports, registered into one registry.
+pub struct Metrics {
+    pub tcp: TcpMetrics,
+    pub http: HttpMetrics,
+    pub tls: TlsMetrics,
+    pub config: ConfigMetrics,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            tcp: TcpMetrics::default(),
+            http: HttpMetrics::default(),
+            tls: TlsMetrics::default(),
+            config: ConfigMetrics::default(),
+            registry: Registry::default(),
+        };
+        m.tcp.register(&mut m.registry);
+        m.http.register(&mut m.registry);
+        m.tls.register(&mut m.registry);
+        m.config.register(&mut m.registry);
+        m
+    }
+
+    /// The OpenMetrics text of every family.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The one place a refusal is counted and logged: its error label in the scope's errors
+    /// family, or, for an authorization denial, the scope's deny family under `peer` (client
+    /// and authority). The connection's span carries who the client is.
+    pub fn refused(&self, scope: Scope, peer: Option<&PeerLabels>, refusal: &Refusal) {
+        let (errors, deny) = match scope {
+            Scope::Connection => (&self.tcp.errors, &self.tcp.authz_deny),
+            Scope::Request => (&self.http.errors, &self.http.authz_deny),
+        };
+        match (refusal.error_label(), peer) {
+            (Some(error), _) => errors.get_or_create(&ErrorLabels { error }).inc(),
+            (None, Some(peer)) => deny.get_or_create(peer).inc(),
+            (None, None) => 0,
+        };
+        tracing::debug!(
+            ?scope,
+            authority = peer.map(|p| p.authority.as_str()),
+            reason = %refusal,
+            "refused"
+        );
+    }
+}
+
+/// The live counters of one TCP leg, taken once when the leg opens. Dropping it counts the
+/// close (as a failure unless [`Leg::succeeded`] was called) and lowers the open gauge.
+pub struct Leg {
+    pub read: Counter,
+    pub write: Counter,
+    open: Gauge,
+    close: (Counter, Counter),
+    success: bool,
+}
+
+impl Leg {
+    pub fn open(m: &Metrics, labels: TcpLabels) -> Leg {
+        m.tcp.open.get_or_create(&labels).inc();
+        let open = m.tcp.open_connections.get_or_create_owned(&labels);
+        open.inc();
+        Leg {
+            read: m.tcp.read_bytes.get_or_create_owned(&labels),
+            write: m.tcp.write_bytes.get_or_create_owned(&labels),
+            open,
+            close: (
+                m.tcp
+                    .close
+                    .get_or_create_owned(&(labels.clone(), Classification(true))),
+                m.tcp
+                    .close
+                    .get_or_create_owned(&(labels, Classification(false))),
+            ),
+            success: false,
+        }
+    }
+
+    /// Marks the leg as closed cleanly.
+    pub fn succeeded(&mut self) {
+        self.success = true;
+    }
+}
+
+impl Drop for Leg {
+    fn drop(&mut self) {
+        self.open.dec();
+        if self.success {
+            self.close.0.inc();
+        } else {
+            self.close.1.inc();
+        }
+    }
+}
