@@ -70,6 +70,8 @@ pub struct Gateway {
     /// The configuration as started, for reloads to compare with.
     config: Config,
     source: Option<config::Source>,
+    /// The modification time of the configuration file as last read.
+    config_stamp: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Gateway {
@@ -103,6 +105,7 @@ impl Gateway {
             access: config.log.access,
             source: config.source.clone(),
             config: config.clone(),
+            config_stamp: std::sync::Mutex::new(None),
         }))
     }
 

@@ -146,7 +146,9 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let hup = tokio::spawn(reload_on_sighup(gw.clone()));
         crossgate::run(gw, listeners, shutdown_signal()).await;
+        hup.abort();
         ExitCode::SUCCESS
     })
 }
@@ -166,6 +168,21 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ()> {
     b.enable_all()
         .build()
         .map_err(|e| eprintln!("cannot start runtime: {e}"))
+}
+
+/// SIGHUP reads the configuration file again (rules swap when it is valid).
+async fn reload_on_sighup(gw: std::sync::Arc<crossgate::Gateway>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP; the configuration reloads only when its file changes"
+        );
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        gw.reload().await;
+    }
 }
 
 async fn shutdown_signal() {

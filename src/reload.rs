@@ -18,8 +18,16 @@ pub async fn reload(gw: &Gateway) -> bool {
         tracing::warn!("configuration was not read from a file; nothing to reload");
         return false;
     };
-    let loaded =
-        tokio::task::spawn_blocking(move || Config::load(&source.path, &source.overrides)).await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        // Stamped before reading: an edit made while reading is seen again by the watch.
+        let stamp = modified(&source.path);
+        (stamp, Config::load(&source.path, &source.overrides))
+    })
+    .await
+    .map(|(stamp, loaded)| {
+        *gw.config_stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        loaded
+    });
     let config = match loaded {
         Ok(Ok(c)) => c,
         Ok(Err(errors)) => {
@@ -59,25 +67,27 @@ pub async fn reload(gw: &Gateway) -> bool {
     true
 }
 
-/// Polls the configuration file's modification time and reloads when it changes. Runs until
-/// dropped.
+/// Polls the configuration file's modification time and reloads when it differs from the
+/// file last read (at start, by a SIGHUP, or by this watch). Runs until dropped.
 pub async fn watch(gw: std::sync::Arc<Gateway>, source: Source) {
-    let stamp = move |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let path = source.path.clone();
-    let mut last: Option<SystemTime> = stamp(&path);
+    *gw.config_stamp.lock().unwrap_or_else(|e| e.into_inner()) = modified(&source.path);
     let mut tick = tokio::time::interval(gw.config.identity.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let p = path.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || stamp(&p)).await else {
+        let p = source.path.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || modified(&p)).await else {
             continue;
         };
+        let last = *gw.config_stamp.lock().unwrap_or_else(|e| e.into_inner());
         if now != last {
-            last = now;
             reload(&gw).await;
         }
     }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// The keys whose change a reload does not apply.

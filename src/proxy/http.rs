@@ -516,4 +516,3 @@ async fn forward(
     let body = Observed::new(body, recorder, line, admitted);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
-

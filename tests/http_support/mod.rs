@@ -667,6 +667,16 @@ impl BinaryGateway {
     /// Starts the binary; `server_keys` go into `[server]`, `tables` after `[identity]`.
     /// Waits (bounded polling, 10 s) until `/ready` answers 200.
     pub async fn start(server_keys: &str, tables: &str) -> BinaryGateway {
+        BinaryGateway::start_logged(server_keys, tables, "warn", false).await
+    }
+
+    /// [`BinaryGateway::start`] with `RUST_LOG=rust_log`, and `--log-format json` when `json`.
+    pub async fn start_logged(
+        server_keys: &str,
+        tables: &str,
+        rust_log: &str,
+        json: bool,
+    ) -> BinaryGateway {
         let pki = crossgate::certs::Pki::new().unwrap();
         let leaf = pki.leaf(crossgate::certs::GATEWAY_IDENTITY).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -684,10 +694,11 @@ impl BinaryGateway {
         )
         .unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let format = if json { "json" } else { "text" };
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_crossgate"))
-            .args(["run", "--config"])
+            .args(["--log-format", format, "run", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .kill_on_drop(true)
@@ -715,6 +726,53 @@ impl BinaryGateway {
     /// A client config for `identity` under this gateway's anchor.
     pub fn client(&self, identity: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         crate::support::client_config(&self.pki, &self.pki.leaf(identity).unwrap(), alpn)
+    }
+
+    /// Rewrites the config file with other `[server]` keys and tables (same ports, same
+    /// identity files), as an operator edits it before a reload.
+    pub fn rewrite_config(&self, server_keys: &str, tables: &str) {
+        let (listen, admin) = (self.listen, self.admin);
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\ndrain_timeout = \"5s\"\n{server_keys}\n\
+             [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n{tables}"
+        );
+        // Written beside and renamed over: the gateway never reads a half-written file.
+        let tmp = self.dir.path().join("crossgate.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("crossgate.toml")).unwrap();
+    }
+
+    /// Sends `signal` (a `kill` name such as `HUP`) to the gateway.
+    pub async fn signal(&self, signal: &str) {
+        let status = tokio::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The admin port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let raw = crate::support::http_get(self.admin, "/metrics").await;
+        raw.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or(raw)
+    }
+
+    /// Waits (5 s at most) until `/metrics` has the exact line `line`.
+    pub async fn wait_metric(&self, line: &str) {
+        for _ in 0..250 {
+            if self.metrics().await.lines().any(|l| l == line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "metric line never appeared: {line}\n{}\n{}",
+            self.metrics().await,
+            self.stderr()
+        );
     }
 
     pub fn pid(&self) -> u32 {
