@@ -1,0 +1,150 @@
+//! One admitted request on its way upstream and back, as Linkerd's gateway does it:
+//! `l5d-orig-proto` undone (HTTP/2 to HTTP/1.x) and echoed back, `l5d-client-id` replaced,
+//! `Forwarded` appended, `Host` set for HTTP/1, hop-by-hop headers dropped, the URI made
+//! absolute to the routed target; sent through the pooled client of its version, under the
+//! response deadline; the answer streamed back through [`Observed`].
+
+use super::answer::upstream_refusal;
+use super::headers::{self, L5D_CLIENT_ID, L5D_ORIG_PROTO};
+use super::http::{Conn, RespBody, Routed};
+use super::observe::{Admitted, Observed, Recorder, RequestBody, RequestLine};
+use super::tunnel::{connect_tunnel, splice_upgrades};
+use crate::refusal::Refusal;
+use crate::upstream::Endpoint;
+use http::header::{HOST, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() != Version::HTTP_2 && req.headers().contains_key(http::header::UPGRADE)
+}
+
+pub(super) type Forwarded = Result<Response<RespBody>, (Refusal, Option<Box<RequestLine>>)>;
+
+/// Rewrites the request as Linkerd's gateway does, sends it upstream, and streams the answer.
+pub(super) async fn forward(
+    conn: &Conn,
+    routed: &Routed,
+    mut req: Request<Incoming>,
+    grpc: bool,
+    start: Instant,
+    admitted: Admitted,
+    mut line: Option<Box<RequestLine>>,
+) -> Forwarded {
+    let ctx = &conn.ctx;
+    if req.method() == Method::CONNECT {
+        // Boxed: CONNECT is rare, and its connect future would enlarge every request.
+        return Box::pin(connect_tunnel(ctx, routed, req))
+            .await
+            .map_err(|r| (r, line));
+    }
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let downgrade = match parts.version {
+        Version::HTTP_2 => headers::orig_proto(&parts.headers),
+        _ => None,
+    };
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(L5D_ORIG_PROTO);
+    parts.headers.remove(HOST);
+    parts
+        .headers
+        .insert(L5D_CLIENT_ID, conn.client_header.clone());
+    parts
+        .headers
+        .append(headers::FORWARDED, routed.forwarded.clone());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(routed.authority.clone());
+    uri.path_and_query = Some(path);
+    parts.uri = match Uri::from_parts(uri) {
+        Ok(u) => u,
+        Err(e) => return Err((Refusal::Upstream(e.to_string()), line)),
+    };
+    let h2 = parts.version == Version::HTTP_2 && downgrade.is_none();
+    if !h2 {
+        parts.version = downgrade.unwrap_or(Version::HTTP_11);
+        parts.headers.insert(HOST, routed.host.clone());
+    }
+    let bytes_in = line.as_ref().map(|_| Arc::default());
+    if let Some(l) = line.as_mut() {
+        l.bytes_in = bytes_in.clone();
+    }
+    let request = Request::from_parts(parts, RequestBody::new(body, bytes_in));
+    let client = if h2 {
+        &ctx.upstream.h2
+    } else {
+        &ctx.upstream.h1
+    };
+    let sent = client.request(request);
+    let response = match ctx.settings.response_timeout {
+        Some(t) => match tokio::time::timeout(t, sent).await {
+            Ok(r) => r,
+            Err(_) => return Err((Refusal::ResponseTimeout, line)),
+        },
+        None => sent.await,
+    };
+    let mut response = match response {
+        Ok(r) => r,
+        Err(e) => return Err((upstream_refusal(e), line)),
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(splice_upgrades(
+            client_upgrade,
+            upstream_upgrade,
+            ctx.settings.idle_timeout,
+        ));
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(
+        &mut parts.headers,
+        parts.status == StatusCode::SWITCHING_PROTOCOLS,
+    );
+    if let Some(v) = downgrade {
+        let text = if v == Version::HTTP_10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
+        parts
+            .headers
+            .insert(L5D_ORIG_PROTO, HeaderValue::from_static(text));
+    }
+    let grpc_status = parts
+        .headers
+        .get("grpc-status")
+        .map(|v| v.as_bytes() == b"0");
+    if let Some(l) = line.as_mut() {
+        l.status = parts.status.as_u16();
+        l.endpoint = parts.extensions.get::<Endpoint>().map(|e| e.0);
+    }
+    let recorder = Recorder {
+        metrics: ctx.metrics.clone(),
+        route: routed.metrics.clone(),
+        status: parts.status.as_u16(),
+        grpc_ok: grpc_status,
+        start,
+    };
+    // gRPC answers in trailers: record when the body ends. Others: now.
+    let recorder = if grpc && grpc_status.is_none() {
+        Some(recorder)
+    } else {
+        recorder.record();
+        None
+    };
+    let body = Observed::new(body, recorder, line, admitted);
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}

@@ -1,0 +1,120 @@
+//! What each plan does once decided: opaque TCP to a dialled endpoint, or HTTP served once
+//! the client speaks. Each returns how the connection ended, for its access line.
+
+use super::{End, Ended, refuse_connection};
+use crate::Gateway;
+use crate::metrics::Leg;
+use crate::plan::{ClientInfo, HttpMode, HttpTarget};
+use crate::proxy::http::{self, HttpContext};
+use crate::proxy::tcp::Counters;
+use crate::route::Target;
+use crate::tls::Accepted;
+use crate::upstream::Dialed;
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tracing::debug;
+
+pub(super) async fn forward_opaque(
+    gw: &Gateway,
+    tls: Accepted,
+    client: &ClientInfo,
+    target: Target,
+    leg: &Leg,
+) -> Ended {
+    let dialed = gw.upstream.dial(&target).await;
+    let Dialed {
+        stream,
+        leg: mut up_leg,
+        addr,
+    } = match dialed {
+        Ok(d) => d,
+        Err(refusal) => {
+            refuse_connection(gw, client, Some(&target.to_string()), &refusal);
+            return Ended::new("opaque", Some(&target), End::Refused(refusal));
+        }
+    };
+    let result = crate::proxy::tcp::proxy(
+        tls,
+        stream,
+        gw.settings.idle_timeout,
+        (leg.read.clone(), leg.write.clone()),
+        (up_leg.read.clone(), up_leg.write.clone()),
+    )
+    .await;
+    let mut ended = Ended::new("opaque", Some(&target), End::Ok);
+    ended.endpoint = Some(addr);
+    match result {
+        Ok(bytes) => {
+            up_leg.succeeded();
+            ended.bytes = bytes;
+        }
+        Err(e) => {
+            if matches!(e, crate::proxy::tcp::StreamError::Io(_)) {
+                gw.metrics.tcp.error("i/o");
+            }
+            debug!(%addr, error = %e, "stream ended");
+            ended.end = End::Failed(e.to_string());
+        }
+    }
+    ended
+}
+
+/// How long an idle close waits for a `close_notify` to go out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+pub(super) async fn serve_http(
+    gw: &Gateway,
+    http: &Arc<HttpContext>,
+    mut tls: Accepted,
+    client: &ClientInfo,
+    mode: HttpMode,
+    target: HttpTarget,
+    leg: &Leg,
+) -> Ended {
+    let protocol = match (&target, mode) {
+        (HttpTarget::PerRequest, _) => "http",
+        (_, HttpMode::Http1) => "http/1",
+        _ => "http/2",
+    };
+    let fixed = match &target {
+        HttpTarget::Fixed { target, .. } => Some(target.clone()),
+        HttpTarget::PerRequest => None,
+    };
+    let mut ended = Ended::new(protocol, fixed.as_ref(), End::Ok);
+    // hyper allocates its buffers as soon as it is polled: start it once the client speaks.
+    let first_request = gw
+        .settings
+        .http_idle_timeout
+        .max(gw.settings.header_timeout);
+    let mut stop = gw.lifecycle.stopping();
+    let spoke = tokio::select! {
+        r = tokio::time::timeout(first_request, crate::tls::until_readable(&mut tls)) => r.is_ok(),
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    if !spoke {
+        debug!(?first_request, "HTTP connection closed before a request");
+        // Nothing is buffered: close_notify goes out at once, unless the socket is stuck.
+        let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+        return ended;
+    }
+    // The access line's byte counts, only when it will be written.
+    let local = gw
+        .access
+        .all()
+        .then(|| (Counter::default(), Counter::default()));
+    let counters = Counters::from((leg.read.clone(), leg.write.clone()));
+    let counters = match &local {
+        Some(l) => counters.also(l.clone()),
+        None => counters,
+    };
+    if let Err(e) = http::serve(http, tls, client, mode, target, counters).await {
+        debug!(error = %e, "HTTP connection failed");
+        ended.end = End::Failed(e.to_string());
+    }
+    if let Some((read, write)) = local {
+        ended.bytes = (read.get(), write.get());
+    }
+    ended
+}
