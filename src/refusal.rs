@@ -18,6 +18,10 @@ pub enum Refusal {
     Loadshed,
     #[error("response timeout")]
     ResponseTimeout,
+    /// The client's own request was malformed (a body that does not parse): the client's
+    /// error, never counted against the upstream.
+    #[error("client: {0}")]
+    Client(String),
     /// A negotiated ALPN the gateway does not serve (rustls offers only ours, so a
     /// connection-level refusal in practice never answered over HTTP).
     #[error("unknown protocol")]
@@ -34,7 +38,7 @@ impl Refusal {
             Refusal::Upstream(_) => 502,
             Refusal::Loadshed => 503,
             Refusal::ResponseTimeout => 504,
-            Refusal::UnknownProtocol => 400,
+            Refusal::UnknownProtocol | Refusal::Client(_) => 400,
         }
     }
 
@@ -42,6 +46,7 @@ impl Refusal {
     pub fn proxy_error(&self) -> Cow<'static, str> {
         match self {
             Refusal::Upstream(reason) => Cow::Owned(format!("upstream: {reason}")),
+            Refusal::Client(reason) => Cow::Owned(format!("client: {reason}")),
             other => Cow::Borrowed(other.static_text()),
         }
     }
@@ -55,6 +60,7 @@ impl Refusal {
             Refusal::Loadshed => "loadshed",
             Refusal::ResponseTimeout => "response timeout",
             Refusal::UnknownProtocol => "unknown protocol",
+            Refusal::Client(_) => "client",
         }
     }
 
@@ -69,6 +75,7 @@ impl Refusal {
             Refusal::Loadshed => Some("loadshed"),
             Refusal::ResponseTimeout => Some("response timeout"),
             Refusal::UnknownProtocol => Some("unexpected"),
+            Refusal::Client(_) => Some("client"),
         }
     }
 
@@ -81,6 +88,7 @@ impl Refusal {
             Refusal::Upstream(_) | Refusal::Loadshed => 14, // UNAVAILABLE
             Refusal::ResponseTimeout => 4,                  // DEADLINE_EXCEEDED
             Refusal::UnknownProtocol => 12,                 // UNIMPLEMENTED
+            Refusal::Client(_) => 3,                        // INVALID_ARGUMENT
         }
     }
 }
@@ -121,6 +129,13 @@ mod tests {
                 "response timeout",
                 Some("response timeout"),
                 4,
+            ),
+            (
+                Refusal::Client("invalid chunk size".into()),
+                400,
+                "client: invalid chunk size",
+                Some("client"),
+                3,
             ),
             (
                 Refusal::UnknownProtocol,

@@ -213,3 +213,27 @@ impl TlsState {
             .clone()
     }
 }
+
+/// How long, and how much, a refused client is read after its alert, so that what it sent
+/// after its Finished does not turn the close into a reset that destroys the alert.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a connection whose handshake was refused as a careful TLS server does: the alert
+/// was written by the failed accept; then shut down writing, read and discard what the
+/// client still sends (at most [`LINGER`] and 64 KiB), and close.
+pub async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = io.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}

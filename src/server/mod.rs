@@ -159,12 +159,14 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
 async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static str> {
     let deadline = gw.settings.handshake_timeout;
     // Boxed, and freed once done: the task then keeps only what serving needs.
-    let handshake = Box::pin(tokio::time::timeout(deadline, gw.tls.gateway().accept(tcp)));
+    let accept = gw.tls.gateway().accept(tcp).into_fallible();
+    let handshake = Box::pin(tokio::time::timeout(deadline, accept));
     match handshake.await {
         Ok(Ok(tls)) => Ok(Box::new(tls)),
-        Ok(Err(e)) => {
+        Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             debug!(reason, error = %e, "mTLS handshake refused");
+            crate::tls::linger(tcp).await;
             Err(reason)
         }
         Err(_) => {
