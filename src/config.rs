@@ -155,17 +155,17 @@ impl Config {
     }
 }
 
-struct Parser<'a> {
-    origin: &'a str,
-    errors: Vec<String>,
+pub(crate) struct Parser<'a> {
+    pub(crate) origin: &'a str,
+    pub(crate) errors: Vec<String>,
 }
 
 impl Parser<'_> {
-    fn error(&mut self, key: &str, msg: impl fmt::Display) {
+    pub(crate) fn error(&mut self, key: &str, msg: impl fmt::Display) {
         self.errors.push(format!("{}: {key}: {msg}", self.origin));
     }
 
-    fn known(&mut self, table: &Table, prefix: &str, keys: &[&str]) {
+    pub(crate) fn known(&mut self, table: &Table, prefix: &str, keys: &[&str]) {
         for k in table.keys() {
             if !keys.contains(&k.as_str()) {
                 let full = if prefix.is_empty() {
@@ -178,7 +178,7 @@ impl Parser<'_> {
         }
     }
 
-    fn section<'v>(&mut self, v: Option<&'v Value>, name: &str) -> Option<&'v Table> {
+    pub(crate) fn section<'v>(&mut self, v: Option<&'v Value>, name: &str) -> Option<&'v Table> {
         match v {
             None => None,
             Some(Value::Table(t)) => Some(t),
@@ -189,7 +189,7 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self, t: &Table, key: &str, full: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, t: &Table, key: &str, full: &str) -> Option<String> {
         match t.get(key)? {
             Value::String(s) => Some(s.clone()),
             _ => {
@@ -209,7 +209,7 @@ impl Parser<'_> {
         }
     }
 
-    fn duration(&mut self, t: &Table, key: &str, full: &str) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, t: &Table, key: &str, full: &str) -> Option<Duration> {
         let s = self.string(t, key, full)?;
         match humantime::parse_duration(&s) {
             Ok(d) if !d.is_zero() => Some(d),
@@ -227,7 +227,7 @@ impl Parser<'_> {
         }
     }
 
-    fn count(&mut self, t: &Table, key: &str, full: &str, max: i64) -> Option<i64> {
+    pub(crate) fn count(&mut self, t: &Table, key: &str, full: &str, max: i64) -> Option<i64> {
         match t.get(key)? {
             Value::Integer(n) if (1..=max).contains(n) => Some(*n),
             _ => {
@@ -321,7 +321,7 @@ impl Parser<'_> {
         Some(s)
     }
 
-    fn identity(&mut self, v: Option<&Value>, base: &Path) -> Option<Identity> {
+    pub(crate) fn identity(&mut self, v: Option<&Value>, base: &Path) -> Option<Identity> {
         let Some(t) = self.section(v, "identity") else {
             if v.is_none() {
                 self.error(
@@ -441,7 +441,7 @@ impl Parser<'_> {
         Some((crate::route::normalize(name), port))
     }
 
-    fn endpoints(&mut self, v: &Value, full: &str) -> Vec<SocketAddr> {
+    pub(crate) fn endpoints(&mut self, v: &Value, full: &str) -> Vec<SocketAddr> {
         let Value::Array(items) = v else {
             self.error(full, "expected an array of \"ip:port\" strings");
             return Vec::new();

@@ -11,6 +11,7 @@
 //! - [`proxy`]: opaque TCP or HTTP forwarding;
 //! - [`admin`] and [`metrics`]: `/live`, `/ready`, `/metrics`.
 //!
+//! [`probe`] is the source side: it probes linked gateways and prints the `gateways` table.
 //! [`certs`] makes a Linkerd-style development PKI; [`demo`] runs everything on one machine.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod discovery;
 pub mod identity;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod refusal;
 pub mod route;
@@ -208,7 +210,15 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         listeners.gateway,
         gw.stopping(),
     ));
-    let admin = tokio::spawn(admin::serve(gw.clone(), listeners.admin));
+    let (ready, encode, acceptor) = (gw.clone(), gw.clone(), gw.clone());
+    let admin_state = Arc::new(admin::AdminState {
+        ready: Arc::new(move || ready.is_ready()),
+        metrics: Arc::new(move || encode.metrics.encode()),
+        tls: Some(Arc::new(move || acceptor.admin_acceptor())),
+        handshake_timeout: gw.server.handshake_timeout,
+        header_timeout: gw.server.header_timeout,
+    });
+    let admin = tokio::spawn(admin::serve(admin_state, listeners.admin));
     let reloaded = gw.clone();
     let watcher = tokio::spawn(identity::watch(
         gw.store.clone(),
