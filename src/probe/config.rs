@@ -70,17 +70,7 @@ impl ProbeConfig {
             .get("identity")
             .and_then(|v| p.identity(Some(v), base));
         let dns_servers = dns_servers(&mut p, table.get("probe"));
-        let links = links(&mut p, table.get("link"));
-        if table.get("identity").is_none() {
-            for (i, l) in links.iter().enumerate() {
-                if l.identity.is_some() {
-                    p.error(
-                        &format!("link[{i}].identity"),
-                        "an mTLS probe needs the prober's own [identity] (trust_anchors, certificate, key)",
-                    );
-                }
-            }
-        }
+        let links = links(&mut p, table.get("link"), table.contains_key("identity"));
         if !p.errors.is_empty() {
             return Err(ConfigErrors(p.errors));
         }
@@ -122,7 +112,8 @@ fn dns_servers(p: &mut Parser, v: Option<&Value>) -> Vec<SocketAddr> {
     }
 }
 
-fn links(p: &mut Parser, v: Option<&Value>) -> Vec<Link> {
+/// `has_identity`: the prober has a client identity, so links may name the gateway's.
+fn links(p: &mut Parser, v: Option<&Value>, has_identity: bool) -> Vec<Link> {
     let Some(Value::Array(items)) = v else {
         let msg = match v {
             None => "missing: at least one [[link]] (name, address)",
@@ -138,7 +129,7 @@ fn links(p: &mut Parser, v: Option<&Value>) -> Vec<Link> {
             p.error(&prefix, "expected a table");
             continue;
         };
-        let Some(l) = link(p, t, &prefix) else {
+        let Some(l) = link(p, t, &prefix, has_identity) else {
             continue;
         };
         if out.iter().any(|o| o.name == l.name) {
@@ -152,7 +143,7 @@ fn links(p: &mut Parser, v: Option<&Value>) -> Vec<Link> {
     out
 }
 
-fn link(p: &mut Parser, t: &Table, prefix: &str) -> Option<Link> {
+fn link(p: &mut Parser, t: &Table, prefix: &str, has_identity: bool) -> Option<Link> {
     p.known(
         t,
         prefix,
@@ -201,6 +192,12 @@ fn link(p: &mut Parser, t: &Table, prefix: &str) -> Option<Link> {
         p.error(
             &key("identity"),
             format!("{id:?} is not a DNS-name identity"),
+        );
+    }
+    if identity.is_some() && !has_identity {
+        p.error(
+            &key("identity"),
+            "an mTLS probe needs the prober's own [identity] (trust_anchors, certificate, key)",
         );
     }
     let services = services(p, t.get("services"), &key("services"));
