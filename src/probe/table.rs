@@ -42,6 +42,9 @@ pub struct GatewayRow {
     /// Probes made so far, successful or not (not printed).
     #[serde(skip)]
     pub probes: u64,
+    /// Failed probes so far (not printed).
+    #[serde(skip)]
+    pub failed: u64,
 }
 
 /// One row per `gateway_enabled` series, sorted by cluster name.
@@ -71,8 +74,12 @@ pub fn rows(samples: &[Sample]) -> Vec<GatewayRow> {
             "gateway_latency" if s.value.is_finite() => row.latency = Some(s.value),
             "gateway_probes_total" => {
                 row.probes += count as u64;
-                if s.label("probe_successful") == Some("true") {
-                    successes.insert(name, count);
+                match s.label("probe_successful") {
+                    Some("true") => {
+                        successes.insert(name, count);
+                    }
+                    Some("false") => row.failed = count as u64,
+                    _ => {}
                 }
             }
             "gateway_probe_latency_ms_bucket" => {
@@ -105,6 +112,7 @@ fn empty_row(cluster_name: String) -> GatewayRow {
         p95: None,
         p99: None,
         probes: 0,
+        failed: 0,
     }
 }
 
@@ -232,7 +240,7 @@ pub async fn gateways(url: &str, format: Format, wait: Option<Duration>) -> u8 {
 }
 
 /// Fetches and parses `url`; an error when it lists no gateway (not a prober).
-async fn read(url: &str) -> Result<Vec<GatewayRow>, String> {
+pub async fn read(url: &str) -> Result<Vec<GatewayRow>, String> {
     let text = fetch(url).await?;
     let samples = openmetrics::parse(&text).map_err(|e| format!("{url}: {e}"))?;
     let rows = rows(&samples);

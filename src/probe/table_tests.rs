@@ -73,6 +73,7 @@ fn rows_from_metrics_text() {
                 p95: Some(4.4),
                 p99: Some(2.0 + 3.0 * (39.6 - 30.0) / 10.0),
                 probes: 42,
+                failed: 2,
             },
             GatewayRow {
                 cluster_name: "west".into(),
@@ -83,6 +84,7 @@ fn rows_from_metrics_text() {
                 p95: None,
                 p99: None,
                 probes: 5,
+                failed: 5,
             },
         ]
     );
