@@ -83,7 +83,7 @@ pub fn rows(samples: &[Sample]) -> Vec<GatewayRow> {
                 }
             }
             "gateway_probe_latency_ms_bucket" => {
-                if let Some(le) = s.label("le").and_then(|v| le_bound(v)) {
+                if let Some(le) = s.label("le").and_then(le_bound) {
                     buckets.entry(name).or_default().push((le, count));
                 }
             }
