@@ -52,6 +52,51 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener) {
     }
 }
 
+/// The admin port served on a thread of its own; see [`serve_dedicated`].
+pub struct Dedicated {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Serves the admin port on its own thread and current-thread runtime, so `/ready` answers
+/// within milliseconds while the data plane's workers are saturated: on the shared runtime a
+/// probe's accept and handshake queue behind every busy connection task (measured: mTLS
+/// `/ready` p99 95-119 ms under full load, against 17 ms idle). Runs until [`Dedicated::stop`].
+pub fn serve_dedicated(
+    state: Arc<AdminState>,
+    listener: TcpListener,
+) -> std::io::Result<Dedicated> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("crossgate-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => tokio::select! {
+                        _ = serve(state, listener) => {}
+                        _ = stopped => {}
+                    },
+                    Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+                }
+            });
+            // Dropping the runtime here ends every admin connection and closes the socket.
+        })?;
+    Ok(Dedicated { stop, thread })
+}
+
+impl Dedicated {
+    /// Stops serving and waits until the admin socket is closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
 async fn serve_connection(state: Arc<AdminState>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     let deadline = state.handshake_timeout;

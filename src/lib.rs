@@ -218,7 +218,9 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         handshake_timeout: gw.server.handshake_timeout,
         header_timeout: gw.server.header_timeout,
     });
-    let admin = tokio::spawn(admin::serve(admin_state, listeners.admin));
+    let admin = admin::serve_dedicated(admin_state, listeners.admin)
+        .map_err(|e| tracing::error!(error = %e, "cannot start the admin thread; no admin port"))
+        .ok();
     let reloaded = gw.clone();
     let watcher = tokio::spawn(identity::watch(
         gw.store.clone(),
@@ -248,5 +250,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         }
     }
     watcher.abort();
-    admin.abort();
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
 }
