@@ -95,9 +95,11 @@ pub fn rows(samples: &[Sample]) -> Vec<GatewayRow> {
             row.latency = None;
         }
         let b = buckets.get(name).map(Vec::as_slice).unwrap_or_default();
-        row.p50 = quantile(0.50, b);
-        row.p95 = quantile(0.95, b);
-        row.p99 = quantile(0.99, b);
+        // Microseconds are the most an estimate from buckets can mean.
+        let micros = |v: Option<f64>| v.map(|ms| (ms * 1000.0).round() / 1000.0);
+        row.p50 = micros(quantile(0.50, b));
+        row.p95 = micros(quantile(0.95, b));
+        row.p99 = micros(quantile(0.99, b));
     }
     rows.into_values().collect()
 }

@@ -71,7 +71,7 @@ fn rows_from_metrics_text() {
                 latency: Some(12.4),
                 p50: Some(1.5),
                 p95: Some(4.4),
-                p99: Some(2.0 + 3.0 * (39.6 - 30.0) / 10.0),
+                p99: Some(4.88),
                 probes: 42,
                 failed: 2,
             },
