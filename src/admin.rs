@@ -3,7 +3,6 @@
 //! told apart by the first byte; each in HTTP/1.1 and HTTP/2. `[[authorization]]` rules do not
 //! apply here: an mTLS client needs only a chain to the anchors.
 
-use crate::Gateway;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -15,18 +14,35 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 /// The first byte of a TLS ClientHello record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// What the admin port answers from: narrow handles, not the whole gateway. The gateway and
+/// the prober each build one.
+pub struct AdminState {
+    /// `/ready`: 200 when it returns true, else 503.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The OpenMetrics text of `/metrics`.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The current mTLS acceptor (rebuilt on rotation); `None`: plaintext only, and a TLS
+    /// ClientHello is refused by closing the connection.
+    pub tls: Option<Arc<dyn Fn() -> TlsAcceptor + Send + Sync>>,
+    /// Deadline for the first byte and, over mTLS, for the handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for an HTTP/1 request head.
+    pub header_timeout: Duration,
+}
+
 /// Serves the admin port until the task is aborted: it keeps answering while the gateway
 /// drains, so `/ready` says 503 and `/live` 200 until the process ends.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
+pub async fn serve(state: Arc<AdminState>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((tcp, _)) => {
-                let gw = gw.clone();
-                tokio::spawn(async move { serve_connection(gw, tcp).await });
+                let state = state.clone();
+                tokio::spawn(async move { serve_connection(state, tcp).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -36,57 +52,105 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(gw: Arc<Gateway>, tcp: TcpStream) {
+/// The admin port served on a thread of its own; see [`serve_dedicated`].
+pub struct Dedicated {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Serves the admin port on its own thread and current-thread runtime, so `/ready` answers
+/// within milliseconds while the data plane's workers are saturated: on the shared runtime a
+/// probe's accept and handshake queue behind every busy connection task (measured: mTLS
+/// `/ready` p99 95-119 ms under full load, against 17 ms idle). Runs until [`Dedicated::stop`].
+pub fn serve_dedicated(
+    state: Arc<AdminState>,
+    listener: TcpListener,
+) -> std::io::Result<Dedicated> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("crossgate-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => tokio::select! {
+                        _ = serve(state, listener) => {}
+                        _ = stopped => {}
+                    },
+                    Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+                }
+            });
+            // Dropping the runtime here ends every admin connection and closes the socket.
+        })?;
+    Ok(Dedicated { stop, thread })
+}
+
+impl Dedicated {
+    /// Stops serving and waits until the admin socket is closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+async fn serve_connection(state: Arc<AdminState>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let deadline = gw.settings.handshake_timeout;
+    let deadline = state.handshake_timeout;
     let mut first = [0u8; 1];
     match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         _ => return,
     }
-    if first[0] == TLS_HANDSHAKE {
-        match tokio::time::timeout(deadline, gw.tls.admin().accept(tcp)).await {
-            Ok(Ok(tls)) => http(gw, TokioIo::new(tls)).await,
-            Ok(Err(e)) => {
-                let reason = crate::tls::failure_reason(&e);
-                tracing::debug!(reason, error = %e, "admin mTLS handshake refused");
-            }
-            Err(_) => tracing::debug!("admin mTLS handshake not complete in time"),
+    if first[0] != TLS_HANDSHAKE {
+        return http(state, TokioIo::new(tcp)).await;
+    }
+    let Some(acceptor) = state.tls.as_ref().map(|tls| tls()) else {
+        tracing::debug!("admin TLS ClientHello on a plaintext-only port; closed");
+        return;
+    };
+    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => http(state, TokioIo::new(tls)).await,
+        Ok(Err(e)) => {
+            let reason = crate::tls::failure_reason(&e);
+            tracing::debug!(reason, error = %e, "admin mTLS handshake refused");
         }
-    } else {
-        http(gw, TokioIo::new(tcp)).await;
+        Err(_) => tracing::debug!("admin mTLS handshake not complete in time"),
     }
 }
 
-async fn http<I>(gw: Arc<Gateway>, io: I)
+async fn http<I>(state: Arc<AdminState>, io: I)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let gw_timeout = gw.settings.header_timeout;
+    let header_timeout = state.header_timeout;
     let service = service_fn(move |req| {
-        let gw = gw.clone();
-        async move { Ok::<_, Infallible>(answer(&gw, &req)) }
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(answer(&state, &req)) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(gw_timeout);
+        .header_read_timeout(header_timeout);
     if let Err(e) = builder.serve_connection(io, service).await {
         tracing::debug!(error = %e, "admin connection ended");
     }
 }
 
-fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n"),
-        "/ready" if gw.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" if (state.ready)() => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(gw.metrics.encode())));
+            let mut r = Response::new(Full::new(Bytes::from((state.metrics)())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(

@@ -241,6 +241,26 @@ impl ResolvesServerCert for CredentialStore {
     }
 }
 
+/// The prober presents the same rotating leaf as a client certificate.
+impl rustls::client::ResolvesClientCert for CredentialStore {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Watches the files `[identity]` names (anchors, certificate, key) and, when any changes,
 /// loads them again: the new leaf goes into `store` and `on_change` gets the new anchors (to
 /// rebuild the TLS configurations). Files that do not load, or a leaf naming another

@@ -14,6 +14,7 @@
 //! - [`metrics`], [`access`]: what is counted and logged; [`admin`]: `/live`, `/ready`,
 //!   `/metrics`; [`lifecycle`]: serving, draining.
 //!
+//! [`probe`] is the source side: it probes linked gateways and prints the `gateways` table.
 //! [`certs`] makes a Linkerd-style development PKI; [`demo`] runs everything on one machine.
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod probe;
 pub mod proxy;
 pub mod refusal;
 pub mod reload;
@@ -163,7 +165,19 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         listeners.gateway,
         gw.lifecycle.stopping(),
     ));
-    let admin = tokio::spawn(admin::serve(gw.clone(), listeners.admin));
+    // The admin port takes narrow handles: readiness, the registry, the TLS acceptor.
+    let (lifecycle, store) = (gw.lifecycle.clone(), gw.tls.store.clone());
+    let (metrics, tls) = (gw.metrics.clone(), gw.tls.clone());
+    let admin_state = Arc::new(admin::AdminState {
+        ready: Arc::new(move || lifecycle.is_serving() && store.is_valid_now()),
+        metrics: Arc::new(move || metrics.encode()),
+        tls: Some(Arc::new(move || tls.admin())),
+        handshake_timeout: gw.settings.handshake_timeout,
+        header_timeout: gw.settings.header_timeout,
+    });
+    let admin = admin::serve_dedicated(admin_state, listeners.admin)
+        .map_err(|e| tracing::error!(error = %e, "cannot start the admin thread; no admin port"))
+        .ok();
     let reloaded = gw.clone();
     let watcher = tokio::spawn(identity::watch(
         gw.tls.store.clone(),
@@ -205,5 +219,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     if let Some(w) = config_watcher {
         w.abort();
     }
-    admin.abort();
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
 }

@@ -25,6 +25,12 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -45,6 +51,24 @@ enum Command {
     },
     /// Run a self-contained demonstration on loopback and exit.
     Demo,
+    /// Probe linked gateways ([[link]]) and export gateway_* metrics on the admin port.
+    Probe {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print CLUSTER ALIVE NUM_SVC LATENCY P50 P95 P99 from a prober's /metrics.
+    /// Exit 0: every gateway alive; 1: one or more dead; 2: the prober cannot be read.
+    Gateways {
+        /// The prober's metrics URL (plain HTTP).
+        #[arg(long, default_value = crossgate::probe::table::DEFAULT_PROBER)]
+        prober: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Retry until the prober answers and every gateway it lists has finished at least one
+        /// probe, or until DURATION (e.g. "10s") has passed; then print what was last read.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
+    },
     /// Write a Linkerd-style development PKI and a matching crossgate.toml.
     Certs {
         #[arg(long)]
@@ -100,6 +124,20 @@ fn main() -> ExitCode {
                     .map_err(|e| eprintln!("demo failed: {e:#}"))
             })
             .map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS),
+        Command::Probe { config } => probe(config),
+        Command::Gateways {
+            prober,
+            output,
+            wait,
+        } => {
+            let format = match output {
+                Output::Table => crossgate::probe::Format::Table,
+                Output::Json => crossgate::probe::Format::Json,
+            };
+            runtime(Some(1)).map_or(ExitCode::FAILURE, |rt| {
+                ExitCode::from(rt.block_on(crossgate::probe::gateways(&prober, format, wait)))
+            })
+        }
         Command::Certs {
             out,
             client_identity,
@@ -149,6 +187,40 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
         let hup = tokio::spawn(reload_on_sighup(gw.clone()));
         crossgate::run(gw, listeners, shutdown_signal()).await;
         hup.abort();
+        ExitCode::SUCCESS
+    })
+}
+
+fn probe(path: PathBuf) -> ExitCode {
+    let config = match crossgate::probe::ProbeConfig::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let prober = match crossgate::probe::Prober::build(&config) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: identity: {e}", path.display());
+            }
+            return ExitCode::from(USAGE);
+        }
+    };
+    // Probes are small and few: one thread does them all.
+    let Ok(rt) = runtime(Some(1)) else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async {
+        let admin = match tokio::net::TcpListener::bind(config.admin).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, admin = %config.admin, "cannot bind");
+                return ExitCode::FAILURE;
+            }
+        };
+        crossgate::probe::run(prober, admin, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

@@ -33,7 +33,7 @@ impl Parser<'_> {
         }
     }
 
-    fn section<'v>(&mut self, v: Option<&'v Value>, name: &str) -> Option<&'v Table> {
+    pub(crate) fn section<'v>(&mut self, v: Option<&'v Value>, name: &str) -> Option<&'v Table> {
         match v {
             None => None,
             Some(Value::Table(t)) => Some(t),
@@ -181,7 +181,7 @@ impl Parser<'_> {
         Some(s)
     }
 
-    pub(super) fn identity(&mut self, v: Option<&Value>, base: &Path) -> Option<Identity> {
+    pub(crate) fn identity(&mut self, v: Option<&Value>, base: &Path) -> Option<Identity> {
         let Some(t) = self.section(v, "identity") else {
             if v.is_none() {
                 self.error(
@@ -301,7 +301,7 @@ impl Parser<'_> {
         Some((crate::names::normalize(name), port))
     }
 
-    fn endpoints(&mut self, v: &Value, full: &str) -> Vec<SocketAddr> {
+    pub(crate) fn endpoints(&mut self, v: &Value, full: &str) -> Vec<SocketAddr> {
         let Value::Array(items) = v else {
             self.error(full, "expected an array of \"ip:port\" strings");
             return Vec::new();

@@ -352,6 +352,7 @@ pub fn binary_payload(len: usize) -> Vec<u8> {
 pub struct DnsServer {
     pub addr: SocketAddr,
     queries: Arc<std::sync::Mutex<Vec<(String, u16)>>>,
+    records: Arc<std::sync::Mutex<Vec<(String, std::net::Ipv4Addr)>>>,
 }
 
 pub const DNS_A: u16 = 1;
@@ -366,19 +367,33 @@ impl DnsServer {
             .iter()
             .map(|(n, ip)| (n.to_ascii_lowercase(), *ip))
             .collect();
+        let records = Arc::new(std::sync::Mutex::new(records));
         let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = queries.clone();
+        let (log, known) = (queries.clone(), records.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
-                let Some((name, qtype, answer)) = dns_answer(&buf[..n], &records) else {
+                let answered = dns_answer(&buf[..n], &known.lock().unwrap());
+                let Some((name, qtype, answer)) = answered else {
                     continue;
                 };
                 log.lock().unwrap().push((name, qtype));
                 let _ = sock.send_to(&answer, peer).await;
             }
         });
-        DnsServer { addr, queries }
+        DnsServer {
+            addr,
+            queries,
+            records,
+        }
+    }
+
+    /// Answers `name` (fully qualified) with `ip` from now on.
+    pub fn set(&self, name: &str, ip: std::net::Ipv4Addr) {
+        let name = name.to_ascii_lowercase();
+        let mut records = self.records.lock().unwrap();
+        records.retain(|(n, _)| *n != name);
+        records.push((name, ip));
     }
 
     /// How many times `name` (fully qualified) was asked for with `qtype`.

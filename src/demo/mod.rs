@@ -1,5 +1,10 @@
 //! `crossgate demo`: a throwaway PKI, backends, the gateway and clients, all on loopback, every
-//! way crossgate serves, with what happened printed. Exits 0 only when every step behaved.
+//! way crossgate serves, then a prober watching the gateway die, with what happened printed.
+//! Exits 0 only when every step behaved. [`backends`] holds the demo's backends, [`probe`]
+//! the prober step.
+
+mod backends;
+mod probe;
 
 use crate::certs::{GATEWAY_IDENTITY, Pki};
 use crate::config::{Config, Overrides};
@@ -9,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const FRONTEND: &str = "frontend.west.serviceaccount.identity.linkerd.cluster.local";
 
@@ -36,8 +41,8 @@ pub async fn demo() -> anyhow::Result<()> {
     println!("  gateway identity {GATEWAY_IDENTITY}");
     println!("  client identity  {FRONTEND}");
 
-    let echo = spawn_echo().await?;
-    let web = spawn_http_backend().await?;
+    let echo = backends::spawn_echo().await?;
+    let web = backends::spawn_http_backend().await?;
     println!("backends: TCP echo on {echo}, HTTP/1.1+HTTP/2 on {web}");
 
     let toml = format!(
@@ -240,68 +245,17 @@ pub async fn demo() -> anyhow::Result<()> {
         println!("     {line}");
     }
 
-    let _ = stop_tx.send(());
-    running.await?;
+    println!("\n9. a prober (the source side) probing the gateway's /ready over mTLS");
+    let client_files = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    std::fs::write(&client_files.0, &client_leaf.cert_pem)?;
+    std::fs::write(&client_files.1, &client_leaf.key_pem)?;
+    let stop = async move {
+        let _ = stop_tx.send(());
+        running.await.context("gateway task")
+    };
+    probe::probe_then_stop(dir.path(), admin_addr, stop).await?;
     println!("\ndemo complete: every step behaved");
     Ok(())
-}
-
-async fn spawn_echo() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
-async fn spawn_http_backend() -> anyhow::Result<SocketAddr> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            // Without it, Nagle on the backend holds its second small write for the gateway's
-            // delayed ACK: 40 ms on the first HTTP/2 exchange.
-            let _ = s.set_nodelay(true);
-            let service = hyper::service::service_fn(
-                |req: http::Request<hyper::body::Incoming>| async move {
-                    let h = |n: &str| {
-                        req.headers()
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-")
-                            .to_string()
-                    };
-                    let body = format!(
-                        "backend saw {:?} {} host={} l5d-client-id={}",
-                        req.version(),
-                        req.uri(),
-                        req.uri()
-                            .authority()
-                            .map(|a| a.to_string())
-                            .unwrap_or_else(|| h("host")),
-                        h("l5d-client-id"),
-                    );
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from(body)),
-                    ))
-                },
-            );
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), service)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 /// One HTTP request through the gateway, over a fresh mTLS connection: with `header`, the
