@@ -38,10 +38,11 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Validate the configuration and identity files, and summarize them: identity,
-    /// certificate dates (UTC), routing, rules. Exit 0 when they load (warnings start with
-    /// "warning:", e.g. under 10 % of the leaf's lifetime left), 64 when something is wrong,
-    /// an expired leaf included.
+    /// Validate the configuration and identity files, and summarize them.
+    ///
+    /// Prints the identity, the leaf's dates (RFC 3339, UTC), routing and rules. Exit 0 when
+    /// they load (warnings start with "warning:", e.g. under 10 % of the leaf's lifetime
+    /// left), 64 when something is wrong, an expired leaf included.
     Check {
         /// The configuration file (TOML), as `run` takes it.
         #[arg(long)]
