@@ -60,6 +60,53 @@ impl FromStr for Pattern {
     }
 }
 
+/// The refusal of a `name:port` pattern, or `None` when `s` has no port. `what` says what
+/// the pattern is matched against.
+fn port_hint(s: &str, what: &str) -> Option<String> {
+    let (name, port) = s.rsplit_once(':')?;
+    (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{s:?} has a port, but patterns match {what} only: write {name:?}"))
+}
+
+/// A `services` pattern: `*`, `*.suffix` or a name, where the name part is a DNS name.
+/// A port (`name:8081`) is refused by name: patterns never see the port, and a pattern with
+/// one would match nothing.
+pub fn service_pattern(s: &str) -> Result<Pattern, String> {
+    if let Some(hint) = port_hint(s, "the service name (every port)") {
+        return Err(hint);
+    }
+    let pattern: Pattern = s.parse()?;
+    match &pattern {
+        Pattern::Any => {}
+        Pattern::Suffix(suffix) if crate::names::is_dns_name(&suffix[1..]) => {}
+        Pattern::Exact(name) if crate::names::is_dns_name(name) => {}
+        _ => return Err(format!("bad pattern {s:?}: not a DNS name")),
+    }
+    Ok(pattern)
+}
+
+/// An `identities` pattern: `*`, `*.suffix` of DNS identities, an exact DNS identity or an
+/// exact `spiffe://` URI. A `name:port` is refused as in [`service_pattern`].
+pub fn identity_pattern(s: &str) -> Result<Pattern, String> {
+    if !s.starts_with("spiffe://")
+        && let Some(hint) = port_hint(s, "the client identity")
+    {
+        return Err(hint);
+    }
+    let pattern: Pattern = s.parse()?;
+    match &pattern {
+        Pattern::Any => {}
+        Pattern::Suffix(suffix) if crate::names::is_dns_name(&suffix[1..]) => {}
+        Pattern::Exact(name) if crate::names::is_identity_syntax(name) => {}
+        _ => {
+            return Err(format!(
+                "bad pattern {s:?}: neither a DNS name nor a spiffe:// URI"
+            ));
+        }
+    }
+    Ok(pattern)
+}
+
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -146,6 +193,39 @@ mod tests {
             assert!(bad.parse::<Pattern>().is_err(), "{bad:?} parsed");
         }
         assert_eq!(p("*.Foo.Bar").to_string(), "*.foo.bar");
+    }
+
+    #[test]
+    fn ports_and_bad_names_are_refused_in_rule_patterns() {
+        let e = service_pattern("echo.demo.svc.cluster.local:8081").unwrap_err();
+        assert!(e.contains("has a port"), "{e}");
+        assert!(e.contains("\"echo.demo.svc.cluster.local\""), "{e}");
+        assert!(service_pattern("*.demo.svc.cluster.local:80").is_err());
+        assert!(service_pattern("not a name").is_err());
+        assert!(service_pattern("spiffe://cluster.local/ns/a/sa/b").is_err());
+        assert_eq!(service_pattern("*"), Ok(Pattern::Any));
+        assert_eq!(
+            service_pattern("*.Demo.svc.cluster.local"),
+            Ok(p("*.demo.svc.cluster.local"))
+        );
+        assert_eq!(
+            service_pattern("echo.demo.svc.cluster.local"),
+            Ok(p("echo.demo.svc.cluster.local"))
+        );
+
+        assert!(
+            identity_pattern(&format!("{FRONTEND}:4143"))
+                .unwrap_err()
+                .contains("has a port")
+        );
+        assert!(identity_pattern("*.a/b").is_err());
+        assert_eq!(identity_pattern(FRONTEND), Ok(p(FRONTEND)));
+        let spiffe = "spiffe://cluster.local/ns/west/sa/frontend";
+        assert_eq!(identity_pattern(spiffe), Ok(p(spiffe)));
+        assert_eq!(
+            identity_pattern("*.serviceaccount.identity.linkerd.west.example"),
+            Ok(p("*.serviceaccount.identity.linkerd.west.example"))
+        );
     }
 
     #[test]

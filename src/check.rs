@@ -1,24 +1,258 @@
 //! `crossgate check`: everything `run` would load, loaded and explained, without binding.
+//! Owns the words an operator reads about a configuration: the identity, the leaf's validity
+//! as UTC dates, the rules in force and the routes. Loading itself is `config` and `identity`.
 
+use crate::authz::{Pattern, Rule};
 use crate::config::{Config, Overrides};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::net::SocketAddr;
 use std::path::Path;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Below this share of its lifetime left, a leaf is worth a warning. Linkerd rotates at 70 %
+/// of the lifetime, so a leaf this close to the end has missed its rotation.
+const WARN_LIFE_LEFT: f64 = 0.10;
 
 /// What a successful check found.
 pub struct Report {
     pub identity: String,
-    pub seconds_left: i64,
     pub anchors: usize,
+    /// The leaf's validity, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub cluster_domain: String,
+    /// `name:port` and its endpoints, sorted by name and port.
+    pub statics: Vec<(String, u16, Vec<SocketAddr>)>,
+    pub rules: Vec<Rule>,
 }
 
 /// Checks the configuration file and the identity files it names: they parse, the key
 /// matches the leaf, the leaf chains to the anchors and is valid now, and names the own
-/// identity. Returns every problem found.
+/// identity. Returns every problem found; an expired or not yet valid leaf is named as such,
+/// with its dates.
 pub fn check(path: &Path) -> Result<Report, Vec<String>> {
     let config = Config::load(path, &Overrides::default()).map_err(|e| e.0)?;
-    let (roots, creds) = crate::identity::load(&config.identity, &crate::tls::provider())?;
+    let now = crate::identity::unix_now();
+    let validity = leaf_validity(&config.identity.certificate);
+    let mut errors = Vec::new();
+    if let Some((not_before, not_after)) = validity {
+        let file = config.identity.certificate.display();
+        if now >= not_after {
+            errors.push(format!(
+                "{file}: the leaf expired at {} ({} ago): issue a new one",
+                utc(not_after),
+                span(now - not_after)
+            ));
+        } else if now < not_before {
+            errors.push(format!(
+                "{file}: the leaf is not valid before {} (in {}): check the clock of the \
+                 machine that issued it",
+                utc(not_before),
+                span(not_before - now)
+            ));
+        }
+    }
+    let dated = !errors.is_empty();
+    let loaded = crate::identity::load(&config.identity, &crate::tls::provider());
+    let (roots, creds) = match loaded {
+        Ok(ok) if !dated => ok,
+        Ok(_) => return Err(errors),
+        Err(more) => {
+            // The chain check repeats the date problem in webpki's words; ours has the dates.
+            errors.extend(more.into_iter().filter(|e| !(dated && is_date_error(e))));
+            return Err(errors);
+        }
+    };
+    let mut statics: Vec<_> = config
+        .routing
+        .statics
+        .iter()
+        .map(|((name, port), eps)| (name.clone(), *port, eps.clone()))
+        .collect();
+    statics.sort();
     Ok(Report {
         identity: creds.identity,
-        seconds_left: creds.not_after - crate::identity::unix_now(),
         anchors: roots.len(),
+        not_before: creds.not_before,
+        not_after: creds.not_after,
+        cluster_domain: config.routing.cluster_domain,
+        statics,
+        rules: config.authorization,
     })
+}
+
+impl Report {
+    /// The summary `check` prints: identity, validity, routing, rules; one fact a line.
+    pub fn summary(&self, now: i64) -> Vec<String> {
+        let mut out = vec![
+            format!(
+                "ok: identity {} ({} trust anchor(s))",
+                self.identity, self.anchors
+            ),
+            format!(
+                "certificate: not_before {} not_after {} ({} left of {})",
+                utc(self.not_before),
+                utc(self.not_after),
+                span(self.not_after - now),
+                span(self.not_after - self.not_before)
+            ),
+            format!(
+                "routing: cluster domain {d}: targets <svc>.<ns>.svc.{d}, resolved by DNS \
+                 unless a static route names them",
+                d = self.cluster_domain
+            ),
+        ];
+        if self.statics.is_empty() {
+            out.push("static routes: none".into());
+        }
+        for (name, port, eps) in &self.statics {
+            let eps: Vec<_> = eps.iter().map(ToString::to_string).collect();
+            out.push(format!("static route: {name}:{port} -> {}", eps.join(", ")));
+        }
+        if self.rules.is_empty() {
+            out.push("no rules: every identity under the anchors may reach every service".into());
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            out.push(format!(
+                "rule {}: identities [{}] may reach services [{}]",
+                i + 1,
+                list(&rule.identities),
+                list(&rule.services)
+            ));
+        }
+        out.push(format!(
+            "loop: a client presenting {} is always refused",
+            self.identity
+        ));
+        out
+    }
+
+    /// Warnings about a configuration that loads: a leaf with less than 10 % of its life left.
+    pub fn warnings(&self, now: i64) -> Vec<String> {
+        let life = self.not_after - self.not_before;
+        let left = self.not_after - now;
+        let mut out = Vec::new();
+        if life > 0 && (left as f64) < (life as f64) * WARN_LIFE_LEFT {
+            out.push(format!(
+                "the leaf expires at {} (in {}): less than 10 % of its {} lifetime left; \
+                 rotate it",
+                utc(self.not_after),
+                span(left),
+                span(life)
+            ));
+        }
+        out
+    }
+}
+
+/// The first certificate's validity in `path`, when it reads; `identity::load` names the
+/// problem otherwise.
+fn leaf_validity(path: &Path) -> Option<(i64, i64)> {
+    let leaf = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    crate::identity::validity_of(&leaf)
+}
+
+fn is_date_error(e: &str) -> bool {
+    let e = e.to_ascii_lowercase();
+    e.contains("expired") || e.contains("not valid yet") || e.contains("notvalidyet")
+}
+
+fn list(patterns: &[Pattern]) -> String {
+    let quoted: Vec<_> = patterns
+        .iter()
+        .map(|p| format!("{:?}", p.to_string()))
+        .collect();
+    quoted.join(", ")
+}
+
+/// Unix seconds as an RFC 3339 UTC date, e.g. `2026-01-31T12:00:00Z`.
+pub fn utc(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("{unix} (Unix seconds)"))
+}
+
+/// A duration for people: `3d 4h`, `5h 12m`, `7m 3s`, `42s`.
+fn span(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {}s", s % 60),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rules: Vec<Rule>) -> Report {
+        Report {
+            identity: "gw.ns.serviceaccount.identity.linkerd.cluster.local".into(),
+            anchors: 1,
+            not_before: 0,
+            not_after: 86_400,
+            cluster_domain: "cluster.local".into(),
+            statics: vec![(
+                "bb.demo.svc.cluster.local".into(),
+                8080,
+                vec!["127.0.0.1:18080".parse().unwrap()],
+            )],
+            rules,
+        }
+    }
+
+    #[test]
+    fn dates_and_spans() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_767_225_600), "2026-01-01T00:00:00Z");
+        assert_eq!(span(42), "42s");
+        assert_eq!(span(7 * 60 + 3), "7m 3s");
+        assert_eq!(span(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(span(3 * 86_400 + 4 * 3600), "3d 4h");
+        assert_eq!(span(-5), "0s");
+    }
+
+    #[test]
+    fn summary_names_rules_routes_and_dates() {
+        let r = report(vec![]);
+        let lines = r.summary(3600);
+        assert!(lines.contains(
+            &"no rules: every identity under the anchors may reach every service".to_string()
+        ));
+        assert!(lines.contains(
+            &"static route: bb.demo.svc.cluster.local:8080 -> 127.0.0.1:18080".to_string()
+        ));
+        assert!(lines[1].contains("not_after 1970-01-02T00:00:00Z (23h 0m left of 1d 0h)"));
+        let r = report(vec![Rule {
+            identities: vec![
+                "*.west.serviceaccount.identity.linkerd.cluster.local"
+                    .parse()
+                    .unwrap(),
+            ],
+            services: vec![Pattern::Any],
+        }]);
+        assert!(
+            r.summary(0).contains(
+                &"rule 1: identities [\"*.west.serviceaccount.identity.linkerd.cluster.local\"] \
+              may reach services [\"*\"]"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn warns_below_a_tenth_of_the_life() {
+        let r = report(vec![]);
+        assert!(r.warnings(0).is_empty());
+        assert!(r.warnings(77_760).is_empty(), "exactly 10 % left");
+        let w = r.warnings(80_000);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("1970-01-02T00:00:00Z"), "{w:?}");
+    }
 }

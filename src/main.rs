@@ -44,8 +44,13 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Validate the configuration and identity files.
+    /// Validate the configuration and identity files, and summarize them.
+    ///
+    /// Prints the identity, the leaf's dates (RFC 3339, UTC), routing and rules. Exit 0 when
+    /// they load (warnings start with "warning:", e.g. under 10 % of the leaf's lifetime
+    /// left), 64 when something is wrong, an expired leaf included.
     Check {
+        /// The configuration file (TOML), as `run` takes it.
         #[arg(long)]
         config: PathBuf,
     },
@@ -69,16 +74,52 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         wait: Option<std::time::Duration>,
     },
-    /// Write a Linkerd-style development PKI and a matching crossgate.toml.
+    /// Write a Linkerd-style development PKI and a matching crossgate.toml (loopback
+    /// only), or issue another leaf from one (`certs issue`).
+    ///
+    /// DIR gets ca.crt, issuer.crt, gateway.crt/.key, client.crt/.key, crossgate.toml, and
+    /// secret/ca.key, secret/issuer.key: the CA keys, mode 0600, needed by `certs issue`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Certs {
-        #[arg(long)]
-        out: PathBuf,
-        /// Identity of the client leaf.
+        #[command(subcommand)]
+        issue: Option<CertsCommand>,
+        /// Folder to write the PKI into; created if missing, refused if not empty
+        /// (unless --force).
+        #[arg(long, value_name = "DIR", required = true)]
+        out: Option<PathBuf>,
+        /// Identity of the client leaf: a DNS name
+        /// (<sa>.<ns>.serviceaccount.identity.linkerd.<trust-domain>) or a spiffe:// URI.
         #[arg(
             long,
+            value_name = "ID",
             default_value = "frontend.west.serviceaccount.identity.linkerd.cluster.local"
         )]
         client_identity: String,
+        /// Write into a folder that is not empty, replacing the files of the same names
+        /// (crossgate.toml included).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Issue a leaf (24 h, ECDSA P-256) from a PKI written by `crossgate certs`: writes
+    /// tls.crt (leaf, then issuer), tls.key (PKCS#8, mode 0600) and a copy of ca.crt.
+    Issue {
+        /// The identity the leaf carries as its SAN: a DNS name
+        /// (<sa>.<ns>.serviceaccount.identity.linkerd.<trust-domain>) or a spiffe:// URI.
+        #[arg(long, value_name = "IDENTITY")]
+        name: String,
+        /// Folder to write tls.crt, tls.key and ca.crt into; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The PKI folder to issue from: its issuer.crt, secret/issuer.key and ca.crt.
+        #[arg(long, value_name = "PKI_DIR", default_value = ".")]
+        from: PathBuf,
+        /// Replace tls.crt, tls.key or ca.crt when they already exist in --out.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -100,24 +141,7 @@ fn main() -> ExitCode {
             listen,
             admin,
         } => run(config, crossgate::config::Overrides { listen, admin }),
-        Command::Check { config } => match crossgate::check::check(&config) {
-            Ok(r) => {
-                println!(
-                    "ok: identity {} ({} trust anchor(s)), certificate valid for {}d {}h more",
-                    r.identity,
-                    r.anchors,
-                    r.seconds_left / 86_400,
-                    (r.seconds_left % 86_400) / 3600
-                );
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                for e in errors {
-                    eprintln!("error: {e}");
-                }
-                ExitCode::from(USAGE)
-            }
-        },
+        Command::Check { config } => check(&config),
         Command::Demo => runtime(None)
             .and_then(|rt| {
                 rt.block_on(crossgate::demo::demo())
@@ -139,20 +163,76 @@ fn main() -> ExitCode {
             })
         }
         Command::Certs {
+            issue,
             out,
             client_identity,
-        } => match crossgate::certs::write_dev_pki(&out, &client_identity) {
-            Ok(files) => {
-                for f in files {
-                    println!("wrote {f}");
-                }
-                ExitCode::SUCCESS
+            force,
+        } => certs(issue, out, &client_identity, force),
+    }
+}
+
+/// `crossgate check`: the summary on stdout, warnings and errors on stderr. An expired leaf
+/// is an error like any other identity problem (64), as `run` refuses it too.
+fn check(config: &std::path::Path) -> ExitCode {
+    match crossgate::check::check(config) {
+        Ok(report) => {
+            let now = crossgate::identity::unix_now();
+            for line in report.summary(now) {
+                println!("{line}");
             }
-            Err(e) => {
-                eprintln!("error: {}: {e}", out.display());
-                ExitCode::FAILURE
+            for w in report.warnings(now) {
+                eprintln!("warning: {w}");
             }
-        },
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+/// `crossgate certs` and `crossgate certs issue`: the files written, or why none were.
+fn certs(
+    issue: Option<CertsCommand>,
+    out: Option<PathBuf>,
+    client_identity: &str,
+    force: bool,
+) -> ExitCode {
+    use crossgate::certs::CertsError;
+    let written = match (issue, out) {
+        (
+            Some(CertsCommand::Issue {
+                name,
+                out,
+                from,
+                force,
+            }),
+            _,
+        ) => crossgate::certs::issue(&from, &out, &name, force),
+        (None, Some(out)) => crossgate::certs::write_dev_pki(&out, client_identity, force),
+        // clap requires --out without a subcommand.
+        (None, None) => Err(CertsError::Usage(vec!["--out DIR is required".into()])),
+    };
+    match written {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(CertsError::Usage(problems)) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            ExitCode::from(USAGE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -107,7 +107,10 @@ async fn table_and_json_with_one_gateway_dead() {
     assert_eq!(east["numberOfServices"], 2);
     // The JSON gives milliseconds to the microsecond, like the estimates.
     let got = east["latency"].as_f64().unwrap();
-    assert!((got - latency).abs() <= 0.0005, "latency: {got} != {latency}");
+    assert!(
+        (got - latency).abs() <= 0.0005,
+        "latency: {got} != {latency}"
+    );
     for (key, want) in [("p50", p50), ("p95", p95), ("p99", p99)] {
         let got = east[key].as_f64().unwrap();
         // The JSON rounds estimates to microseconds.

@@ -333,13 +333,21 @@ impl Parser<'_> {
                 continue;
             };
             self.known(t, &prefix, &["identities", "services"]);
-            let identities = self.patterns(t.get("identities"), &format!("{prefix}.identities"));
+            let identities = self.patterns(
+                t.get("identities"),
+                &format!("{prefix}.identities"),
+                crate::authz::identity_pattern,
+            );
             if t.get("identities").is_none() {
                 self.error(&format!("{prefix}.identities"), "missing (e.g. [\"*\"])");
             }
             let services = match t.get("services") {
                 None => vec![Pattern::Any],
-                some => self.patterns(some, &format!("{prefix}.services")),
+                some => self.patterns(
+                    some,
+                    &format!("{prefix}.services"),
+                    crate::authz::service_pattern,
+                ),
             };
             out.push(Rule {
                 identities,
@@ -349,7 +357,12 @@ impl Parser<'_> {
         out
     }
 
-    fn patterns(&mut self, v: Option<&Value>, full: &str) -> Vec<Pattern> {
+    fn patterns(
+        &mut self,
+        v: Option<&Value>,
+        full: &str,
+        parse: fn(&str) -> Result<Pattern, String>,
+    ) -> Vec<Pattern> {
         let Some(v) = v else { return Vec::new() };
         let Value::Array(items) = v else {
             self.error(full, "expected an array of patterns");
@@ -357,7 +370,7 @@ impl Parser<'_> {
         };
         let mut out = Vec::new();
         for item in items {
-            match item.as_str().map(str::parse::<Pattern>) {
+            match item.as_str().map(parse) {
                 Some(Ok(p)) => out.push(p),
                 Some(Err(e)) => self.error(full, e),
                 None => self.error(full, format!("expected a string, got {item}")),
