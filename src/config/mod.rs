@@ -36,6 +36,19 @@ pub struct Server {
     pub h2_max_concurrent_streams: u32,
     pub tls_resumption: bool,
     pub drain_timeout: Duration,
+    /// After SIGTERM, keep accepting (with `/ready` at 503) this long before draining, so a
+    /// load balancer stops sending first. Zero: drain at once.
+    pub drain_delay: Duration,
+    /// Open connections on the admin port; more wait in the backlog.
+    pub admin_max_connections: usize,
+    /// An admin connection with no request in flight is closed after this long.
+    pub admin_idle_timeout: Duration,
+    /// Targets that get their own `authority` label; the rest are folded into `other`.
+    pub max_metric_targets: usize,
+    /// Source networks allowed to connect to the gateway port; `None`: any.
+    pub allow_sources: Option<Vec<ipnet::IpNet>>,
+    /// When set, `/metrics` is served here only and the admin port answers `/live`, `/ready`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Server {
@@ -55,6 +68,12 @@ impl Default for Server {
             h2_max_concurrent_streams: 1000,
             tls_resumption: false,
             drain_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            admin_max_connections: 100,
+            admin_idle_timeout: Duration::from_secs(10),
+            max_metric_targets: 1000,
+            allow_sources: None,
+            metrics: None,
         }
     }
 }

@@ -118,6 +118,12 @@ impl Parser<'_> {
                 "h2_max_concurrent_streams",
                 "tls_resumption",
                 "drain_timeout",
+                "drain_delay",
+                "admin_max_connections",
+                "admin_idle_timeout",
+                "max_metric_targets",
+                "allow_sources",
+                "metrics",
             ],
         );
         let d = Server::default();
@@ -177,6 +183,28 @@ impl Parser<'_> {
                 }
             },
             drain_timeout: dur(self, "drain_timeout", d.drain_timeout),
+            drain_delay: self.duration_or_zero(t, "drain_delay", "server.drain_delay"),
+            admin_max_connections: self
+                .count(
+                    t,
+                    "admin_max_connections",
+                    "server.admin_max_connections",
+                    100_000,
+                )
+                .map_or(d.admin_max_connections, |n| n as usize),
+            admin_idle_timeout: dur(self, "admin_idle_timeout", d.admin_idle_timeout),
+            max_metric_targets: self
+                .count(
+                    t,
+                    "max_metric_targets",
+                    "server.max_metric_targets",
+                    1_000_000,
+                )
+                .map_or(d.max_metric_targets, |n| n as usize),
+            allow_sources: self.networks(t, "allow_sources", "server.allow_sources"),
+            metrics: self
+                .string(t, "metrics", "server.metrics")
+                .map(|m| self.addr(Some(m), "server.metrics", d.admin)),
         };
         Some(s)
     }
@@ -391,5 +419,52 @@ impl Parser<'_> {
             }
         }
         log
+    }
+
+    /// A duration that may be zero (`"0s"`); absent: zero.
+    fn duration_or_zero(&mut self, t: &Table, key: &str, full: &str) -> Duration {
+        let Some(s) = self.string(t, key, full) else {
+            return Duration::ZERO;
+        };
+        humantime::parse_duration(&s).unwrap_or_else(|e| {
+            self.error(
+                full,
+                format!("bad duration {s:?}: {e} (e.g. \"0s\", \"10s\")"),
+            );
+            Duration::ZERO
+        })
+    }
+
+    /// A list of networks in CIDR form (`"10.0.0.0/8"`, `"2001:db8::/32"`); a bare address is
+    /// a single host.
+    fn networks(&mut self, t: &Table, key: &str, full: &str) -> Option<Vec<ipnet::IpNet>> {
+        let v = t.get(key)?;
+        let Value::Array(items) = v else {
+            self.error(full, "expected an array of \"network/prefix\" strings");
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(text) = item.as_str() else {
+                self.error(full, format!("expected a string, got {item}"));
+                continue;
+            };
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.error(
+                    full,
+                    format!(
+                        "bad network {text:?} (expected e.g. \"10.0.0.0/8\" or \"2001:db8::/32\")"
+                    ),
+                ),
+            }
+        }
+        if items.is_empty() {
+            self.error(full, "no networks (remove the key to allow any source)");
+        }
+        Some(out)
     }
 }

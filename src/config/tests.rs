@@ -75,3 +75,36 @@ fn overrides_win() {
     .unwrap_err();
     assert!(c.0.iter().any(|e| e.contains("--admin")));
 }
+
+#[test]
+fn hardening_keys() {
+    let c = parse(IDENTITY).unwrap();
+    assert_eq!(c.server.admin_max_connections, 100);
+    assert_eq!(c.server.admin_idle_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_metric_targets, 1000);
+    assert_eq!(c.server.drain_delay, Duration::ZERO);
+    assert!(c.server.allow_sources.is_none() && c.server.metrics.is_none());
+    let text = format!(
+        "[server]\ndrain_delay = \"10s\"\nallow_sources = [\"10.1.2.3/8\", \"2001:db8::/32\", \"192.0.2.7\"]\n\
+         metrics = \"[::1]:9090\"\n{IDENTITY}"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.server.drain_delay, Duration::from_secs(10));
+    let nets: Vec<String> = c
+        .server
+        .allow_sources
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
+    assert_eq!(c.server.metrics, Some("[::1]:9090".parse().unwrap()));
+    let bad =
+        format!("[server]\nallow_sources = [\"10.0.0.0/33\", 7]\ndrain_delay = \"x\"\n{IDENTITY}");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("server.allow_sources") && e.contains("10.0.0.0/33"),
+        "{e}"
+    );
+    assert!(e.contains("server.drain_delay"), "{e}");
+}
