@@ -33,16 +33,29 @@ pub struct AdminState {
     pub handshake_timeout: Duration,
     /// Deadline for an HTTP/1 request head.
     pub header_timeout: Duration,
+    /// Open connections at most; more wait in the listen backlog, so a flood of idle admin
+    /// connections cannot take the descriptors the data plane needs.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/1 and HTTP/2,
+    /// before the first request and between requests).
+    pub idle_timeout: Duration,
 }
 
 /// Serves the admin port until the task is aborted: it keeps answering while the gateway
 /// drains, so `/ready` says 503 and `/live` 200 until the process ends.
 pub async fn serve(state: Arc<AdminState>, listener: TcpListener) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(state.max_connections));
     loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((tcp, _)) => {
                 let state = state.clone();
-                tokio::spawn(async move { serve_connection(state, tcp).await });
+                tokio::spawn(async move {
+                    serve_connection(state, tcp).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -112,11 +125,13 @@ async fn serve_connection(state: Arc<AdminState>, tcp: TcpStream) {
         tracing::debug!("admin TLS ClientHello on a plaintext-only port; closed");
         return;
     };
-    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+    match tokio::time::timeout(deadline, acceptor.accept(tcp).into_fallible()).await {
         Ok(Ok(tls)) => http(state, TokioIo::new(tls)).await,
-        Ok(Err(e)) => {
+        Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             tracing::debug!(reason, error = %e, "admin mTLS handshake refused");
+            // The client reads its alert, not a reset.
+            crate::tls::linger(tcp).await;
         }
         Err(_) => tracing::debug!("admin mTLS handshake not complete in time"),
     }
@@ -126,18 +141,88 @@ async fn http<I>(state: Arc<AdminState>, io: I)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let idle = state.idle_timeout;
+    let activity = Arc::new(Requests::default());
+    let counted = activity.clone();
     let header_timeout = state.header_timeout;
     let service = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(answer(&state, &req)) }
+        let (state, counted) = (state.clone(), counted.clone());
+        async move {
+            let _request = counted.begin();
+            Ok::<_, Infallible>(answer(&state, &req))
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
-    if let Err(e) = builder.serve_connection(io, service).await {
-        tracing::debug!(error = %e, "admin connection ended");
+    let mut served = std::pin::pin!(builder.serve_connection(io, service));
+    let mut closing_since: Option<tokio::time::Instant> = None;
+    loop {
+        let last = activity.last();
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "admin connection ended");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(last + idle), if closing_since.is_none() => {
+                if activity.idle_since(last) {
+                    tracing::debug!(?idle, "idle admin connection closed");
+                    served.as_mut().graceful_shutdown();
+                    closing_since = Some(tokio::time::Instant::now());
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)), if closing_since.is_some() => {
+                // A graceful close waits for a half-sent request that may never complete.
+                return;
+            }
+        }
+    }
+}
+
+/// Requests in flight on one admin connection, and when the last one ended.
+struct Requests {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Requests {
+    fn default() -> Requests {
+        Requests {
+            in_flight: Default::default(),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Requests {
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// No request in flight, and none ended since `last`.
+    fn idle_since(&self, last: tokio::time::Instant) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 && self.last() == last
+    }
+}
+
+struct RequestGuard(Arc<Requests>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

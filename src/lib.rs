@@ -174,6 +174,8 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         tls: Some(Arc::new(move || tls.admin())),
         handshake_timeout: gw.settings.handshake_timeout,
         header_timeout: gw.settings.header_timeout,
+        max_connections: gw.settings.admin_max_connections,
+        idle_timeout: gw.settings.admin_idle_timeout,
     });
     let admin = admin::serve_dedicated(admin_state, listeners.admin)
         .map_err(|e| tracing::error!(error = %e, "cannot start the admin thread; no admin port"))

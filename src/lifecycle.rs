@@ -53,3 +53,36 @@ impl Lifecycle {
         }
     }
 }
+
+/// Raises the open-files soft limit to the hard limit and checks it against what the caps can
+/// hold open: two descriptors per gateway connection (client and upstream), the admin cap, and
+/// a reserve for listeners, DNS and files. Logged either way, so an operator sees the numbers;
+/// the admin cap is what keeps a flood on the admin port from taking the data plane's share.
+pub fn check_fd_limit(server: &crate::config::Server) -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::debug!(error = %e, "cannot raise the open-files limit");
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let needed = 2 * server.max_connections as u64 + server.admin_max_connections as u64 + 64;
+    match limit.current {
+        Some(n) if n < needed => tracing::warn!(
+            fd_limit = n,
+            needed,
+            max_connections = server.max_connections,
+            admin_max_connections = server.admin_max_connections,
+            "the open-files limit is below what the connection caps can hold open; lower \
+             [server] max_connections or raise the limit (ulimit -n, LimitNOFILE)"
+        ),
+        n => tracing::info!(
+            fd_limit = n,
+            needed,
+            "open-files limit covers the connection caps"
+        ),
+    }
+    limit.current
+}

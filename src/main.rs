@@ -253,6 +253,7 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
+    crossgate::lifecycle::check_fd_limit(&config.server);
     let Ok(rt) = runtime(config.server.threads) else {
         return ExitCode::FAILURE;
     };

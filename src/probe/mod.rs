@@ -164,6 +164,8 @@ pub async fn run(prober: Arc<Prober>, admin: TcpListener, shutdown: impl Future<
         tls: None,
         handshake_timeout: Duration::from_secs(10),
         header_timeout: Duration::from_secs(10),
+        max_connections: 100,
+        idle_timeout: Duration::from_secs(10),
     });
     tasks.spawn(admin::serve(state, admin));
     let tls = prober.credentials.as_ref().map(|c| {
