@@ -112,9 +112,9 @@ pub fn rules(open_policy: bool) -> Rules {
                 Vec::new()
             } else {
                 vec![Rule {
-                identities: vec![p("*.west.serviceaccount.identity.linkerd.cluster.local")],
-                services: vec![p("*.mc-demo.svc.cluster.local"), p(STATIC_NAME)],
-            }]
+                    identities: vec![p("*.west.serviceaccount.identity.linkerd.cluster.local")],
+                    services: vec![p("*.mc-demo.svc.cluster.local"), p(STATIC_NAME)],
+                }]
             },
         },
         generation: 0,
@@ -130,9 +130,11 @@ pub fn assert_routable(t: &Target) {
     let is_static = (&*t.name, t.port) == (STATIC_NAME, STATIC_PORT)
         || (&*t.name, t.port) == (IN_CLUSTER_STATIC, 8080);
     let in_cluster = is_dns_name(&t.name)
-        && t.name.strip_suffix(".svc.cluster.local").is_some_and(|head| {
-            head.split('.').count() >= 2 && head.split('.').all(|l| !l.is_empty())
-        });
+        && t.name
+            .strip_suffix(".svc.cluster.local")
+            .is_some_and(|head| {
+                head.split('.').count() >= 2 && head.split('.').all(|l| !l.is_empty())
+            });
     assert!(is_static || in_cluster, "open proxy: {t:?}");
 }
 

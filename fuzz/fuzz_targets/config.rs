@@ -59,16 +59,27 @@ fuzz_target!(|data: &[u8]| {
     assert!(s.response_timeout.is_none_or(|d| !d.is_zero()));
     assert!(s.max_connections > 0 && s.max_in_flight > 0 && s.h2_max_concurrent_streams > 0);
     assert!(s.threads.is_none_or(|t| t > 0));
-    assert!(is_dns_name(&c.routing.cluster_domain), "{:?}", c.routing.cluster_domain);
+    assert!(
+        is_dns_name(&c.routing.cluster_domain),
+        "{:?}",
+        c.routing.cluster_domain
+    );
     for ((name, port), eps) in &c.routing.statics {
         assert!(is_dns_name(name) && !is_ip_literal(name), "static {name:?}");
         assert_eq!(name, &crossgate::names::normalize(name));
         assert!(*port > 0 && !eps.is_empty());
     }
     for rule in &c.authorization {
-        rule.identities.iter().chain(&rule.services).for_each(check_pattern);
+        rule.identities
+            .iter()
+            .chain(&rule.services)
+            .for_each(check_pattern);
     }
-    for p in [&c.identity.trust_anchors, &c.identity.certificate, &c.identity.key] {
+    for p in [
+        &c.identity.trust_anchors,
+        &c.identity.certificate,
+        &c.identity.key,
+    ] {
         assert!(p.exists(), "{p:?}");
     }
     if let Some(n) = &c.identity.name {

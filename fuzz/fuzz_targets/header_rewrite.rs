@@ -9,8 +9,8 @@
 #![no_main]
 
 use crossgate::proxy::headers::{forwarded_by, forwarded_element, orig_proto, strip_hop_by_hop};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Version;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -104,7 +104,10 @@ fn check_strip(before: &HeaderMap, keep_upgrade: bool) {
         hop.extend(nominated(before).into_iter().filter(|n| n != "te"));
     }
     for name in &hop {
-        assert!(!after.contains_key(name), "{name} survived {before:?} -> {after:?}");
+        assert!(
+            !after.contains_key(name),
+            "{name} survived {before:?} -> {after:?}"
+        );
     }
     // Known finding 2: only the first `te` value is looked at, so `te: trailers` followed by
     // another `te` line keeps both. Skipped (first value only) with CROSSGATE_FUZZ_SKIP_KNOWN.
@@ -151,7 +154,8 @@ fuzz_target!(|data: &[u8]| {
         match u.arbitrary::<&str>() {
             Ok(s)
                 if crossgate::names::is_identity_syntax(s)
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/".contains(&b)) =>
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._:/".contains(&b)) =>
             {
                 s
             }
@@ -164,11 +168,15 @@ fuzz_target!(|data: &[u8]| {
     let element = forwarded_element(own, client, host);
     // Client identities and targets are ASCII; a value that is not visible ASCII is never
     // ours. The element the gateway writes is then always detected.
-    if client.is_ascii() && host.is_ascii()
+    if client.is_ascii()
+        && host.is_ascii()
         && let Ok(v) = HeaderValue::from_str(&element)
     {
         let mut with = map.clone();
         with.append(http::header::FORWARDED, v);
-        assert!(forwarded_by(&with, own), "own element not detected: {element:?}");
+        assert!(
+            forwarded_by(&with, own),
+            "own element not detected: {element:?}"
+        );
     }
 });

@@ -22,13 +22,23 @@ fn value<'a>(u: &mut Unstructured<'a>) -> Result<Option<Vec<u8>>> {
         1 => Some(u.arbitrary::<&[u8]>()?.to_vec()),
         _ => {
             let name = pick(u, NAMES)?;
-            let port = *u.choose(&["", ":80", ":443", ":8080", ":0", ":", ":65536", ":x", ":+80"])?;
+            let port = *u.choose(&[
+                "", ":80", ":443", ":8080", ":0", ":", ":65536", ":x", ":+80",
+            ])?;
             Some(format!("{name}{port}").into_bytes())
         }
     })
 }
 
-fn case(u: &mut Unstructured) -> Result<(Option<Vec<u8>>, Option<String>, Option<Vec<u8>>, &'static str, bool)> {
+fn case(
+    u: &mut Unstructured,
+) -> Result<(
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<Vec<u8>>,
+    &'static str,
+    bool,
+)> {
     let dst = value(u)?;
     let uri = value(u)?
         .and_then(|b| http::uri::Authority::try_from(b.as_slice()).ok())

@@ -86,7 +86,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(*target.name, normalize(h.name.as_deref().unwrap()));
         if authorized {
             assert!(!is_own(&client.id), "own identity let through: {result:?}");
-            assert!(allowed(rules, &client.id, target), "{client:?} -> {result:?}");
+            assert!(
+                allowed(rules, &client.id, target),
+                "{client:?} -> {result:?}"
+            );
         }
     }
     if matches!(client.alpn, Alpn::Other) || (client.alpn == Alpn::Transport && header.is_none()) {
