@@ -78,9 +78,13 @@ fn headers(u: &mut Unstructured) -> Result<HeaderMap> {
 }
 
 /// The headers a `Connection` value names: comma-separated tokens, whatever the bytes.
+/// Known finding 3: a value with obs-text (bytes above 0x7e) is ignored whole, so the headers
+/// it names survive; with CROSSGATE_FUZZ_SKIP_KNOWN such values are left out here.
 fn nominated(map: &HeaderMap) -> Vec<HeaderName> {
+    let skip_known = std::env::var_os("CROSSGATE_FUZZ_SKIP_KNOWN").is_some();
     map.get_all(http::header::CONNECTION)
         .iter()
+        .filter(|v| !skip_known || v.to_str().is_ok())
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
         .collect()
