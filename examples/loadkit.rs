@@ -4,8 +4,10 @@
 //!   sink through a proxy (with a Linkerd transport header when NAME:PORT is given); prints MB/s.
 //! - `loadkit idle ADDR SNI CA CERT KEY N SECONDS [transport]`: opens N mTLS connections (ALPN
 //!   http/1.1, or transport.l5d.io/v1), holds them SECONDS, prints how many were established.
+//! - `loadkit soak ...`: the soak behind `benches/soak.sh` (see [`soak`]).
 
 mod common;
+mod soak;
 
 use crossgate::transport_header::TransportHeader;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ async fn main() -> anyhow::Result<()> {
         Some("sink") => sink(&args[1]).await,
         Some("stream") => stream(&args[1..]).await,
         Some("idle") => idle(&args[1..]).await,
-        _ => anyhow::bail!("usage: loadkit sink|stream|idle ..."),
+        Some("soak") => soak::run(&args[1..]).await,
+        _ => anyhow::bail!("usage: loadkit sink|stream|idle|soak ..."),
     }
 }
 
