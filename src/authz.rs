@@ -134,9 +134,17 @@ pub struct Policy {
     pub rules: Vec<Rule>,
 }
 
+/// Identities compared as names are: case-insensitive, one trailing dot ignored.
+pub fn same_identity(a: &str, b: &str) -> bool {
+    fn bare(s: &str) -> &str {
+        s.strip_suffix('.').unwrap_or(s)
+    }
+    bare(a).eq_ignore_ascii_case(bare(b))
+}
+
 /// Decides whether `client` may reach `target`. Loops are refused first.
 pub fn authorize(client: &str, target: &Target, policy: &Policy) -> Result<(), Refusal> {
-    if client.eq_ignore_ascii_case(&policy.own_identity) {
+    if same_identity(client, &policy.own_identity) {
         return Err(Refusal::GatewayLoop);
     }
     if policy.rules.is_empty() {
@@ -237,6 +245,9 @@ mod tests {
         let t = target("podinfo.test.svc.cluster.local");
         assert_eq!(authorize(FRONTEND, &t, &policy), Ok(()));
         assert_eq!(authorize(GW, &t, &policy), Err(Refusal::GatewayLoop));
+        // Found by fuzzing: the own identity with a trailing dot, or in capitals, is a loop.
+        let dotted = format!("{}.", GW.to_ascii_uppercase());
+        assert_eq!(authorize(&dotted, &t, &policy), Err(Refusal::GatewayLoop));
     }
 
     #[test]

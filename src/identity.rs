@@ -20,8 +20,10 @@ pub fn identity_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|gn| match gn {
+        // In the normal form names are compared in (lower-case, no trailing dot), so that
+        // `own.` is the gateway's own identity too.
         GeneralName::DNSName(name) if crate::names::is_dns_name(name) => {
-            Some(name.to_ascii_lowercase())
+            Some(crate::names::normalize(name))
         }
         GeneralName::URI(uri)
             if uri.starts_with("spiffe://") && crate::names::is_identity_syntax(uri) =>

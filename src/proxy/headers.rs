@@ -19,12 +19,12 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// so a WebSocket handshake can pass.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade {
+        // Split as bytes: a value with obs-text still names the ASCII tokens around it.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
             .collect();
         for n in named {
             if n != header::TE {
@@ -39,11 +39,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::TRAILER);
     headers.remove(header::PROXY_AUTHORIZATION);
+    // `te` survives only as `trailers`, whatever else (and however many values) the client
+    // sent: HTTP/2 allows no other value, and an upstream must not see two.
     let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(header::TE);
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, header::HeaderValue::from_static("trailers"));
     }
 }
 
@@ -105,6 +110,29 @@ mod tests {
 
     const GW: &str =
         "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";
+
+    /// Found by fuzzing: a second `te` value, and a `Connection` value with obs-text.
+    #[test]
+    fn every_te_value_and_connection_token() {
+        let mut h = HeaderMap::new();
+        h.append(header::TE, "trailers".parse().unwrap());
+        h.append(header::TE, "chunked".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        let te: Vec<_> = h.get_all(header::TE).iter().collect();
+        assert_eq!(te, ["trailers"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_bytes(b"x-secret, \xffoops, x-other").unwrap(),
+        );
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-other", "2".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert!(
+            !h.contains_key("x-secret") && !h.contains_key("x-other"),
+            "{h:?}"
+        );
+    }
 
     #[test]
     fn hop_by_hop() {
