@@ -63,7 +63,7 @@ pub fn check_fd_limit(server: &crate::config::Server) -> Option<u64> {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
             tracing::debug!(error = %e, "cannot raise the open-files limit");
             limit = getrlimit(Resource::Nofile);
         }
