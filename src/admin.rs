@@ -131,7 +131,8 @@ async fn serve_connection(state: Arc<AdminState>, tcp: TcpStream) {
             let reason = crate::tls::failure_reason(&e);
             tracing::debug!(reason, error = %e, "admin mTLS handshake refused");
             // The client reads its alert, not a reset.
-            crate::tls::linger(tcp).await;
+            // Boxed: its read buffer would otherwise enlarge every connection's future.
+            Box::pin(crate::tls::linger(tcp)).await;
         }
         Err(_) => tracing::debug!("admin mTLS handshake not complete in time"),
     }

@@ -84,7 +84,14 @@ impl Gateway {
         let store = Arc::new(CredentialStore::new(creds));
         let tls = TlsState::new(store.clone(), roots, provider, config.server.tls_resumption)
             .map_err(|e| vec![format!("TLS configuration: {e}")])?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_target_cap(config.server.max_metric_targets));
+        // Configured targets are real: their names are labels from the start.
+        for (name, port) in config.routing.statics.keys() {
+            let name = names::normalize(name).into();
+            metrics
+                .targets
+                .reached(&route::Target { name, port: *port });
+        }
         metrics.tls.cert_expiration.set(store.not_after() as f64);
         let rules = Arc::new(RulesHandle::new(Rules::from_config(
             config,

@@ -35,6 +35,11 @@ fn context(backend: std::net::SocketAddr) -> Arc<HttpContext> {
     }));
     let settings = crossgate::config::Server::default();
     let metrics = Arc::new(Metrics::new());
+    // As Gateway::build does: configured targets are labels from the start.
+    metrics.targets.reached(&Target {
+        name: WEB.into(),
+        port: 8080,
+    });
     let discovery = Arc::new(crossgate::discovery::Discovery::new(
         rules.clone(),
         &[],

@@ -6,6 +6,7 @@
 //! are taken once per connection or target, then incremented lock-free.
 
 mod labels;
+mod targets;
 
 use crate::refusal::Refusal;
 pub use labels::*;
@@ -14,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+pub use targets::{OTHER, TargetLabels};
 
 /// Linkerd's latency buckets, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -204,6 +206,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub tls: TlsMetrics,
     pub config: ConfigMetrics,
+    /// Which target names may be labels (bounded; the rest are `other`).
+    pub targets: TargetLabels,
     registry: Registry,
 }
 
@@ -214,14 +218,26 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// With the default cap of 1,000 target labels.
     pub fn new() -> Metrics {
+        Metrics::with_target_cap(1000)
+    }
+
+    /// At most `max_targets` target names become labels.
+    pub fn with_target_cap(max_targets: usize) -> Metrics {
         let mut m = Metrics {
             tcp: TcpMetrics::default(),
             http: HttpMetrics::default(),
             tls: TlsMetrics::default(),
             config: ConfigMetrics::default(),
+            targets: TargetLabels::new(max_targets),
             registry: Registry::default(),
         };
+        m.registry.register(
+            "metric_targets_folded",
+            "Target labels folded into authority=\"other\" (not known to be real, or past max_metric_targets)",
+            m.targets.folded.clone(),
+        );
         m.tcp.register(&mut m.registry);
         m.http.register(&mut m.registry);
         m.tls.register(&mut m.registry);

@@ -111,6 +111,10 @@ struct Cached {
 #[derive(Clone)]
 pub(super) struct Routed {
     pub(super) target: Target,
+    /// `name:port`, for logs (the metric label may be `other`).
+    pub(super) text: Arc<str>,
+    /// The metric labels say `other`: the target was not known to be real when routed.
+    pub(super) folded: bool,
     pub(super) authority: Authority,
     pub(super) metrics: Arc<RouteMetrics>,
     pub(super) forwarded: HeaderValue,
@@ -317,6 +321,8 @@ impl Conn {
         if let Some(c) = last.as_ref()
             && c.generation == rules.generation
             && raw.is_none_or(|raw| *c.raw == *raw)
+            // Labelled `other` until the target is reached; then by its name.
+            && !(c.routed.folded && self.ctx.metrics.targets.is_known(&c.routed.target))
         {
             return Ok(c.routed.clone());
         }
@@ -340,11 +346,14 @@ impl Conn {
             Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
         let forwarded = headers::forwarded_element(&self.ctx.own_identity, &self.client.id, &text);
         let host = HeaderValue::from_str(&text).map_err(|_| Refusal::BadGatewayDomain)?;
+        let label = self.ctx.metrics.targets.authority(&target);
         let labels = RequestLabels(Arc::new(PeerLabels {
             client_id: self.client.id.to_string(),
-            authority: text,
+            authority: label,
         }));
         Ok(Routed {
+            folded: labels.0.authority == crate::metrics::OTHER,
+            text: text.into(),
             metrics: Arc::new(RouteMetrics::new(&self.ctx.metrics, labels)),
             forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
             host,
@@ -368,7 +377,7 @@ impl Conn {
             peer: self.client.addr,
             client_id: self.client.id.clone(),
             method: req.method().clone(),
-            target: routed.map(|r| r.metrics.labels.0.clone()),
+            target: routed.map(|r| r.text.clone()),
             endpoint: None,
             protocol: self.protocol,
             status: 0,

@@ -15,6 +15,7 @@ use crate::route::Target;
 use crate::tls::Accepted;
 use crate::transport_header::{self, HeaderError, SessionProtocol, TransportHeader};
 use serve::{forward_opaque, serve_http};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,7 +167,8 @@ async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static st
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             debug!(reason, error = %e, "mTLS handshake refused");
-            crate::tls::linger(tcp).await;
+            // Boxed: its read buffer would otherwise enlarge every connection's future.
+            Box::pin(crate::tls::linger(tcp)).await;
             Err(reason)
         }
         Err(_) => {
@@ -201,7 +203,6 @@ async fn serve(
         Alpn::Transport => match read_header(gw, &mut tls).await {
             Ok((header, len)) => {
                 leg.read.inc_by(len as u64);
-                count_header(gw, client, &header);
                 Some(header)
             }
             Err(e) => {
@@ -219,18 +220,18 @@ async fn serve(
     let rules = gw.rules.load();
     let plan = plan::plan(client, header.as_ref(), &rules);
     drop(rules);
+    if let Some(header) = &header {
+        count_header(gw, client, header);
+    }
     match plan {
         Err(refusal) => {
-            let authority = header.as_ref().map(header_authority);
-            refuse_connection(gw, client, authority.as_deref(), &refusal);
+            let target = header.as_ref().map(header_target);
+            refuse_connection(gw, client, target.as_ref(), &refusal);
             let protocol = header.as_ref().map_or("http", protocol_of);
-            let mut ended = Ended::new(protocol, None, End::Refused(refusal));
-            ended.target = authority.map(Into::into);
-            ended
+            Ended::new(protocol, target.as_ref(), End::Refused(refusal))
         }
         Ok(Plan::Opaque(target)) => {
             Span::current().record("target", field::display(&target));
-            count_allow(gw, client, &target);
             Box::pin(forward_opaque(gw, tls, client, target, leg)).await
         }
         Ok(Plan::Http { mode, target }) => {
@@ -262,23 +263,37 @@ async fn read_header(
     }
 }
 
+/// Counts a transport-header connection. Its target's name and port are labels only when
+/// the target is known to be real (see [`crate::metrics::TargetLabels`]), else `other` and 0.
 fn count_header(gw: &Gateway, client: &ClientInfo, header: &TransportHeader) {
+    let target = header_target(header);
+    let known = gw.metrics.targets.is_known(&target);
+    if !known {
+        gw.metrics.targets.folded.inc();
+    }
     gw.metrics
         .tcp
         .transport_header_connections
         .get_or_create(&HeaderLabels {
             session_protocol: header.protocol.map(SessionProtocol::as_label),
-            target_port: header.port,
-            target_name: header.name.clone().unwrap_or_default(),
+            target_port: if known { header.port } else { 0 },
+            target_name: if known {
+                target.name.to_string()
+            } else {
+                crate::metrics::OTHER.to_string()
+            },
             client_id: client.id.to_string(),
         })
         .inc();
 }
 
-/// `name:port` as a header named it, in the normal form targets take.
-fn header_authority(header: &TransportHeader) -> String {
+/// The target a header names, in the normal form targets take (not yet routed).
+fn header_target(header: &TransportHeader) -> Target {
     let name = crate::names::normalize(header.name.as_deref().unwrap_or_default());
-    format!("{name}:{}", header.port)
+    Target {
+        name: name.into(),
+        port: header.port,
+    }
 }
 
 fn protocol_of(header: &TransportHeader) -> &'static str {
@@ -289,10 +304,11 @@ fn protocol_of(header: &TransportHeader) -> &'static str {
     }
 }
 
-fn peer_labels(client: &ClientInfo, authority: &str) -> PeerLabels {
+/// `client_id` and the target's `authority` label (`other` unless known to be real).
+fn peer_labels(gw: &Gateway, client: &ClientInfo, target: &Target) -> PeerLabels {
     PeerLabels {
         client_id: client.id.to_string(),
-        authority: authority.to_string(),
+        authority: gw.metrics.targets.authority(target),
     }
 }
 
@@ -300,13 +316,13 @@ fn count_allow(gw: &Gateway, client: &ClientInfo, target: &Target) {
     gw.metrics
         .tcp
         .authz_allow
-        .get_or_create(&peer_labels(client, &target.to_string()))
+        .get_or_create(&peer_labels(gw, client, target))
         .inc();
 }
 
 /// Counts and logs a connection-level refusal; the caller then closes the connection, as
 /// Linkerd's gateway does (the source proxy answers its client 502).
-fn refuse_connection(gw: &Gateway, client: &ClientInfo, authority: Option<&str>, r: &Refusal) {
-    let peer = authority.map(|a| peer_labels(client, a));
+fn refuse_connection(gw: &Gateway, client: &ClientInfo, target: Option<&Target>, r: &Refusal) {
+    let peer = target.map(|t| peer_labels(gw, client, t));
     gw.metrics.refused(Scope::Connection, peer.as_ref(), r);
 }

@@ -1,7 +1,7 @@
 //! What each plan does once decided: opaque TCP to a dialled endpoint, or HTTP served once
 //! the client speaks. Each returns how the connection ended, for its access line.
 
-use super::{End, Ended, refuse_connection};
+use super::{End, Ended, count_allow, refuse_connection};
 use crate::Gateway;
 use crate::metrics::Leg;
 use crate::plan::{ClientInfo, HttpMode, HttpTarget};
@@ -24,6 +24,9 @@ pub(super) async fn forward_opaque(
     leg: &Leg,
 ) -> Ended {
     let dialed = gw.upstream.dial(&target).await;
+    // Counted after the dial, so that a target reached for the first time is labelled by
+    // its name rather than `other`.
+    count_allow(gw, client, &target);
     let Dialed {
         stream,
         leg: mut up_leg,
@@ -31,7 +34,7 @@ pub(super) async fn forward_opaque(
     } = match dialed {
         Ok(d) => d,
         Err(refusal) => {
-            refuse_connection(gw, client, Some(&target.to_string()), &refusal);
+            refuse_connection(gw, client, Some(&target), &refusal);
             return Ended::new("opaque", Some(&target), End::Refused(refusal));
         }
     };

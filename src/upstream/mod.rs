@@ -46,6 +46,8 @@ pub struct Dialer {
 impl Dialer {
     pub async fn dial(&self, target: &Target) -> Result<Dialed, Refusal> {
         let (stream, addr) = self.discovery.connect(target).await?;
+        // Reached: the target's name may be a metric label from now on.
+        self.metrics.targets.reached(target);
         let leg = Leg::open(
             &self.metrics,
             TcpLabels::Outbound {
