@@ -26,6 +26,9 @@ pub struct AdminState {
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// The OpenMetrics text of `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Whether this port answers `/metrics`; false on the public admin port when `[server]
+    /// metrics` moves it to a private address (then `/metrics` is 404 here).
+    pub serve_metrics: bool,
     /// The current mTLS acceptor (rebuilt on rotation); `None`: plaintext only, and a TLS
     /// ClientHello is refused by closing the connection.
     pub tls: Option<Arc<dyn Fn() -> TlsAcceptor + Send + Sync>>,
@@ -149,7 +152,7 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" if (state.ready)() => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" => {
+        "/metrics" if state.serve_metrics => {
             let mut r = Response::new(Full::new(Bytes::from((state.metrics)())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
