@@ -45,9 +45,10 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
                 backoff = Duration::from_millis(5);
                 if !source_allowed(gw.settings.allow_sources.as_deref(), peer) {
                     // Before any TLS: the peer learns nothing but a closed connection.
-                    let refusal = Refusal::UnauthorizedSource;
-                    debug!(%peer, "source outside allow_sources; closed");
-                    gw.metrics.refused(Scope::Connection, None, &refusal);
+                    // Counted and logged (debug, under the `conn` span) by `refused`.
+                    let _conn = tracing::info_span!("conn", %peer).entered();
+                    gw.metrics
+                        .refused(Scope::Connection, None, &Refusal::UnauthorizedSource);
                     drop(tcp);
                     continue;
                 }
