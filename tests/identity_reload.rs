@@ -77,9 +77,10 @@ async fn sighup_reloads_the_identity_and_logs_its_end_of_life() {
     let warned = |log: &str| log.matches("less than 10 % of its lifetime left").count();
     assert_eq!(warned(&log), 1, "{log}");
 
-    // Past its end: the next look (a SIGHUP here) logs the expiry once, with its date; the
-    // same files no longer load; /ready answers 503.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Past its end (by more than a second: certificate times have whole seconds and a
+    // verifier accepts the last one): the next look (a SIGHUP here) logs the expiry once,
+    // with its date; the same files no longer load; /ready answers 503.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     gw.signal("HUP").await;
     gw.wait_metric("identity_reloads_total{result=\"error\"} 1").await;
     assert_eq!(ready_status(&gw).await, 503);
