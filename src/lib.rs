@@ -159,7 +159,10 @@ impl Listeners {
 
     /// The bound address of the private metrics port, if any.
     pub fn metrics_addr(&self) -> std::io::Result<Option<SocketAddr>> {
-        self.metrics.as_ref().map(TcpListener::local_addr).transpose()
+        self.metrics
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
     }
 }
 

@@ -69,7 +69,8 @@ async fn sighup_reloads_the_identity_and_logs_its_end_of_life() {
     let leaf = leaf_ending_in(&gw, 3);
     install(&gw, &leaf.cert_pem, &leaf.key_pem);
     gw.signal("HUP").await;
-    gw.wait_metric("identity_reloads_total{result=\"ok\"} 1").await;
+    gw.wait_metric("identity_reloads_total{result=\"ok\"} 1")
+        .await;
     let after = presented_serial(&gw).await;
     assert_ne!(after, before);
     assert_eq!(after, serial_of_pem(&leaf.cert_pem));
@@ -82,7 +83,8 @@ async fn sighup_reloads_the_identity_and_logs_its_end_of_life() {
     // with its date; the same files no longer load; /ready answers 503.
     tokio::time::sleep(Duration::from_millis(4500)).await;
     gw.signal("HUP").await;
-    gw.wait_metric("identity_reloads_total{result=\"error\"} 1").await;
+    gw.wait_metric("identity_reloads_total{result=\"error\"} 1")
+        .await;
     assert_eq!(ready_status(&gw).await, 503);
     let log = gw.stderr();
     let expired: Vec<&str> = log
@@ -116,11 +118,14 @@ async fn sighup_with_a_leaf_that_does_not_load_keeps_the_current_one() {
     let key = std::fs::read_to_string(gw.file("tls.key")).unwrap();
     install(&gw, "not a certificate\n", &key);
     gw.signal("HUP").await;
-    gw.wait_metric("identity_reloads_total{result=\"error\"} 1").await;
+    gw.wait_metric("identity_reloads_total{result=\"error\"} 1")
+        .await;
     assert_eq!(presented_serial(&gw).await, before);
     assert_eq!(ready_status(&gw).await, 200);
     assert!(
-        !gw.metrics().await.contains("identity_reloads_total{result=\"ok\"}"),
+        !gw.metrics()
+            .await
+            .contains("identity_reloads_total{result=\"ok\"}"),
         "counted a failed reload as ok"
     );
     gw.terminate().await;

@@ -54,7 +54,12 @@ async fn gateway_admin_metrics_allow_list_and_endpoint_on_ipv6() {
         ),
     )
     .await;
-    assert!(gw.addr.is_ipv6() && gw.admin.is_ipv6(), "{} {}", gw.addr, gw.admin);
+    assert!(
+        gw.addr.is_ipv6() && gw.admin.is_ipv6(),
+        "{} {}",
+        gw.addr,
+        gw.admin
+    );
     let private = gw.metrics_addr.expect("metrics port");
     assert!(private.is_ipv6());
 
@@ -74,8 +79,9 @@ async fn gateway_admin_metrics_allow_list_and_endpoint_on_ipv6() {
     let (status, _, body) = parse_response(&http_get(private, "/metrics").await);
     assert_eq!(status, 200);
     assert!(
-        body.lines().any(|l| l.starts_with("tcp_open_total{direction=\"outbound\"")
-            && l.contains(&format!("target_addr=\"{backend_addr}\""))),
+        body.lines()
+            .any(|l| l.starts_with("tcp_open_total{direction=\"outbound\"")
+                && l.contains(&format!("target_addr=\"{backend_addr}\""))),
         "{body}"
     );
     assert!(!body.contains("unauthorized source"));

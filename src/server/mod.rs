@@ -345,7 +345,13 @@ mod tests {
         assert!(!allowed("127.0.0.1:5000"));
         assert!(!allowed("[::1]:5000"));
         assert!(!allowed("[2001:db9::1]:5000"));
-        assert!(source_allowed(None, "192.0.2.1:1".parse().expect("literal")));
-        assert!(!source_allowed(Some(&[]), "192.0.2.1:1".parse().expect("literal")));
+        assert!(source_allowed(
+            None,
+            "192.0.2.1:1".parse().expect("literal")
+        ));
+        assert!(!source_allowed(
+            Some(&[]),
+            "192.0.2.1:1".parse().expect("literal")
+        ));
     }
 }
