@@ -1,7 +1,9 @@
 //! The admin port: `/live`, `/ready`, `/metrics`. One socket serves plaintext HTTP (kubelet,
 //! Prometheus) and mTLS HTTP (the remote service-mirror probing through its meshed proxy),
 //! told apart by the first byte; each in HTTP/1.1 and HTTP/2. `[[authorization]]` rules do not
-//! apply here: an mTLS client needs only a chain to the anchors.
+//! apply here: an mTLS client needs only a chain to the anchors. The same code serves the
+//! private plaintext metrics port (`[server] metrics`); the admin port then answers `/metrics`
+//! with 404.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};

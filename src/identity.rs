@@ -1,6 +1,8 @@
 //! Identities and credentials: PEM loading (rustls-pki-types), a peer's identity from its leaf's
 //! SANs (x509-parser), and the gateway's own certificate, reloaded from disk when rotated.
-//! All three files (anchors, leaf, key) are watched and reloaded when they change.
+//! All three files (anchors, leaf, key) are watched and reloaded when they change or on demand
+//! (SIGHUP); each reload's result is reported for `identity_reloads_total`, and the leaf's end
+//! of life is logged ([`Lifetime`]). Counting and serving stay with the caller.
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
