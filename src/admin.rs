@@ -1,7 +1,9 @@
 //! The admin port: `/live`, `/ready`, `/metrics`. One socket serves plaintext HTTP (kubelet,
 //! Prometheus) and mTLS HTTP (the remote service-mirror probing through its meshed proxy),
 //! told apart by the first byte; each in HTTP/1.1 and HTTP/2. `[[authorization]]` rules do not
-//! apply here: an mTLS client needs only a chain to the anchors.
+//! apply here: an mTLS client needs only a chain to the anchors. The same code serves the
+//! private plaintext metrics port (`[server] metrics`); the admin port then answers `/metrics`
+//! with 404.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -26,6 +28,9 @@ pub struct AdminState {
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// The OpenMetrics text of `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Whether this port answers `/metrics`; false on the public admin port when `[server]
+    /// metrics` moves it to a private address (then `/metrics` is 404 here).
+    pub serve_metrics: bool,
     /// The current mTLS acceptor (rebuilt on rotation); `None`: plaintext only, and a TLS
     /// ClientHello is refused by closing the connection.
     pub tls: Option<Arc<dyn Fn() -> TlsAcceptor + Send + Sync>>,
@@ -235,7 +240,7 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" if (state.ready)() => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" => {
+        "/metrics" if state.serve_metrics => {
             let mut r = Response::new(Full::new(Bytes::from((state.metrics)())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -69,6 +69,8 @@ pub struct Gateway {
     /// Permits for HTTP requests in flight; none left means load shedding.
     pub in_flight: Arc<Semaphore>,
     pub access: access::AccessLog,
+    /// Notified by [`Gateway::reload`]: the identity watch reads its files again now.
+    identity_reload: Arc<tokio::sync::Notify>,
     /// The configuration as started, for reloads to compare with.
     config: Config,
     source: Option<config::Source>,
@@ -112,6 +114,7 @@ impl Gateway {
             lifecycle: Arc::new(Lifecycle::new(config.server.max_connections)),
             in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
             access: config.log.access,
+            identity_reload: Arc::new(tokio::sync::Notify::new()),
             source: config.source.clone(),
             config: config.clone(),
             config_stamp: std::sync::Mutex::new(None),
@@ -128,28 +131,45 @@ impl Gateway {
         self.tls.store.identity()
     }
 
-    /// Reads the configuration file again and swaps the rules (SIGHUP). See [`reload`].
+    /// Reads the configuration file again and swaps the rules (SIGHUP), and has the identity
+    /// watch read the credentials again at once. See [`reload`] and [`identity::watch`].
     pub async fn reload(&self) -> bool {
+        self.identity_reload.notify_one();
         reload::reload(self).await
     }
 }
 
-/// The bound sockets; tests bind `127.0.0.1:0`.
+/// The bound sockets; tests bind `127.0.0.1:0` (or `[::1]:0`).
 pub struct Listeners {
     pub gateway: TcpListener,
     pub admin: TcpListener,
+    /// The private `/metrics` port, when `[server] metrics` is set.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
     pub async fn bind(server: &config::Server) -> std::io::Result<Listeners> {
+        let metrics = match server.metrics {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         Ok(Listeners {
             gateway: bind(server.listen).await?,
             admin: bind(server.admin).await?,
+            metrics,
         })
     }
 
     pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
         Ok((self.gateway.local_addr()?, self.admin.local_addr()?))
+    }
+
+    /// The bound address of the private metrics port, if any.
+    pub fn metrics_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.metrics
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
     }
 }
 
@@ -175,9 +195,13 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     // The admin port takes narrow handles: readiness, the registry, the TLS acceptor.
     let (lifecycle, store) = (gw.lifecycle.clone(), gw.tls.store.clone());
     let (metrics, tls) = (gw.metrics.clone(), gw.tls.clone());
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> =
+        Arc::new(move || lifecycle.is_serving() && store.is_valid_now());
+    let encode: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics.encode());
     let admin_state = Arc::new(admin::AdminState {
-        ready: Arc::new(move || lifecycle.is_serving() && store.is_valid_now()),
-        metrics: Arc::new(move || metrics.encode()),
+        ready: ready.clone(),
+        metrics: encode.clone(),
+        serve_metrics: listeners.metrics.is_none(),
         tls: Some(Arc::new(move || tls.admin())),
         handshake_timeout: gw.settings.handshake_timeout,
         header_timeout: gw.settings.header_timeout,
@@ -187,11 +211,30 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     let admin = admin::serve_dedicated(admin_state, listeners.admin)
         .map_err(|e| tracing::error!(error = %e, "cannot start the admin thread; no admin port"))
         .ok();
+    // The private metrics port: plaintext, for a scraper inside the cluster; it never sits
+    // behind the LoadBalancer. Scrapes are not latency-critical, so the shared runtime serves it.
+    let metrics_port = listeners.metrics.map(|listener| {
+        let state = Arc::new(admin::AdminState {
+            ready,
+            metrics: encode,
+            serve_metrics: true,
+            tls: None,
+            handshake_timeout: gw.settings.handshake_timeout,
+            header_timeout: gw.settings.header_timeout,
+        });
+        tokio::spawn(admin::serve(state, listener))
+    });
     let reloaded = gw.clone();
+    let counter = gw.metrics.clone();
+    let hooks = identity::WatchHooks {
+        reload_now: gw.identity_reload.clone(),
+        reloaded: Some(Arc::new(move |ok| counter.tls.identity_reloaded(ok))),
+    };
     let watcher = tokio::spawn(identity::watch(
         gw.tls.store.clone(),
         gw.config.identity.clone(),
         gw.tls.provider().clone(),
+        hooks,
         move |store, roots| {
             reloaded
                 .metrics
@@ -227,6 +270,9 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     watcher.abort();
     if let Some(w) = config_watcher {
         w.abort();
+    }
+    if let Some(m) = metrics_port {
+        m.abort();
     }
     if let Some(admin) = admin {
         admin.stop().await;

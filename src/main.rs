@@ -323,7 +323,8 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ()> {
         .map_err(|e| eprintln!("cannot start runtime: {e}"))
 }
 
-/// SIGHUP reads the configuration file again (rules swap when it is valid).
+/// SIGHUP reads the configuration file again (rules swap when it is valid) and the identity
+/// files too (the new leaf is served when it loads).
 async fn reload_on_sighup(gw: std::sync::Arc<crossgate::Gateway>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -333,7 +334,7 @@ async fn reload_on_sighup(gw: std::sync::Arc<crossgate::Gateway>) {
         return;
     };
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the configuration");
+        tracing::info!("SIGHUP: reloading the configuration and the identity");
         gw.reload().await;
     }
 }

@@ -26,6 +26,10 @@ pub enum Refusal {
     /// connection-level refusal in practice never answered over HTTP).
     #[error("unknown protocol")]
     UnknownProtocol,
+    /// The peer's address is outside every `[server] allow_sources` network: closed at
+    /// accept, before the TLS handshake, so never answered over HTTP.
+    #[error("unauthorized source")]
+    UnauthorizedSource,
 }
 
 impl Refusal {
@@ -39,6 +43,7 @@ impl Refusal {
             Refusal::Loadshed => 503,
             Refusal::ResponseTimeout => 504,
             Refusal::UnknownProtocol | Refusal::Client(_) => 400,
+            Refusal::UnauthorizedSource => 403,
         }
     }
 
@@ -61,6 +66,7 @@ impl Refusal {
             Refusal::ResponseTimeout => "response timeout",
             Refusal::UnknownProtocol => "unknown protocol",
             Refusal::Client(_) => "client",
+            Refusal::UnauthorizedSource => "unauthorized source",
         }
     }
 
@@ -76,6 +82,7 @@ impl Refusal {
             Refusal::ResponseTimeout => Some("response timeout"),
             Refusal::UnknownProtocol => Some("unexpected"),
             Refusal::Client(_) => Some("client"),
+            Refusal::UnauthorizedSource => Some("unauthorized source"),
         }
     }
 
@@ -89,6 +96,7 @@ impl Refusal {
             Refusal::ResponseTimeout => 4,                  // DEADLINE_EXCEEDED
             Refusal::UnknownProtocol => 12,                 // UNIMPLEMENTED
             Refusal::Client(_) => 3,                        // INVALID_ARGUMENT
+            Refusal::UnauthorizedSource => 7,               // PERMISSION_DENIED
         }
     }
 }
@@ -143,6 +151,13 @@ mod tests {
                 "unknown protocol",
                 Some("unexpected"),
                 12,
+            ),
+            (
+                Refusal::UnauthorizedSource,
+                403,
+                "unauthorized source",
+                Some("unauthorized source"),
+                7,
             ),
         ];
         for (r, status, text, label, grpc) in rows {

@@ -258,3 +258,14 @@ fn run_with_a_key_that_does_not_match_exits_64_before_binding() {
     assert!(stderr.contains("client.key"), "stderr:\n{stderr}");
     std::net::TcpListener::bind(&admin).expect("admin port left free");
 }
+
+#[test]
+fn version_names_the_binary_and_its_version() {
+    let out = crossgate(&["--version"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        concat!("crossgate ", env!("CARGO_PKG_VERSION"), "\n")
+    );
+    assert_eq!(env!("CARGO_PKG_VERSION"), "0.1.0");
+}

@@ -129,3 +129,9 @@ impl EncodeLabelSet for HeaderLabels {
 pub struct ResultLabels {
     pub result: &'static str,
 }
+
+/// Labels of `crossgate_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}

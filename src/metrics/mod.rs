@@ -143,11 +143,12 @@ impl HttpMetrics {
     }
 }
 
-/// Handshakes and the gateway's own certificate.
+/// Handshakes and the gateway's own certificate, and its reloads from disk.
 #[derive(Default)]
 pub struct TlsMetrics {
     pub handshake_failures: Family<ReasonLabels, Counter>,
     pub cert_expiration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub identity_reloads: Family<ResultLabels, Counter>,
 }
 
 impl TlsMetrics {
@@ -162,6 +163,19 @@ impl TlsMetrics {
             "Expiry of the gateway's own certificate",
             self.cert_expiration.clone(),
         );
+        r.register(
+            "identity_reloads",
+            "Reloads of the gateway's identity files, by result",
+            self.identity_reloads.clone(),
+        );
+    }
+
+    /// Counts one reload of the identity files.
+    pub fn identity_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.identity_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts a failed handshake.
@@ -242,6 +256,17 @@ impl Metrics {
         m.http.register(&mut m.registry);
         m.tls.register(&mut m.registry);
         m.config.register(&mut m.registry);
+        let build = Family::<VersionLabels, Gauge>::default();
+        build
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        m.registry.register(
+            "crossgate_build_info",
+            "The running crossgate's version",
+            build,
+        );
         m
     }
 

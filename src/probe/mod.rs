@@ -161,6 +161,7 @@ pub async fn run(prober: Arc<Prober>, admin: TcpListener, shutdown: impl Future<
     let state = Arc::new(AdminState {
         ready: Arc::new(move || ready.is_ready()),
         metrics: Arc::new(move || encode.encode_metrics()),
+        serve_metrics: true,
         tls: None,
         handshake_timeout: Duration::from_secs(10),
         header_timeout: Duration::from_secs(10),
@@ -197,6 +198,7 @@ fn watch_identity(c: &Credentials) -> impl Future<Output = ()> + Send + 'static 
         c.store.clone(),
         c.files.clone(),
         c.provider.clone(),
+        identity::WatchHooks::default(),
         // The store already holds the new leaf; only the anchors need a new configuration.
         move |_, roots| match client_config(&store, roots, &provider) {
             Ok(config) => *client.write().unwrap_or_else(|e| e.into_inner()) = config,

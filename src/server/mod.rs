@@ -44,6 +44,15 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
+                if !source_allowed(gw.settings.allow_sources.as_deref(), peer) {
+                    // Before any TLS: the peer learns nothing but a closed connection.
+                    // Counted and logged (debug, under the `conn` span) by `refused`.
+                    let _conn = tracing::info_span!("conn", %peer).entered();
+                    gw.metrics
+                        .refused(Scope::Connection, None, &Refusal::UnauthorizedSource);
+                    drop(tcp);
+                    continue;
+                }
                 let (gw, http) = (gw.clone(), http.clone());
                 let span = tracing::info_span!(
                     "conn",
@@ -67,6 +76,14 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
             }
         }
     }
+}
+
+/// Whether `peer` may connect under `[server] allow_sources` (`None`: any source). An
+/// IPv4-mapped IPv6 peer (`::ffff:a.b.c.d`, from a dual-stack listener) is checked as IPv4.
+pub fn source_allowed(allow: Option<&[ipnet::IpNet]>, peer: SocketAddr) -> bool {
+    let Some(nets) = allow else { return true };
+    let ip = peer.ip().to_canonical();
+    nets.iter().any(|net| net.contains(&ip))
 }
 
 /// How a connection ended, for its access line.
@@ -325,4 +342,32 @@ fn count_allow(gw: &Gateway, client: &ClientInfo, target: &Target) {
 fn refuse_connection(gw: &Gateway, client: &ClientInfo, target: Option<&Target>, r: &Refusal) {
     let peer = target.map(|t| peer_labels(gw, client, t));
     gw.metrics.refused(Scope::Connection, peer.as_ref(), r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_allowed;
+
+    #[test]
+    fn allow_sources() {
+        let nets: Vec<ipnet::IpNet> = ["10.0.0.0/8", "2001:db8::/32"]
+            .iter()
+            .map(|n| n.parse().expect("literal"))
+            .collect();
+        let allowed = |peer: &str| source_allowed(Some(&nets), peer.parse().expect("literal"));
+        assert!(allowed("10.1.2.3:5000"));
+        assert!(allowed("[2001:db8::1]:5000"));
+        assert!(allowed("[::ffff:10.0.0.1]:5000"));
+        assert!(!allowed("127.0.0.1:5000"));
+        assert!(!allowed("[::1]:5000"));
+        assert!(!allowed("[2001:db9::1]:5000"));
+        assert!(source_allowed(
+            None,
+            "192.0.2.1:1".parse().expect("literal")
+        ));
+        assert!(!source_allowed(
+            Some(&[]),
+            "192.0.2.1:1".parse().expect("literal")
+        ));
+    }
 }

@@ -775,6 +775,11 @@ impl BinaryGateway {
         );
     }
 
+    /// A file in the gateway's directory (`tls.crt`, `tls.key`, `ca.crt`, `crossgate.toml`).
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the gateway process is running")
     }

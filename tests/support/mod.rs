@@ -19,6 +19,8 @@ pub const ALPN_TRANSPORT: &[&[u8]] = &[crossgate::transport_header::ALPN];
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The private metrics port, when `[server] metrics` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub gw: Arc<crossgate::Gateway>,
     pub pki: Pki,
     pub dir: tempfile::TempDir,
@@ -36,12 +38,17 @@ pub async fn start(extra: &str) -> TestGateway {
 }
 
 pub async fn start_with(pki: Pki, leaf: Leaf, extra: &str) -> TestGateway {
+    start_at("127.0.0.1", pki, leaf, extra).await
+}
+
+/// [`start_with`], listening and serving admin on `host` (`127.0.0.1`, `[::1]`) port 0.
+pub async fn start_at(host: &str, pki: Pki, leaf: Leaf, extra: &str) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
     std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n\
+        "[server]\nlisten = \"{host}:0\"\nadmin = \"{host}:0\"\n{extra}\n\
          [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n"
     );
     let config = Config::parse(&toml, "test.toml", dir.path(), &Overrides::default())
@@ -49,6 +56,7 @@ pub async fn start_with(pki: Pki, leaf: Leaf, extra: &str) -> TestGateway {
     let gw = crossgate::Gateway::build(&config).unwrap();
     let listeners = crossgate::Listeners::bind(&config.server).await.unwrap();
     let (addr, admin) = listeners.addrs().unwrap();
+    let metrics_addr = listeners.metrics_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crossgate::run(gw.clone(), listeners, async {
         let _ = rx.await;
@@ -56,6 +64,7 @@ pub async fn start_with(pki: Pki, leaf: Leaf, extra: &str) -> TestGateway {
     let tg = TestGateway {
         addr,
         admin,
+        metrics_addr,
         gw,
         pki,
         dir,
@@ -81,8 +90,9 @@ impl TestGateway {
         http_get(self.admin, path).await
     }
 
+    /// `/metrics` from the private metrics port when there is one, else the admin port.
     pub async fn metrics(&self) -> String {
-        let r = self.admin_get("/metrics").await;
+        let r = http_get(self.metrics_addr.unwrap_or(self.admin), "/metrics").await;
         r.split_once("\r\n\r\n")
             .map(|x| x.1.to_string())
             .unwrap_or(r)
