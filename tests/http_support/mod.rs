@@ -812,6 +812,13 @@ impl BinaryGateway {
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
+    /// Waits up to `secs` for the process to exit on its own; its exit status.
+    pub async fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        within(secs, "gateway exit", self.child.wait())
+            .await
+            .unwrap()
+    }
+
     /// SIGTERM (the `kill` command), then waits up to 15 s for exit status 0.
     pub async fn terminate(mut self) {
         let pid = self.pid().to_string();
