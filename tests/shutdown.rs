@@ -7,7 +7,8 @@ mod support;
 
 use http_support::*;
 use std::time::{Duration, Instant};
-use support::FRONTEND;
+use support::{ALPN_TRANSPORT, FRONTEND, GATEWAY, echo_backend};
+use tokio::io::AsyncWriteExt;
 
 /// The status line of `GET /ready` on the plaintext admin port, or `None` if nothing answers.
 async fn ready_status(gw: &BinaryGateway) -> Option<String> {
@@ -71,4 +72,44 @@ async fn sigterm_keeps_serving_for_drain_delay_with_ready_503_then_drains() {
         !stderr.contains("\x1b["),
         "colour codes in a file: {stderr:?}"
     );
+}
+
+#[tokio::test]
+async fn drain_deadline_cuts_an_open_stream_and_says_so_last() {
+    let (echo, accepted) = echo_backend().await;
+    let name = "echo.test.svc.cluster.local";
+    let routes = static_routes(&[(&format!("{name}:{}", echo.port()), echo)]);
+    let mut gw =
+        BinaryGateway::start_logged("drain_timeout = \"500ms\"", &routes, "info", false).await;
+    let header = crossgate::transport_header::TransportHeader {
+        port: echo.port(),
+        name: Some(name.into()),
+        protocol: None,
+    };
+    // An opaque stream that stays open through the drain.
+    let mut tls = crossgate::tls::connect(gw.listen, gw.client(FRONTEND, ALPN_TRANSPORT), GATEWAY)
+        .await
+        .unwrap();
+    tls.write_all(&header.encode()).await.unwrap();
+    tls.write_all(b"still here").await.unwrap();
+    let mut echoed = [0u8; 10];
+    within(
+        5,
+        "the echo",
+        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut echoed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&echoed, b"still here");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    gw.signal("TERM").await;
+    let status = gw.wait_exit(15).await;
+    let stderr = gw.stderr();
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(
+        last.contains("drain deadline passed: 1 connections cut"),
+        "last line: {last}\n{stderr}"
+    );
+    drop(tls);
 }

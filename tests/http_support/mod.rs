@@ -688,8 +688,10 @@ impl BinaryGateway {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\ndrain_timeout = \"5s\"\n{server_keys}\n\
-                 [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n{tables}"
+                "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\n{}{server_keys}\n\
+                 [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n{tables}",
+                // 5 s unless the test sets its own.
+                if server_keys.contains("drain_timeout") { "" } else { "drain_timeout = \"5s\"\n" },
             ),
         )
         .unwrap();
