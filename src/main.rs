@@ -299,7 +299,7 @@ fn probe(path: PathBuf) -> ExitCode {
         let admin = match tokio::net::TcpListener::bind(config.admin).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, admin = %config.admin, "cannot bind");
+                tracing::error!("cannot bind admin {}: {e}", config.admin);
                 return ExitCode::FAILURE;
             }
         };

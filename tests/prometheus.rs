@@ -46,6 +46,7 @@ const ACCEPTED_FINDINGS: &[&str] = &[
     "inbound_tcp_errors_total no help text",
     "inbound_tls_handshake_failures_total no help text",
     "inbound_tcp_transport_header_connections_total no help text",
+    "process_cpu_seconds_total no help text",
 ];
 
 /// The path of `name` on PATH. `None` after a SKIP line when it is missing; a panic instead
