@@ -9,6 +9,7 @@ use crate::rules::RulesHandle;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -58,16 +59,13 @@ impl Discovery {
         let ips = resolver
             .lookup_ip(fqdn.as_str())
             .await
-            .map_err(|e| Refusal::Upstream(format!("resolve {}: {e}", target.name)))?;
+            .map_err(|e| resolve_refusal(&target.name, &e))?;
         let addrs: Vec<SocketAddr> = ips
             .iter()
             .map(|ip| SocketAddr::new(ip, target.port))
             .collect();
         if addrs.is_empty() {
-            return Err(Refusal::Upstream(format!(
-                "resolve {}: no addresses",
-                target.name
-            )));
+            return Err(Refusal::NoSuchService);
         }
         Ok(addrs.into())
     }
@@ -104,6 +102,27 @@ impl Discovery {
         }
         Err(Refusal::Upstream(last))
     }
+}
+
+/// A failed lookup as the client reads it: a name DNS does not know (NXDOMAIN, or no address
+/// records) is [`Refusal::NoSuchService`]; anything else (timeouts, server failures) is an
+/// upstream failure with a short reason, never the resolver's Debug text.
+fn resolve_refusal(name: &str, e: &NetError) -> Refusal {
+    if e.is_no_records_found() {
+        return Refusal::NoSuchService;
+    }
+    tracing::debug!(name, error = %e, "DNS lookup failed");
+    let reason = match e {
+        NetError::Timeout => "timed out".to_string(),
+        NetError::Dns(DnsError::ResponseCode(code)) => format!("DNS answered {code}"),
+        NetError::NoConnections => "no DNS server answered".to_string(),
+        NetError::Io(io) => io.to_string(),
+        NetError::Message(m) => (*m).to_string(),
+        NetError::Msg(m) => m.clone(),
+        // A label, not free text: stable, short, and never the Debug form of a query.
+        other => other.as_metrics_label().replace('_', " "),
+    };
+    Refusal::Upstream(format!("resolve {name}: {reason}"))
 }
 
 fn build_resolver(dns_servers: &[SocketAddr]) -> Result<TokioResolver, String> {

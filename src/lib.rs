@@ -147,15 +147,30 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
+/// A listener that could not be bound, named by its configuration key and address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {key} {addr}: {source}")]
+pub struct BindError {
+    /// `server.listen` or `server.admin`.
+    pub key: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
 impl Listeners {
-    pub async fn bind(server: &config::Server) -> std::io::Result<Listeners> {
+    pub async fn bind(server: &config::Server) -> Result<Listeners, BindError> {
+        let named = |key, addr| move |source| BindError { key, addr, source };
         let metrics = match server.metrics {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(bind(addr).await.map_err(named("server.metrics", addr))?),
             None => None,
         };
         Ok(Listeners {
-            gateway: bind(server.listen).await?,
-            admin: bind(server.admin).await?,
+            gateway: bind(server.listen)
+                .await
+                .map_err(named("server.listen", server.listen))?,
+            admin: bind(server.admin)
+                .await
+                .map_err(named("server.admin", server.admin))?,
             metrics,
         })
     }
@@ -184,8 +199,11 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Serves until `shutdown` completes, then drains: stop accepting, `/ready` answers 503,
-/// HTTP connections shut down gracefully, TCP streams may finish, all within the drain deadline.
+/// Serves until `shutdown` completes, then shuts down in steps: `/ready` answers 503 while
+/// connections are still accepted and served for `drain_delay` (a load balancer stops sending),
+/// then stop accepting, HTTP connections shut down gracefully, TCP streams may finish, all
+/// within `drain_timeout`. The last log line says whether every connection closed or how many
+/// the deadline cut.
 pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let accept = tokio::spawn(server::accept_loop(
         gw.clone(),
@@ -221,6 +239,8 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
             tls: None,
             handshake_timeout: gw.settings.handshake_timeout,
             header_timeout: gw.settings.header_timeout,
+            max_connections: gw.settings.admin_max_connections,
+            idle_timeout: gw.settings.admin_idle_timeout,
         });
         tokio::spawn(admin::serve(state, listener))
     });
@@ -253,20 +273,20 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     gw.lifecycle.start_serving();
     tracing::info!(identity = gw.identity(), "gateway ready");
     shutdown.await;
-    tracing::info!("draining");
+    let delay = gw.settings.drain_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            ?delay,
+            "shutting down: /ready answers 503, still accepting for drain_delay"
+        );
+        gw.lifecycle.stop_serving();
+        tokio::time::sleep(delay).await;
+    }
+    tracing::info!("draining: no longer accepting");
     gw.lifecycle.begin_drain();
     let _ = accept.await;
     let deadline = gw.settings.drain_timeout;
-    match gw.lifecycle.drained(deadline).await {
-        Ok(()) => tracing::info!("drained"),
-        Err(open) => {
-            tracing::warn!(
-                ?deadline,
-                open,
-                "drain deadline passed; closing remaining connections"
-            )
-        }
-    }
+    let drained = gw.lifecycle.drained(deadline).await;
     watcher.abort();
     if let Some(w) = config_watcher {
         w.abort();
@@ -276,5 +296,10 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     }
     if let Some(admin) = admin {
         admin.stop().await;
+    }
+    // Last, so that it is the process's last line.
+    match drained {
+        Ok(()) => tracing::info!("drained: all connections closed"),
+        Err(open) => tracing::warn!(?deadline, "drain deadline passed: {open} connections cut"),
     }
 }

@@ -32,9 +32,16 @@ impl Lifecycle {
         self.serving.store(true, Ordering::Relaxed);
     }
 
-    /// Stops serving: `/ready` turns 503 and every [`Lifecycle::stopping`] receiver sees true.
-    pub fn begin_drain(&self) {
+    /// `/ready` turns 503 while connections are still accepted and served: the first step of
+    /// shutdown, so that load balancers stop sending before anything is refused.
+    pub fn stop_serving(&self) {
         self.serving.store(false, Ordering::Relaxed);
+    }
+
+    /// Stops serving: `/ready` turns 503 and every [`Lifecycle::stopping`] receiver sees true
+    /// (the accept loop ends, HTTP connections shut down gracefully).
+    pub fn begin_drain(&self) {
+        self.stop_serving();
         let _ = self.stop.send(true);
     }
 

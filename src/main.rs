@@ -2,6 +2,7 @@
 //! success, 64 bad usage or configuration, 1 runtime failure.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,13 +36,15 @@ enum Output {
 enum Command {
     /// Run the gateway.
     Run {
-        #[arg(long)]
+        /// The configuration file (TOML); relative identity paths are read from its folder.
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Overrides [server] listen.
-        #[arg(long)]
+        /// The mTLS gateway address (IP:PORT), overriding [server] listen.
+        #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
-        /// Overrides [server] admin.
-        #[arg(long)]
+        /// The admin address for /live, /ready and /metrics (IP:PORT), overriding
+        /// [server] admin.
+        #[arg(long, value_name = "ADDR")]
         admin: Option<String>,
     },
     /// Validate the configuration and identity files, and summarize them.
@@ -261,7 +264,7 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
         let listeners = match crossgate::Listeners::bind(&config.server).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, listen = %config.server.listen, admin = %config.server.admin, "cannot bind");
+                tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -297,7 +300,7 @@ fn probe(path: PathBuf) -> ExitCode {
         let admin = match tokio::net::TcpListener::bind(config.admin).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, admin = %config.admin, "cannot bind");
+                tracing::error!("cannot bind admin {}: {e}", config.admin);
                 return ExitCode::FAILURE;
             }
         };
@@ -358,8 +361,10 @@ fn init_logging(format: LogFormat, demo: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if demo { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only for a person at a terminal: files and log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

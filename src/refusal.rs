@@ -14,6 +14,12 @@ pub enum Refusal {
     GatewayLoop,
     #[error("upstream: {0}")]
     Upstream(String),
+    /// An in-domain name that is neither static nor known to DNS (NXDOMAIN, or no address
+    /// records): the client asked for a service that does not exist. Counted apart from
+    /// connection failures, and 502 rather than 503 so that retry policies that retry 503
+    /// (loadshed) do not ask again for a name that is not there.
+    #[error("upstream: no such service")]
+    NoSuchService,
     #[error("loadshed")]
     Loadshed,
     #[error("response timeout")]
@@ -39,7 +45,7 @@ impl Refusal {
             Refusal::Unauthorized => 403,
             Refusal::BadGatewayDomain => 404,
             Refusal::GatewayLoop => 508,
-            Refusal::Upstream(_) => 502,
+            Refusal::Upstream(_) | Refusal::NoSuchService => 502,
             Refusal::Loadshed => 503,
             Refusal::ResponseTimeout => 504,
             Refusal::UnknownProtocol | Refusal::Client(_) => 400,
@@ -62,6 +68,7 @@ impl Refusal {
             Refusal::BadGatewayDomain => "bad gateway domain",
             Refusal::GatewayLoop => "gateway loop detected",
             Refusal::Upstream(_) => "upstream",
+            Refusal::NoSuchService => "upstream: no such service",
             Refusal::Loadshed => "loadshed",
             Refusal::ResponseTimeout => "response timeout",
             Refusal::UnknownProtocol => "unknown protocol",
@@ -78,6 +85,7 @@ impl Refusal {
             Refusal::BadGatewayDomain => Some("gateway domain invalid"),
             Refusal::GatewayLoop => Some("gateway loop"),
             Refusal::Upstream(_) => Some("i/o"),
+            Refusal::NoSuchService => Some("no such service"),
             Refusal::Loadshed => Some("loadshed"),
             Refusal::ResponseTimeout => Some("response timeout"),
             Refusal::UnknownProtocol => Some("unexpected"),
@@ -89,14 +97,14 @@ impl Refusal {
     /// The gRPC status code answered to gRPC requests (with HTTP 200).
     pub fn grpc_status(&self) -> u8 {
         match self {
-            Refusal::Unauthorized => 7,                     // PERMISSION_DENIED
-            Refusal::BadGatewayDomain => 5,                 // NOT_FOUND
-            Refusal::GatewayLoop => 10,                     // ABORTED
-            Refusal::Upstream(_) | Refusal::Loadshed => 14, // UNAVAILABLE
-            Refusal::ResponseTimeout => 4,                  // DEADLINE_EXCEEDED
-            Refusal::UnknownProtocol => 12,                 // UNIMPLEMENTED
-            Refusal::Client(_) => 3,                        // INVALID_ARGUMENT
-            Refusal::UnauthorizedSource => 7,               // PERMISSION_DENIED
+            Refusal::Unauthorized => 7,     // PERMISSION_DENIED
+            Refusal::BadGatewayDomain => 5, // NOT_FOUND
+            Refusal::GatewayLoop => 10,     // ABORTED
+            Refusal::Upstream(_) | Refusal::NoSuchService | Refusal::Loadshed => 14, // UNAVAILABLE
+            Refusal::ResponseTimeout => 4,  // DEADLINE_EXCEEDED
+            Refusal::UnknownProtocol => 12, // UNIMPLEMENTED
+            Refusal::Client(_) => 3,        // INVALID_ARGUMENT
+            Refusal::UnauthorizedSource => 7, // PERMISSION_DENIED
         }
     }
 }
@@ -128,6 +136,13 @@ mod tests {
                 502,
                 "upstream: connection refused",
                 Some("i/o"),
+                14,
+            ),
+            (
+                Refusal::NoSuchService,
+                502,
+                "upstream: no such service",
+                Some("no such service"),
                 14,
             ),
             (Refusal::Loadshed, 503, "loadshed", Some("loadshed"), 14),

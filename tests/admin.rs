@@ -381,3 +381,33 @@ async fn curl_plaintext_and_mtls() {
     assert!(!ok, "served without a client certificate: {out}");
     gw.shutdown().await;
 }
+
+/// The value of the sample line `name value` in `metrics`.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn metrics_carry_the_process_family() {
+    let gw = start("").await;
+    let m = gw.metrics().await;
+    let now = crossgate::identity::unix_now() as f64;
+    let cpu = sample(&m, "process_cpu_seconds_total");
+    assert!((0.0..100_000.0).contains(&cpu), "{cpu}");
+    let rss = sample(&m, "process_resident_memory_bytes");
+    assert!(rss > 1024.0 * 1024.0, "{rss}");
+    let open = sample(&m, "process_open_fds");
+    let max = sample(&m, "process_max_fds");
+    assert!(open >= 3.0 && open <= max, "{open} of {max}");
+    let start_time = sample(&m, "process_start_time_seconds");
+    assert!(
+        start_time <= now + 1.0 && start_time > now - 86_400.0,
+        "{start_time} vs {now}"
+    );
+    assert!(m.contains("# TYPE process_cpu_seconds counter"), "{m}");
+    gw.shutdown().await;
+}

@@ -269,3 +269,59 @@ fn version_names_the_binary_and_its_version() {
     );
     assert_eq!(env!("CARGO_PKG_VERSION"), "0.1.0");
 }
+
+#[test]
+fn bind_error_names_the_address_and_logs_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    dev_pki(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    let config = dir.path().join("crossgate.toml");
+    // Text logs into a pipe: not a terminal, so no ANSI escapes.
+    let out = crossgate(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--admin",
+        &admin,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot bind server.listen {listen}: Address already in use"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("\x1b["),
+        "colour codes in a pipe: {stderr:?}"
+    );
+}
+
+#[test]
+fn run_help_describes_every_flag() {
+    let out = crossgate(&["run", "--help"]);
+    let help = text(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    for (flag, words) in [
+        ("--config", "configuration file"),
+        ("--listen", "[server] listen"),
+        ("--admin", "[server] admin"),
+    ] {
+        let line = help
+            .lines()
+            .position(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
+        let described = help
+            .lines()
+            .skip(line)
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(described.contains(words), "{flag} not described:\n{help}");
+    }
+}

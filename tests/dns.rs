@@ -1,9 +1,13 @@
 //! Targets that are not static resolve through DNS (`[routing] dns_servers`), answers are
-//! cached for their TTL, and a name that does not exist closes the connection as an upstream
-//! failure. The DNS server is a minimal one in `support` (UDP, A records, TTL 5).
+//! cached for their TTL, and a name that does not exist is the refusal `no such service`:
+//! 502 `upstream: no such service` over HTTP, a closed connection in opaque mode, counted as
+//! `error="no such service"`. The DNS server is a minimal one in `support` (UDP, A records,
+//! TTL 5).
 
+mod http_support;
 mod support;
 use crossgate::transport_header::TransportHeader;
+use http_support::{ALPN_H2, get, http_error_line, plain_h2};
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -62,7 +66,7 @@ async fn resolved_name_is_echoed_and_the_answer_cached() {
 }
 
 #[tokio::test]
-async fn unknown_name_closes_the_connection() {
+async fn unknown_name_closes_the_connection_as_no_such_service() {
     let dns = DnsServer::start(&[(&format!("{ECHO}."), Ipv4Addr::LOCALHOST)]).await;
     let (echo, accepted) = echo_backend().await;
     let gw = start(&format!("[routing]\ndns_servers = [\"{}\"]\n", dns.addr)).await;
@@ -73,12 +77,36 @@ async fn unknown_name_closes_the_connection() {
         "questions: {:?}",
         dns.questions()
     );
-    gw.wait_metric(&tcp_error_line("i/o", 1)).await;
+    gw.wait_metric(&tcp_error_line("no such service", 1)).await;
+    assert!(
+        !gw.metrics().await.contains("error=\"i/o\""),
+        "a missing name is not an i/o failure"
+    );
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
     assert!(
         dns.asked(&format!("{missing}."), DNS_A) >= 1,
         "questions: {:?}",
         dns.questions()
     );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_name_over_http_is_502_no_such_service() {
+    let dns = DnsServer::start(&[(&format!("{ECHO}."), Ipv4Addr::LOCALHOST)]).await;
+    let gw = start(&format!("[routing]\ndns_servers = [\"{}\"]\n", dns.addr)).await;
+    let a = plain_h2(
+        gw.addr,
+        gw.client(FRONTEND, ALPN_H2),
+        get("http://nosuch.test.svc.cluster.local:80/x", &[]),
+    )
+    .await;
+    assert_eq!(a.status, 502, "{a:?}");
+    assert_eq!(
+        a.header("l5d-proxy-error"),
+        Some("upstream: no such service"),
+        "{a:?}"
+    );
+    gw.wait_metric(&http_error_line("no such service", 1)).await;
     gw.shutdown().await;
 }

@@ -168,3 +168,58 @@ async fn curl_with_an_expired_leaf_reads_the_alert() {
     assert_eq!(alerts, 20, "curl did not read the alert: {other:?}");
     gw.shutdown().await;
 }
+
+/// A port anyone can hold, as an outsider reaching the LoadBalancer's 4191 would: connections
+/// that send the HTTP/2 preface and SETTINGS, or half a request head, and then nothing. Each
+/// is closed after `admin_idle_timeout`; past `admin_max_connections` the rest wait in the
+/// backlog; the data plane serves throughout.
+#[tokio::test]
+async fn idle_admin_connections_are_closed_and_capped() {
+    let backend = Backend::start().await;
+    let gw = support::start(&format!(
+        "admin_idle_timeout = \"300ms\"\nadmin_max_connections = 20\n{}",
+        static_routes(&[(WEB, backend.addr)])
+    ))
+    .await;
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+        if i % 2 == 0 {
+            // HTTP/2 preface and an empty SETTINGS frame.
+            tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                .await
+                .unwrap();
+        } else {
+            tcp.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\n")
+                .await
+                .unwrap();
+        }
+        held.push(tcp);
+    }
+    // The data plane is not starved while the admin port is flooded.
+    let tls = http_support::connect_tls(gw.addr, gw.client(FRONTEND, ALPN_H1), None).await;
+    let mut send = http_support::h1_client(tls).await;
+    let answer = http_support::send_h1(&mut send, http_support::get("/", &[("host", WEB)])).await;
+    assert_eq!(answer.status, 200);
+    // Every held connection is closed by the gateway: the first 20 after the idle timeout,
+    // the rest once they are accepted in their turn.
+    let start = std::time::Instant::now();
+    for (i, tcp) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue, // SETTINGS, GOAWAY, a 408: then the close
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "admin connection {i} still open after 10 s");
+    }
+    let took = start.elapsed();
+    // 60 connections, 20 at a time, 300 ms each (plus a 1 s grace for half-sent heads).
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+    assert!(gw.admin_get("/ready").await.starts_with("HTTP/1.1 200"));
+    gw.shutdown().await;
+}

@@ -246,7 +246,7 @@ async fn static_name_on_another_port_resolves_by_dns() {
     .encode();
     bytes.extend_from_slice(b"hello");
     refused_after(&gw, &bytes).await;
-    gw.wait_metric(&tcp_error_line("i/o", 1)).await;
+    gw.wait_metric(&tcp_error_line("no such service", 1)).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
     assert!(
         dns.asked(&format!("{TCPECHO}."), DNS_A) >= 1,

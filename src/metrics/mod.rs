@@ -2,10 +2,12 @@
 //! their exact names and labels, grouped by the stage that counts them ([`TcpMetrics`] for
 //! connections and their legs, [`HttpMetrics`] for requests, [`TlsMetrics`] for handshakes and
 //! the own certificate, [`ConfigMetrics`] for reloads), each registering itself into one
-//! registry. [`Metrics::refused`] is the one place a refusal is counted and logged. Handles
-//! are taken once per connection or target, then incremented lock-free.
+//! registry, and the `process_*` family read from `/proc` at scrape time. [`Metrics::refused`]
+//! is the one place a refusal is counted and logged. Handles are taken once per connection or
+//! target, then incremented lock-free.
 
 mod labels;
+mod process;
 mod targets;
 
 use crate::refusal::Refusal;
@@ -267,6 +269,8 @@ impl Metrics {
             "The running crossgate's version",
             build,
         );
+        m.registry
+            .register_collector(Box::new(process::ProcessCollector));
         m
     }
 

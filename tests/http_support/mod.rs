@@ -688,8 +688,10 @@ impl BinaryGateway {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\ndrain_timeout = \"5s\"\n{server_keys}\n\
-                 [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n{tables}"
+                "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\n{}{server_keys}\n\
+                 [identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"tls.crt\"\nkey = \"tls.key\"\n{tables}",
+                // 5 s unless the test sets its own.
+                if server_keys.contains("drain_timeout") { "" } else { "drain_timeout = \"5s\"\n" },
             ),
         )
         .unwrap();
@@ -815,6 +817,13 @@ impl BinaryGateway {
         let rest = &stat[stat.rfind(')').unwrap() + 2..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Waits up to `secs` for the process to exit on its own; its exit status.
+    pub async fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        within(secs, "gateway exit", self.child.wait())
+            .await
+            .unwrap()
     }
 
     /// SIGTERM (the `kill` command), then waits up to 15 s for exit status 0.
