@@ -1,7 +1,6 @@
-//! Identities and credentials: PEM loading (rustls-pki-types), a peer's identity from its leaf's
-//! SANs (x509-parser), and the gateway's own certificate, reloaded from disk when rotated.
-//! All three files (anchors, leaf, key) are watched and reloaded when they change or on demand
-//! (SIGHUP); each reload's result is reported for `identity_reloads_total`, and the leaf's end
+//! Identities and credentials: PEM loading, a peer's identity from its leaf's SANs, and the
+//! gateway's own certificate. The anchors, leaf and key are reloaded when they change or on
+//! demand (SIGHUP); each result is reported for `identity_reloads_total`, and the leaf's end
 //! of life is logged ([`Lifetime`]). Counting and serving stay with the caller.
 
 use rustls::RootCertStore;
@@ -232,6 +231,14 @@ impl CredentialStore {
         self.not_before.load(Ordering::Relaxed) <= now && now < self.not_after()
     }
 
+    /// The current leaf and key (an `Arc` clone; the lock is not held).
+    fn key(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn replace(&self, creds: Credentials) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = creds.key;
         self.not_before.store(creds.not_before, Ordering::Relaxed);
@@ -241,12 +248,7 @@ impl CredentialStore {
 
 impl ResolvesServerCert for CredentialStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.key())
     }
 }
 
@@ -257,12 +259,7 @@ impl rustls::client::ResolvesClientCert for CredentialStore {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.key())
     }
 
     fn has_certs(&self) -> bool {

@@ -3,6 +3,7 @@
 //! port is bound. Identity files are checked for presence here and parsed in `identity`.
 
 mod parse;
+mod rules;
 
 pub(crate) use parse::Parser;
 
