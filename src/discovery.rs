@@ -125,8 +125,12 @@ fn resolve_refusal(name: &str, e: &NetError) -> Refusal {
     Refusal::Upstream(format!("resolve {name}: {reason}"))
 }
 
-fn build_resolver(dns_servers: &[SocketAddr]) -> Result<TokioResolver, String> {
-    let mut builder = if dns_servers.is_empty() {
+/// A resolver builder asking `dns_servers`, or resolv.conf's when empty; the gateway and the
+/// prober each set their own cache options on it.
+pub(crate) fn resolver_builder(
+    dns_servers: &[SocketAddr],
+) -> Result<hickory_resolver::ResolverBuilder<TokioRuntimeProvider>, String> {
+    let builder = if dns_servers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| e.to_string())?
     } else {
         let servers = dns_servers
@@ -144,6 +148,11 @@ fn build_resolver(dns_servers: &[SocketAddr]) -> Result<TokioResolver, String> {
             TokioRuntimeProvider::default(),
         )
     };
+    Ok(builder)
+}
+
+fn build_resolver(dns_servers: &[SocketAddr]) -> Result<TokioResolver, String> {
+    let mut builder = resolver_builder(dns_servers)?;
     let opts: &mut ResolverOpts = builder.options_mut();
     opts.cache_size = 4096;
     opts.timeout = Duration::from_secs(2);

@@ -23,8 +23,6 @@ pub use table::{Format, gateways};
 use crate::admin::{self, AdminState};
 use crate::identity::{self, CredentialStore};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use metrics::ProbeMetrics;
 use prober::ProbeContext;
 use rustls::{ClientConfig, RootCertStore};
@@ -126,24 +124,7 @@ fn client_config(
 
 /// A resolver without a cache, so every probe asks again. `dns_servers` empty: resolv.conf.
 fn build_resolver(dns_servers: &[SocketAddr]) -> Result<TokioResolver, String> {
-    let mut builder = if dns_servers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| e.to_string())?
-    } else {
-        let servers = dns_servers
-            .iter()
-            .map(|a| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = a.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = a.port();
-                NameServerConfig::new(a.ip(), true, vec![udp, tcp])
-            })
-            .collect();
-        TokioResolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        )
-    };
+    let mut builder = crate::discovery::resolver_builder(dns_servers)?;
     let opts = builder.options_mut();
     // Load-balancer addresses change (linkerd2 #10635): nothing is kept between probes.
     opts.cache_size = 0;
