@@ -70,6 +70,18 @@ pub enum HttpTarget {
     PerRequest,
 }
 
+impl HttpTarget {
+    /// The access log's `protocol` of an HTTP connection: `http/1` or `http/2` for a
+    /// transport-header session, `http` for plain mode.
+    pub fn protocol_label(&self, mode: HttpMode) -> &'static str {
+        match (self, mode) {
+            (HttpTarget::PerRequest, _) => "http",
+            (_, HttpMode::Http1) => "http/1",
+            _ => "http/2",
+        }
+    }
+}
+
 /// What the gateway does with a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Plan {

@@ -135,16 +135,10 @@ pub async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (fixed, protocol) = match target {
-        HttpTarget::Fixed { target, .. } => {
-            let p = if mode == HttpMode::Http1 {
-                "http/1"
-            } else {
-                "http/2"
-            };
-            (Some(target), p)
-        }
-        HttpTarget::PerRequest => (None, "http"),
+    let protocol = target.protocol_label(mode);
+    let fixed = match target {
+        HttpTarget::Fixed { target, .. } => Some(target),
+        HttpTarget::PerRequest => None,
     };
     let conn = Arc::new(Conn {
         ctx: ctx.clone(),

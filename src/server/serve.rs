@@ -76,11 +76,7 @@ pub(super) async fn serve_http(
     target: HttpTarget,
     leg: &Leg,
 ) -> Ended {
-    let protocol = match (&target, mode) {
-        (HttpTarget::PerRequest, _) => "http",
-        (_, HttpMode::Http1) => "http/1",
-        _ => "http/2",
-    };
+    let protocol = target.protocol_label(mode);
     let fixed = match &target {
         HttpTarget::Fixed { target, .. } => Some(target.clone()),
         HttpTarget::PerRequest => None,
