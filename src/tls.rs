@@ -83,8 +83,24 @@ pub fn failure_reason(err: &std::io::Error) -> &'static str {
             | CertificateError::NotValidYetContext { .. },
         ) => "expired",
         Error::InvalidCertificate(_) => "untrusted",
+        Error::AlertReceived(alert) if rejects_certificate(*alert) => "rejected by client",
         _ => "protocol",
     }
+}
+
+/// True for the alerts a TLS client sends when it refuses the certificate it was shown: the
+/// gateway's own leaf has expired, or does not chain to the client's anchors.
+fn rejects_certificate(alert: rustls::AlertDescription) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        alert,
+        A::BadCertificate
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::CertificateRevoked
+            | A::UnknownCA
+            | A::UnsupportedCertificate
+    )
 }
 
 /// Builds a client configuration from PEM text (anchors, leaf + chain, key).

@@ -1,7 +1,8 @@
 //! The gateway's identity reloaded on SIGHUP, on the real binary, with `reload_interval = "1h"`
 //! so that only the signal can pick the new files up: `identity_reloads_total{result}`, the new
 //! leaf's serial presented, a `warn` when under 10 % of the leaf's life is left, and an `error`
-//! naming the expiry date (with `/ready` at 503) once it has passed.
+//! naming the expiry date (with `/ready` at 503) once it has passed; clients refusing the expired
+//! leaf are counted as `reason="rejected by client"` and said once at `error`.
 
 mod http_support;
 mod support;
@@ -108,6 +109,24 @@ async fn sighup_reloads_the_identity_and_logs_its_end_of_life() {
     .unwrap();
     assert!(expired[0].contains(&date), "{date} in {}", expired[0]);
     assert_eq!(warned(&log), 1, "warned again:\n{log}");
+
+    // A client now refuses the expired leaf: counted as the client's rejection of ours, and
+    // said once (not per connection) at `error` with the date.
+    for _ in 0..3 {
+        let refused =
+            crossgate::tls::connect(gw.listen, gw.client(FRONTEND, ALPN_TRANSPORT), GATEWAY).await;
+        assert!(refused.is_err(), "a client accepted an expired leaf");
+    }
+    gw.wait_metric("inbound_tls_handshake_failures_total{reason=\"rejected by client\"} 3")
+        .await;
+    let log = gw.stderr();
+    let rejected: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused the gateway's certificate"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{log}");
+    assert!(rejected[0].contains("ERROR"), "{}", rejected[0]);
+    assert!(rejected[0].contains(&date), "{date} in {}", rejected[0]);
     gw.terminate().await;
 }
 

@@ -184,6 +184,9 @@ async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static st
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             debug!(reason, error = %e, "mTLS handshake refused");
+            if reason == "rejected by client" {
+                rejected_by_client(gw, &e);
+            }
             // Boxed: its read buffer would otherwise enlarge every connection's future.
             Box::pin(crate::tls::linger(tcp)).await;
             Err(reason)
@@ -192,6 +195,37 @@ async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static st
             debug!(?deadline, "mTLS handshake not complete in time");
             Err("timeout")
         }
+    }
+}
+
+/// A client refused the gateway's own certificate: said at `warn` at most once a minute, with
+/// the leaf's expiry when that is the cause, as every client will fail the same way.
+fn rejected_by_client(gw: &Gateway, e: &std::io::Error) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = crate::identity::unix_now();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < 60
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let store = &gw.tls.store;
+    let not_after = crate::check::utc(store.not_after());
+    if store.is_valid_now() {
+        tracing::warn!(
+            error = %e,
+            %not_after,
+            "a client refused the gateway's certificate: does it chain to the anchor the clients trust?"
+        );
+    } else {
+        tracing::error!(
+            error = %e,
+            %not_after,
+            "a client refused the gateway's certificate, which is not valid now: replace it"
+        );
     }
 }
 
