@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Runs crossgate, nginx and HAProxy side by side as mTLS proxies (TLS 1.3, ECDSA P-256, client
 certificate required against the same anchor, no session tickets or caches, keep-alive
-upstream), each with one worker pinned to core 0; the load tool, backend and sink on core 1.
-Scenarios are interleaved and repeated; medians are reported. Called by benches/compare.sh."""
+upstream), each pinned to core 0; the load tool, backend and sink on core 1. crossgate runs
+twice: with `threads = 1` (the current-thread runtime) and with its default runtime (no
+`threads` key: the multi-thread scheduler, one worker per core it may use, here one). Besides
+the scenarios every proxy can serve, crossgate takes the two Linkerd-shaped paths (a transport
+header, then HTTP/2 in absolute form; with and without `l5d-orig-proto`). Every scenario,
+idle memory and start-to-ready included, is interleaved across the proxies and repeated;
+medians are reported. Called by benches/compare.sh."""
 
 import json, os, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -98,14 +103,15 @@ http {{ access_log off; keepalive_requests 10000000;
         wait_port(port)
 
 
-def crossgate_config(tmp, pki, name, listen, admin, server_extra="", tables=""):
-    """Writes a one-thread crossgate configuration on the bench PKI; returns its path."""
+def crossgate_config(tmp, pki, name, listen, admin, server_extra="", tables="",
+                     threads="threads = 1"):
+    """Writes a crossgate configuration on the bench PKI; returns its path."""
     path = os.path.join(tmp, name)
     open(path, "w").write(f"""
 [server]
 listen = "127.0.0.1:{listen}"
 admin = "127.0.0.1:{admin}"
-threads = 1
+{threads}
 {server_extra}
 [identity]
 trust_anchors = "{pki}/ca.crt"
@@ -115,15 +121,17 @@ key = "{pki}/gateway.key"
     return path
 
 
-def start_crossgate(tmp, pki):
-    conf = crossgate_config(tmp, pki, "crossgate.toml", 4143, 4191, "max_connections = 100000", """
+def start_crossgate(tmp, pki, port=4143, threads="threads = 1"):
+    """crossgate on `port` (admin on port + 48); `threads` is its [server] threads line."""
+    conf = crossgate_config(tmp, pki, f"crossgate-{port}.toml", port, port + 48,
+                            "max_connections = 100000", """
 [routing.static]
 "web.bench.svc.cluster.local:80" = ["127.0.0.1:18080"]
 "web2.bench.svc.cluster.local:80" = ["127.0.0.1:18081"]
 "sink.bench.svc.cluster.local:9000" = ["127.0.0.1:19000"]
-""")
+""", threads)
     p = spawn([BIN, "run", "--config", conf], PROXY_CORE, env={**os.environ, "RUST_LOG": "warn"})
-    wait_port(4143)
+    wait_port(port)
     return p
 
 
@@ -199,27 +207,52 @@ SCENARIOS = {
     "handshake": (["-c", "20", "--disable-keepalive"], "web.bench.svc.cluster.local:80"),
     "fixed": (["-c", "20", "-q", "2000", "--latency-correction"], "web.bench.svc.cluster.local:80"),
 }
+# What a Linkerd source proxy sends (crossgate only: the peers cannot read a transport header).
+# 10 connections x 10 streams, as the HTTP/2 scenario above.
+LINKERD = {
+    "l5d-h2": ["web2.bench.svc.cluster.local:80"],
+    "l5d-orig": ["web.bench.svc.cluster.local:80", "orig-proto"],
+}
+
+
+def cpu_per(c0, c1, ok):
+    per = lambda i: (c1[i] - c0[i]) / TICK * 1e6 / max(ok, 1)
+    return {"us": per(0) + per(1), "user_us": per(0), "sys_us": per(1)}
 
 
 def http_run(proxy, port, pids, pki, scenario):
     extra, header = SCENARIOS[scenario]
     c0 = cpu_ticks(pids)
-    d = oha(port, pki, extra, header if proxy == "crossgate" else None)
+    d = oha(port, pki, extra, header if proxy.startswith("crossgate") else None)
     c1 = cpu_ticks(pids)
     ok = sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
     total = sum(d["statusCodeDistribution"].values()) + sum(d["errorDistribution"].values())
     if ok < total * 0.99:
         print(f"  warning: {proxy} {scenario}: {ok}/{total} ok: {d['errorDistribution']}", file=sys.stderr)
-    per = lambda i: (c1[i] - c0[i]) / TICK * 1e6 / max(ok, 1)
-    return {"rps": ok / SECS, "us": per(0) + per(1), "user_us": per(0), "sys_us": per(1),
+    return {"rps": ok / SECS, **cpu_per(c0, c1, ok),
             "p50": d["latencyPercentiles"]["p50"] * 1e3,
             "p99": d["latencyPercentiles"]["p99"] * 1e3}
+
+
+def linkerd_run(port, pids, pki, scenario):
+    args = [LOADKIT, "linkerd", f"127.0.0.1:{port}", GW, f"{pki}/ca.crt", f"{pki}/client.crt",
+            f"{pki}/client.key", "10", "10", str(SECS)] + LINKERD[scenario]
+    c0 = cpu_ticks(pids)
+    out = subprocess.run(["taskset", "-c", LOAD_CORE] + args, capture_output=True, text=True)
+    c1 = cpu_ticks(pids)
+    if out.returncode != 0:
+        sys.exit(f"loadkit linkerd failed: {out.stderr.strip()}")
+    d = json.loads(out.stdout)
+    if d["errors"] > d["ok"] * 0.01:
+        print(f"  warning: {scenario}: {d['errors']} errors, {d['ok']} ok", file=sys.stderr)
+    return {"rps": d["ok"] / d["secs"], **cpu_per(c0, c1, d["ok"]),
+            "p50": d["p50_ms"], "p99": d["p99_ms"]}
 
 
 def stream_run(proxy, port, pki):
     args = [LOADKIT, "stream", f"127.0.0.1:{port}", GW, f"{pki}/ca.crt", f"{pki}/client.crt",
             f"{pki}/client.key", "1024"]
-    if proxy == "crossgate":
+    if proxy.startswith("crossgate"):
         args.append("sink.bench.svc.cluster.local:9000")
     out = subprocess.run(["taskset", "-c", LOAD_CORE] + args, capture_output=True, text=True)
     if out.returncode != 0:
@@ -243,14 +276,14 @@ def idle_run(port, pids, pki):
 
 
 def start_to_ready(tmp, pki):
-    conf = crossgate_config(tmp, pki, "ready.toml", 4153, 4201)
+    conf = crossgate_config(tmp, pki, "ready.toml", 4173, 4221)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
         p = subprocess.Popen([BIN, "run", "--config", conf], stderr=subprocess.DEVNULL)
         while True:
             try:
-                s = socket.create_connection(("127.0.0.1", 4201), 0.5)
+                s = socket.create_connection(("127.0.0.1", 4221), 0.5)
                 s.sendall(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
                 if s.recv(64).startswith(b"HTTP/1.1 200"):
                     times.append((time.perf_counter() - t0) * 1e3)
@@ -265,46 +298,81 @@ def start_to_ready(tmp, pki):
     return statistics.median(times)
 
 
+CG1, CGD = "crossgate", "crossgate default"
+NAMES = [CG1, CGD, "nginx", "HAProxy"]
+
+
+def versions():
+    """The peers' and the load tool's versions, and the TLS library each uses."""
+    def out(args):
+        r = subprocess.run(args, capture_output=True, text=True)
+        return (r.stdout + r.stderr).strip()
+    lock = open(os.path.join(ROOT, "Cargo.lock")).read()
+    def crate(name):
+        i = lock.find(f'name = "{name}"\nversion = "')
+        return lock[i:].split('"')[3] if i >= 0 else "?"
+    commit = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    nginx = out(["nginx", "-V"]).splitlines()
+    haproxy = out(["haproxy", "-vv"]).splitlines()
+    return [
+        f"crossgate {commit}: rustls {crate('rustls')} with aws-lc-rs {crate('aws-lc-rs')}, "
+        f"hyper {crate('hyper')}, h2 {crate('h2')}, tokio {crate('tokio')}",
+        f"{nginx[0].split(': ', 1)[-1]}: " + next((l for l in nginx if "OpenSSL" in l), "?"),
+        f"HAProxy {haproxy[0].split()[2]}: " + next((l.split(': ', 1)[-1] for l in haproxy
+                                                      if "Running on OpenSSL" in l), "?"),
+        f"load: {out(['oha', '--version'])}; {out(['openssl', 'version'])}; Linux {os.uname().release}",
+    ]
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="crossgate-bench-")
     try:
         pki = setup(tmp)
         start_backends(tmp)
         proxies = {
-            "crossgate": (start_crossgate(tmp, pki), 4143, 4143),
+            CG1: (start_crossgate(tmp, pki), 4143, 4143),
+            CGD: (start_crossgate(tmp, pki, 4163, ""), 4163, 4163),
             "nginx": (start_nginx(tmp, pki), 4443, 4444),
             "HAProxy": (start_haproxy(tmp, pki), 5443, 5444),
         }
-        pids = {name: children(p.pid) for name, (p, _, _) in proxies.items()}
         # taskset execs the proxy in place; nginx forks a worker.
         time.sleep(0.5)
         pids = {name: children(p.pid) for name, (p, _, _) in proxies.items()}
         results = {name: {} for name in proxies}
+        want = lambda part: not ONLY or part in ONLY
+        def note(rep, scenario, name, r):
+            print(f"  [{rep + 1}/{REPEATS}] {scenario:9} {name:17} {r['rps']:>9.0f} req/s "
+                  f"{r['us']:6.1f} us/req ({r['user_us']:.1f} user) p50 {r['p50']:.2f} ms "
+                  f"p99 {r['p99']:.2f} ms", file=sys.stderr)
         for rep in range(REPEATS):
+            for scenario in LINKERD:
+                for name in (CG1, CGD):
+                    if want(scenario):
+                        r = linkerd_run(proxies[name][1], pids[name], pki, scenario)
+                        results[name].setdefault(scenario, []).append(r)
+                        note(rep, scenario, name, r)
             for scenario in SCENARIOS:
-                if ONLY and scenario not in ONLY:
-                    continue
                 for name, (_, port, _) in proxies.items():
-                    r = http_run(name, port, pids[name], pki, scenario)
-                    results[name].setdefault(scenario, []).append(r)
-                    print(f"  [{rep + 1}/{REPEATS}] {scenario:9} {name:9} {r['rps']:>9.0f} req/s "
-                          f"{r['us']:6.1f} us/req ({r['user_us']:.1f} user) p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms", file=sys.stderr)
+                    if want(scenario):
+                        r = http_run(name, port, pids[name], pki, scenario)
+                        results[name].setdefault(scenario, []).append(r)
+                        note(rep, scenario, name, r)
             for name, (_, _, sport) in proxies.items():
-                if ONLY and "stream" not in ONLY:
-                    break
-                mbs = stream_run(name, sport, pki)
-                results[name].setdefault("stream", []).append(mbs)
-                print(f"  [{rep + 1}/{REPEATS}] stream    {name:9} {mbs:>9.0f} MB/s", file=sys.stderr)
-        if ONLY:
+                if want("stream"):
+                    mbs = stream_run(name, sport, pki)
+                    results[name].setdefault("stream", []).append(mbs)
+                    print(f"  [{rep + 1}/{REPEATS}] stream    {name:17} {mbs:>9.0f} MB/s", file=sys.stderr)
             for name, (_, port, _) in proxies.items():
-                if "idle" in ONLY:
-                    print(f"  idle      {name:9} {idle_run(port, pids[name], pki)}", file=sys.stderr)
-            return
-        for name, (_, port, _) in proxies.items():
-            results[name]["idle"] = idle_run(port, pids[name], pki)
-            print(f"  idle      {name:9} {results[name]['idle']}", file=sys.stderr)
-        ready_ms = start_to_ready(tmp, pki)
-        report(results, ready_ms)
+                if want("idle"):
+                    r = idle_run(port, pids[name], pki)
+                    results[name].setdefault("idle_rss", []).append(r["rss_mib"])
+                    results[name].setdefault("idle_kib", []).append(r["per_conn_kib"])
+                    print(f"  [{rep + 1}/{REPEATS}] idle      {name:17} {r['rss_mib']:.0f} MiB, "
+                          f"{r['per_conn_kib']:.1f} KiB per connection", file=sys.stderr)
+            if want("ready"):
+                results[CG1].setdefault("ready", []).append(start_to_ready(tmp, pki))
+        if not ONLY:
+            report(results)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -317,38 +385,49 @@ def main():
 
 
 def med(results, name, scenario, key=None):
-    vals = results[name][scenario]
+    vals = results[name].get(scenario)
+    if not vals:
+        return None
     return statistics.median([v[key] for v in vals] if key else vals)
 
 
-def report(results, ready_ms):
+def report(results):
     rows = [
-        ("HTTP/1.1 keep-alive req/s", "h1", "rps", True, "{:.0f}"),
-        ("HTTP/2 req/s", "h2", "rps", True, "{:.0f}"),
-        ("new mTLS connections/s (one request each)", "handshake", "rps", True, "{:.0f}"),
+        ("Linkerd path: transport header + HTTP/2, CPU us per request", "l5d-h2", "us", False, "{:.1f}"),
+        ("  of which user space", "l5d-h2", "user_us", False, "{:.1f}"),
+        ("  req/s", "l5d-h2", "rps", True, "{:.0f}"),
+        ("Linkerd path: header + HTTP/2 with l5d-orig-proto to HTTP/1.1, CPU us per request", "l5d-orig", "us", False, "{:.1f}"),
+        ("  of which user space", "l5d-orig", "user_us", False, "{:.1f}"),
+        ("  req/s", "l5d-orig", "rps", True, "{:.0f}"),
+        ("HTTP/1.1 keep-alive, CPU us per request", "h1", "us", False, "{:.1f}"),
+        ("  of which user space", "h1", "user_us", False, "{:.1f}"),
+        ("  req/s", "h1", "rps", True, "{:.0f}"),
+        ("HTTP/2, CPU us per request", "h2", "us", False, "{:.1f}"),
+        ("  of which user space", "h2", "user_us", False, "{:.1f}"),
+        ("  req/s", "h2", "rps", True, "{:.0f}"),
+        ("new mTLS connection (one request each), CPU us per handshake", "handshake", "us", False, "{:.1f}"),
+        ("  handshakes/s", "handshake", "rps", True, "{:.0f}"),
         ("p50 ms at 2000 req/s", "fixed", "p50", False, "{:.2f}"),
         ("p99 ms at 2000 req/s", "fixed", "p99", False, "{:.2f}"),
-        ("proxy CPU us per request (HTTP/1.1)", "h1", "us", False, "{:.1f}"),
-        ("  of which user space", "h1", "user_us", False, "{:.1f}"),
-        ("proxy CPU us per request (HTTP/2)", "h2", "us", False, "{:.1f}"),
-        ("  of which user space", "h2", "user_us", False, "{:.1f}"),
-        ("proxy CPU us per handshake", "handshake", "us", False, "{:.1f}"),
         ("one TCP stream MB/s", "stream", None, True, "{:.0f}"),
+        (f"RSS MiB with {IDLE_CONNS} idle mTLS connections", "idle_rss", None, False, "{:.0f}"),
+        ("KiB per idle connection", "idle_kib", None, False, "{:.1f}"),
+        ("start to /ready ms (5 starts per repeat)", "ready", None, False, "{:.1f}"),
     ]
-    names = ["crossgate", "nginx", "HAProxy"]
-    print("| scenario | crossgate | nginx | HAProxy | crossgate / best peer |")
-    print("|---|---|---|---|---|")
+    print("| measure | crossgate `threads = 1` | crossgate default runtime | nginx | HAProxy | `threads = 1` / best peer |")
+    print("|---|---|---|---|---|---|")
     for label, scenario, key, higher, fmt in rows:
-        v = {n: med(results, n, scenario, key) for n in names}
-        best = max(v["nginx"], v["HAProxy"]) if higher else min(v["nginx"], v["HAProxy"])
-        print(f"| {label} | " + " | ".join(fmt.format(v[n]) for n in names) + f" | {v['crossgate'] / best:.2f} |")
-    idle = {n: results[n]["idle"] for n in names}
-    print(f"| RSS MiB with {IDLE_CONNS} idle mTLS connections | " +
-          " | ".join(f"{idle[n]['rss_mib']:.0f}" for n in names) +
-          f" | {idle['crossgate']['rss_mib'] / min(idle['nginx']['rss_mib'], idle['HAProxy']['rss_mib']):.2f} |")
-    print("| KiB per idle connection | " + " | ".join(f"{idle[n]['per_conn_kib']:.1f}" for n in names) +
-          f" | {idle['crossgate']['per_conn_kib'] / idle['nginx']['per_conn_kib']:.2f} (vs nginx) |")
-    print(f"| start to /ready ms (median of 5) | {ready_ms:.1f} | | | |")
+        v = {n: med(results, n, scenario, key) for n in NAMES}
+        peers = [x for x in (v["nginx"], v["HAProxy"]) if x is not None]
+        ratio = ""
+        if peers and v[CG1] is not None:
+            best = max(peers) if higher else min(peers)
+            ratio = f"{v[CG1] / best:.2f}"
+        cells = ["" if v[n] is None else fmt.format(v[n]) for n in NAMES]
+        print(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+    print()
+    for line in versions():
+        print(f"- {line}")
 
 
 if __name__ == "__main__":

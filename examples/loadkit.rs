@@ -4,12 +4,19 @@
 //!   sink through a proxy (with a Linkerd transport header when NAME:PORT is given); prints MB/s.
 //! - `loadkit idle ADDR SNI CA CERT KEY N SECONDS [transport]`: opens N mTLS connections (ALPN
 //!   http/1.1, or transport.l5d.io/v1), holds them SECONDS, prints how many were established.
+//! - `loadkit linkerd ADDR SNI CA CERT KEY CONNS STREAMS SECS NAME:PORT [orig-proto]`: traffic
+//!   shaped as a Linkerd source proxy sends it to a multicluster gateway: CONNS mTLS
+//!   connections (ALPN transport.l5d.io/v1), each starting with a transport header naming
+//!   NAME:PORT with session protocol HTTP/2, then HTTP/2 with STREAMS requests in flight for
+//!   SECS seconds: `GET http://NAME:PORT/` (`:authority` only, no `host`), with
+//!   `l5d-orig-proto: HTTP/1.1` when `orig-proto` is given. Prints one line of JSON:
+//!   `{"ok":N,"errors":M,"p50_ms":X,"p99_ms":Y,"secs":S}`.
 //! - `loadkit soak ...`: the soak behind `benches/soak.sh` (see [`soak`]).
 
 mod common;
 mod soak;
 
-use crossgate::transport_header::TransportHeader;
+use crossgate::transport_header::{SessionProtocol, TransportHeader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,8 +29,9 @@ async fn main() -> anyhow::Result<()> {
         Some("sink") => sink(&args[1]).await,
         Some("stream") => stream(&args[1..]).await,
         Some("idle") => idle(&args[1..]).await,
+        Some("linkerd") => linkerd(&args[1..]).await,
         Some("soak") => soak::run(&args[1..]).await,
-        _ => anyhow::bail!("usage: loadkit sink|stream|idle|soak ..."),
+        _ => anyhow::bail!("usage: loadkit sink|stream|idle|linkerd|soak ..."),
     }
 }
 
@@ -111,4 +119,176 @@ async fn idle(args: &[String]) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(hold)).await;
     drop(held);
     Ok(())
+}
+
+/// What one `linkerd` stream (or a connection that failed to open) counted.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    /// Latency of each ok request, in microseconds.
+    micros: Vec<u32>,
+}
+
+async fn linkerd(args: &[String]) -> anyhow::Result<()> {
+    const USAGE: &str =
+        "usage: loadkit linkerd ADDR SNI CA CERT KEY CONNS STREAMS SECS NAME:PORT [orig-proto]";
+    anyhow::ensure!(args.len() == 9 || args.len() == 10, USAGE);
+    let orig_proto = match args.get(9).map(String::as_str) {
+        None => false,
+        Some("orig-proto") => true,
+        Some(other) => anyhow::bail!("unknown option {other:?}; {USAGE}"),
+    };
+    let addr: std::net::SocketAddr = args[0].parse()?;
+    let config = client(args, &[crossgate::transport_header::ALPN])?;
+    let conns: usize = args[5].parse()?;
+    let streams: usize = args[6].parse()?;
+    let secs: f64 = args[7].parse()?;
+    let target = &args[8];
+    let (name, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("{target:?} is not NAME:PORT"))?;
+    let header = TransportHeader {
+        port: port.parse()?,
+        name: Some(name.to_string()),
+        protocol: Some(SessionProtocol::Http2),
+    }
+    .encode();
+    let uri: http::Uri = format!("http://{target}/").parse()?;
+
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut conn_tasks = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let (config, sni, header, uri) =
+            (config.clone(), args[1].clone(), header.clone(), uri.clone());
+        let connected = connected.clone();
+        conn_tasks.push(tokio::spawn(async move {
+            let send = match linkerd_connect(addr, config, &sni, &header).await {
+                Ok(send) => send,
+                Err(e) => {
+                    eprintln!("connect: {e:#}");
+                    return vec![Tally {
+                        errors: 1,
+                        ..Tally::default()
+                    }];
+                }
+            };
+            connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let streams: Vec<_> = (0..streams)
+                .map(|_| {
+                    let (send, uri) = (send.clone(), uri.clone());
+                    tokio::spawn(linkerd_stream(send, uri, orig_proto, deadline))
+                })
+                .collect();
+            drop(send);
+            let mut out = Vec::with_capacity(streams.len());
+            for s in streams {
+                out.push(s.await.unwrap_or(Tally {
+                    errors: 1,
+                    ..Tally::default()
+                }));
+            }
+            out
+        }));
+    }
+    let mut total = Tally::default();
+    for t in conn_tasks {
+        for tally in t.await.unwrap_or_default() {
+            total.ok += tally.ok;
+            total.errors += tally.errors;
+            total.micros.extend(tally.micros);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let connected = connected.load(std::sync::atomic::Ordering::Relaxed);
+    if connected == 0 {
+        eprintln!("loadkit linkerd: none of {conns} connections to {addr} could be established");
+        std::process::exit(1);
+    }
+    total.micros.sort_unstable();
+    let pct = |q: f64| -> f64 {
+        match total.micros.len() {
+            0 => 0.0,
+            n => f64::from(total.micros[((n as f64 * q) as usize).min(n - 1)]) / 1e3,
+        }
+    };
+    println!(
+        "{{\"ok\":{},\"errors\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"secs\":{:.3}}}",
+        total.ok,
+        total.errors,
+        pct(0.50),
+        pct(0.99),
+        elapsed
+    );
+    Ok(())
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// mTLS, the transport header, then an HTTP/2 (prior knowledge) client over the same stream.
+async fn linkerd_connect(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    sni: &str,
+    header: &[u8],
+) -> anyhow::Result<H2Sender> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let connect = async {
+        let mut tls = crossgate::tls::connect(addr, config, sni).await?;
+        tls.write_all(header).await?;
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        anyhow::Ok(send)
+    };
+    tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after 10 s"))?
+}
+
+/// One request at a time on `send` until `deadline`: `GET uri` as linkerd2-proxy sends it
+/// (absolute-form, so hyper puts the authority in `:authority` and adds no `host`).
+async fn linkerd_stream(
+    mut send: H2Sender,
+    uri: http::Uri,
+    orig_proto: bool,
+    deadline: Instant,
+) -> Tally {
+    use http_body_util::BodyExt;
+    let mut tally = Tally::default();
+    while Instant::now() < deadline {
+        let mut req = http::Request::get(uri.clone())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        if orig_proto {
+            req.headers_mut()
+                .insert("l5d-orig-proto", http::HeaderValue::from_static("HTTP/1.1"));
+        }
+        let t0 = Instant::now();
+        let exchange = async {
+            send.ready().await?;
+            let resp = send.send_request(req).await?;
+            let status = resp.status();
+            resp.into_body().collect().await?;
+            anyhow::Ok(status)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+            Ok(Ok(status)) if status == http::StatusCode::OK => {
+                tally.ok += 1;
+                let us = t0.elapsed().as_micros();
+                tally.micros.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+            Ok(Ok(_)) => tally.errors += 1,
+            Ok(Err(_)) | Err(_) => {
+                tally.errors += 1;
+                // A dead connection fails every request at once; stop instead of spinning.
+                if send.is_closed() {
+                    break;
+                }
+            }
+        }
+    }
+    tally
 }

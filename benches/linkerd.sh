@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# crossgate beside linkerd2-proxy as the multicluster gateway, each behind a real
+# linkerd2-proxy as the source proxy: the paths a Linkerd source really takes (l5d-orig-proto
+# HTTP/1.1 upgraded to HTTP/2, HTTP/1.1 without a hint, HTTP/2, opaque TCP), with the gateway's
+# own CPU per request read from /proc. Runs ../shared/interop's bench.sh per gateway, the three
+# gateways interleaved and repeated; prints the medians as a Markdown table.
+#
+#   benches/linkerd.sh [REPEATS]       (default 3; SECS=10 CONNS=4 as bench.sh)
+#
+# Needs root and the interop harness built (its README: build-proxy.sh, build-stubcp.sh).
+# Gateways: linkerd2-proxy (LINKERD2_PROXY_CORES=1, as the harness runs it), crossgate with
+# `threads = 1` and crossgate with its default runtime. Not part of the test run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+INTEROP=${INTEROP:-$ROOT/../shared/interop}
+REPEATS=${1:-3}
+export STATE=${STATE:-/tmp/l5d-interop}
+OUT=${OUT:-/tmp/crossgate-linkerd-bench}
+BIN=$ROOT/target/release/crossgate
+[[ -x $INTEROP/bin/start.sh ]] || { echo "no interop harness at $INTEROP (set INTEROP=)" >&2; exit 2; }
+[[ -x $STATE/proxy/linkerd2-proxy ]] || { echo "build the proxy first: $INTEROP/bin/build-proxy.sh" >&2; exit 2; }
+(cd "$ROOT" && cargo build --release --bin crossgate)
+mkdir -p "$OUT"
+rm -f "$OUT"/run-*.txt
+"$INTEROP/bin/stop.sh" >/dev/null 2>&1 || true
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+run_one() { # rep gateway
+  local rep=$1 gw=$2 log=$OUT/run-$1-$2.txt
+  case $gw in
+    linkerd2-proxy) GATEWAY=proxy "$INTEROP/bin/start.sh" >"$OUT/start.log" 2>&1 ;;
+    crossgate-t1) GATEWAY=cmd GATEWAY_CMD="$BIN run --config $OUT/t1.toml" \
+      "$INTEROP/bin/start.sh" >"$OUT/start.log" 2>&1 ;;
+    crossgate-default) GATEWAY=cmd GATEWAY_CMD="$BIN run --config $OUT/default.toml" \
+      "$INTEROP/bin/start.sh" >"$OUT/start.log" 2>&1 ;;
+  esac || { cat "$OUT/start.log" >&2; exit 1; }
+  # The harness writes crossgate's config at every start; keep a copy of each flavour.
+  cp "$STATE/gateway/crossgate.toml" "$OUT/default.toml"
+  sed 's/^\[server\]$/[server]\nthreads = 1/' "$STATE/gateway/crossgate.toml" >"$OUT/t1.toml"
+  local pid
+  pid=$(cat "$STATE/pids/gateway.pid")
+  sleep 1
+  echo "idle_rss_kib $(rss_kib "$pid")" >"$log"
+  "$INTEROP/bin/bench.sh" >>"$log" 2>&1 || true
+  echo "loaded_rss_kib $(rss_kib "$pid")" >>"$log"
+  "$INTEROP/bin/stop.sh" >/dev/null 2>&1
+  echo "[$rep/$REPEATS] $gw" >&2
+  cat "$log" >&2
+}
+
+# The first start writes the config the crossgate runs copy.
+GATEWAY=proxy "$INTEROP/bin/start.sh" >"$OUT/start.log" 2>&1 || { cat "$OUT/start.log" >&2; exit 1; }
+cp "$STATE/gateway/crossgate.toml" "$OUT/default.toml"
+sed 's/^\[server\]$/[server]\nthreads = 1/' "$STATE/gateway/crossgate.toml" >"$OUT/t1.toml"
+"$INTEROP/bin/stop.sh" >/dev/null 2>&1
+
+for rep in $(seq 1 "$REPEATS"); do
+  for gw in linkerd2-proxy crossgate-t1 crossgate-default; do
+    run_one "$rep" "$gw"
+  done
+done
+
+python3 - "$OUT" "$REPEATS" "$("$STATE/proxy/linkerd2-proxy" --version 2>/dev/null || true)" <<'PY'
+import glob, os, re, statistics, sys
+out, repeats = sys.argv[1], int(sys.argv[2])
+gws = ["linkerd2-proxy", "crossgate-t1", "crossgate-default"]
+vals = {g: {} for g in gws}
+for g in gws:
+    for path in sorted(glob.glob(f"{out}/run-*-{g}.txt")):
+        for line in open(path):
+            f = line.split()
+            if not f:
+                continue
+            if f[0] in ("idle_rss_kib", "loaded_rss_kib") and len(f) == 2:
+                vals[g].setdefault(f[0], []).append(int(f[1]) / 1024)
+            elif f[0] in ("h1-upgraded", "h1-nohint", "h2") and len(f) == 7 and f[5].isdigit():
+                vals[g].setdefault(f"{f[0]} us", []).append(float(f[5]))
+                vals[g].setdefault(f"{f[0]} rps", []).append(float(f[2]))
+                vals[g].setdefault(f"{f[0]} p99", []).append(float(f[4]))
+            elif f[0] == "opaque-tcp:":
+                m = re.search(r"([0-9.]+) MiB/s.* ([0-9]+) us/MiB", line)
+                if m:
+                    vals[g].setdefault("tcp MiB/s", []).append(float(m.group(1)))
+                    vals[g].setdefault("tcp us", []).append(float(m.group(2)))
+rows = [
+    ("HTTP/1.1 upgraded by the source (`l5d-orig-proto`), gateway CPU us per request", "h1-upgraded us", "{:.0f}"),
+    ("HTTP/1.1 without a hint, gateway CPU us per request", "h1-nohint us", "{:.0f}"),
+    ("HTTP/2, gateway CPU us per request", "h2 us", "{:.0f}"),
+    ("opaque TCP, gateway CPU us per MiB", "tcp us", "{:.0f}"),
+    ("req/s, `l5d-orig-proto`", "h1-upgraded rps", "{:.0f}"),
+    ("req/s, HTTP/1.1 without a hint", "h1-nohint rps", "{:.0f}"),
+    ("req/s, HTTP/2", "h2 rps", "{:.0f}"),
+    ("p99 ms, `l5d-orig-proto`", "h1-upgraded p99", "{:.2f}"),
+    ("opaque TCP MiB/s (both directions)", "tcp MiB/s", "{:.0f}"),
+    ("gateway RSS MiB, started and idle", "idle_rss_kib", "{:.1f}"),
+    ("gateway RSS MiB after the run", "loaded_rss_kib", "{:.1f}"),
+]
+print(f"| measure (medians of {repeats}) | linkerd2-proxy | crossgate `threads = 1` | crossgate default runtime | `threads = 1` / linkerd2-proxy |")
+print("|---|---|---|---|---|")
+for label, key, fmt in rows:
+    v = {g: statistics.median(vals[g][key]) if vals[g].get(key) else None for g in gws}
+    cell = lambda x: "" if x is None else fmt.format(x)
+    ratio = f"{v['crossgate-t1'] / v['linkerd2-proxy']:.2f}" if v["linkerd2-proxy"] and v["crossgate-t1"] is not None else ""
+    print(f"| {label} | {cell(v['linkerd2-proxy'])} | {cell(v['crossgate-t1'])} | {cell(v['crossgate-default'])} | {ratio} |")
+print()
+print(f"- linkerd2-proxy: {sys.argv[3] or 'see interop README for the commit'}")
+PY
