@@ -26,6 +26,11 @@ pub struct Report {
     /// `name:port` and its endpoints, sorted by name and port.
     pub statics: Vec<(String, u16, Vec<SocketAddr>)>,
     pub rules: Vec<Rule>,
+    /// The ports and who may reach them.
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub allow_sources: Option<Vec<ipnet::IpNet>>,
 }
 
 /// Checks the configuration file and the identity files it names: they parse, the key
@@ -80,6 +85,10 @@ pub fn check(path: &Path) -> Result<Report, Vec<String>> {
         cluster_domain: config.routing.cluster_domain,
         statics,
         rules: config.authorization,
+        listen: config.server.listen,
+        admin: config.server.admin,
+        metrics: config.server.metrics,
+        allow_sources: config.server.allow_sources,
     })
 }
 
@@ -104,6 +113,21 @@ impl Report {
                 d = self.cluster_domain
             ),
         ];
+        let sources = match &self.allow_sources {
+            None => "any source".to_string(),
+            Some(nets) => {
+                let nets: Vec<_> = nets.iter().map(ToString::to_string).collect();
+                format!("sources {} only", nets.join(", "))
+            }
+        };
+        out.push(format!("gateway port: {} ({sources})", self.listen));
+        out.push(match self.metrics {
+            None => format!("admin port: {} (/live, /ready, /metrics)", self.admin),
+            Some(m) => format!(
+                "admin port: {} (/live, /ready); metrics port: {m} (/metrics)",
+                self.admin
+            ),
+        });
         if self.statics.is_empty() {
             out.push("static routes: none".into());
         }
@@ -204,6 +228,10 @@ mod tests {
                 vec!["127.0.0.1:18080".parse().unwrap()],
             )],
             rules,
+            listen: "0.0.0.0:4143".parse().unwrap(),
+            admin: "0.0.0.0:4191".parse().unwrap(),
+            metrics: None,
+            allow_sources: None,
         }
     }
 
@@ -229,6 +257,21 @@ mod tests {
             &"static route: bb.demo.svc.cluster.local:8080 -> 127.0.0.1:18080".to_string()
         ));
         assert!(lines[1].contains("not_after 1970-01-02T00:00:00Z (23h 0m left of 1d 0h)"));
+        assert!(lines.contains(&"gateway port: 0.0.0.0:4143 (any source)".to_string()));
+        assert!(lines.contains(&"admin port: 0.0.0.0:4191 (/live, /ready, /metrics)".to_string()));
+        let mut private = report(vec![]);
+        private.metrics = Some("10.0.0.5:9191".parse().unwrap());
+        private.allow_sources = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+        let lines = private.summary(0);
+        assert!(
+            lines.contains(&"gateway port: 0.0.0.0:4143 (sources 10.0.0.0/8 only)".to_string())
+        );
+        assert!(
+            lines.contains(
+                &"admin port: 0.0.0.0:4191 (/live, /ready); metrics port: 10.0.0.5:9191 (/metrics)"
+                    .to_string()
+            )
+        );
         let r = report(vec![Rule {
             identities: vec![
                 "*.west.serviceaccount.identity.linkerd.cluster.local"
