@@ -199,9 +199,28 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// A SIGTERM or SIGINT after the first: an operator (or a second `kill`) asking not to wait
+/// out `drain_delay`. SIGTERM is listened to from the call on, before the returned future is
+/// first polled; pending forever where signals cannot be listened to.
+fn another_stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
 /// Serves until `shutdown` completes, then shuts down in steps: `/ready` answers 503 while
-/// connections are still accepted and served for `drain_delay` (a load balancer stops sending),
-/// then stop accepting, HTTP connections shut down gracefully, TCP streams may finish, all
+/// connections are still accepted and served for `drain_delay` (a load balancer stops sending;
+/// a second SIGTERM or SIGINT cuts it short), then stop accepting, HTTP connections shut down gracefully, TCP streams may finish, all
 /// within `drain_timeout`. The last log line says whether every connection closed or how many
 /// the deadline cut.
 pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
@@ -279,8 +298,14 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
             ?delay,
             "shutting down: /ready answers 503, still accepting for drain_delay"
         );
+        let second = another_stop_signal();
         gw.lifecycle.stop_serving();
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = second => {
+                tracing::info!("second stop signal: drain_delay cut short");
+            }
+        }
     }
     tracing::info!("draining: no longer accepting");
     gw.lifecycle.begin_drain();

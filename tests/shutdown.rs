@@ -1,6 +1,7 @@
 //! Shutdown as a load balancer sees it (the binary, SIGTERM): `/ready` turns 503 at once
 //! while new connections are still accepted and served for `drain_delay`; then the gateway
-//! stops accepting, drains, exits 0, and its last log line names the outcome.
+//! stops accepting, drains, exits 0, and its last log line names the outcome. A second
+//! SIGTERM cuts `drain_delay` short.
 
 mod http_support;
 mod support;
@@ -71,6 +72,30 @@ async fn sigterm_keeps_serving_for_drain_delay_with_ready_503_then_drains() {
     assert!(
         !stderr.contains("\x1b["),
         "colour codes in a file: {stderr:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_sigterm_cuts_drain_delay_short() {
+    let mut gw = BinaryGateway::start_logged("drain_delay = \"60s\"", "", "info", false).await;
+    gw.signal("TERM").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ready_status(&gw).await.as_deref() != Some("HTTP/1.1 503 Service Unavailable") {
+        assert!(Instant::now() < deadline, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = Instant::now();
+    gw.signal("TERM").await;
+    let status = gw.wait_exit(15).await;
+    let stderr = gw.stderr();
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "waited out drain_delay after a second SIGTERM"
+    );
+    assert!(
+        stderr.contains("second stop signal: drain_delay cut short"),
+        "{stderr}"
     );
 }
 
