@@ -14,8 +14,8 @@ import json, os, resource, shutil, signal, socket, statistics, subprocess, sys, 
 QUICK = "--quick" in sys.argv
 # --only=h1,h2,stream,idle runs just those parts (for profiling loops); the table needs them all.
 ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), None)
-REPEATS = 1 if QUICK else 3
-SECS = 3 if QUICK else 5
+REPEATS = int(os.environ.get("REPEATS", 1 if QUICK else 3))
+SECS = int(os.environ.get("SECS", 3 if QUICK else 5))
 IDLE_CONNS = 2000 if QUICK else 9000
 PROXY_CORE, LOAD_CORE = "0", "1"
 GW = "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local"
@@ -97,10 +97,11 @@ http {{ access_log off; keepalive_requests 10000000;
   server {{ listen 127.0.0.1:18080; listen 127.0.0.1:18081 http2;
     location / {{ return 200 "ok\\n"; }} }} }}
 """)
-    spawn(["nginx", "-c", conf], LOAD_CORE)
-    spawn([LOADKIT, "sink", "127.0.0.1:19000"], LOAD_CORE)
+    backends = [spawn(["nginx", "-c", conf], LOAD_CORE),
+                spawn([LOADKIT, "sink", "127.0.0.1:19000"], LOAD_CORE)]
     for port in (18080, 18081, 19000):
         wait_port(port)
+    return backends
 
 
 def crossgate_config(tmp, pki, name, listen, admin, server_extra="", tables="",
@@ -328,23 +329,32 @@ def main():
     tmp = tempfile.mkdtemp(prefix="crossgate-bench-")
     try:
         pki = setup(tmp)
-        start_backends(tmp)
-        proxies = {
-            CG1: (start_crossgate(tmp, pki), 4143, 4143),
-            CGD: (start_crossgate(tmp, pki, 4163, ""), 4163, 4163),
-            "nginx": (start_nginx(tmp, pki), 4443, 4444),
-            "HAProxy": (start_haproxy(tmp, pki), 5443, 5444),
-        }
-        # taskset execs the proxy in place; nginx forks a worker.
-        time.sleep(0.5)
-        pids = {name: children(p.pid) for name, (p, _, _) in proxies.items()}
-        results = {name: {} for name in proxies}
+        backends = start_backends(tmp)
+        results = {name: {} for name in NAMES}
         want = lambda part: not ONLY or part in ONLY
         def note(rep, scenario, name, r):
             print(f"  [{rep + 1}/{REPEATS}] {scenario:9} {name:17} {r['rps']:>9.0f} req/s "
                   f"{r['us']:6.1f} us/req ({r['user_us']:.1f} user) p50 {r['p50']:.2f} ms "
                   f"p99 {r['p99']:.2f} ms", file=sys.stderr)
         for rep in range(REPEATS):
+            # Every repeat starts the proxies afresh and measures idle memory first: an
+            # allocator keeps what a previous load used, so a second idle run reads nothing.
+            proxies = {
+                CG1: (start_crossgate(tmp, pki), 4143, 4143),
+                CGD: (start_crossgate(tmp, pki, 4163, ""), 4163, 4163),
+                "nginx": (start_nginx(tmp, pki), 4443, 4444),
+                "HAProxy": (start_haproxy(tmp, pki), 5443, 5444),
+            }
+            # taskset execs the proxy in place; nginx forks a worker.
+            time.sleep(0.5)
+            pids = {name: children(p.pid) for name, (p, _, _) in proxies.items()}
+            for name, (_, port, _) in proxies.items():
+                if want("idle"):
+                    r = idle_run(port, pids[name], pki)
+                    results[name].setdefault("idle_rss", []).append(r["rss_mib"])
+                    results[name].setdefault("idle_kib", []).append(r["per_conn_kib"])
+                    print(f"  [{rep + 1}/{REPEATS}] idle      {name:17} {r['rss_mib']:.0f} MiB, "
+                          f"{r['per_conn_kib']:.1f} KiB per connection", file=sys.stderr)
             for scenario in LINKERD:
                 for name in (CG1, CGD):
                     if want(scenario):
@@ -362,26 +372,30 @@ def main():
                     mbs = stream_run(name, sport, pki)
                     results[name].setdefault("stream", []).append(mbs)
                     print(f"  [{rep + 1}/{REPEATS}] stream    {name:17} {mbs:>9.0f} MB/s", file=sys.stderr)
-            for name, (_, port, _) in proxies.items():
-                if want("idle"):
-                    r = idle_run(port, pids[name], pki)
-                    results[name].setdefault("idle_rss", []).append(r["rss_mib"])
-                    results[name].setdefault("idle_kib", []).append(r["per_conn_kib"])
-                    print(f"  [{rep + 1}/{REPEATS}] idle      {name:17} {r['rss_mib']:.0f} MiB, "
-                          f"{r['per_conn_kib']:.1f} KiB per connection", file=sys.stderr)
+            stop_all(keep=backends)
             if want("ready"):
                 results[CG1].setdefault("ready", []).append(start_to_ready(tmp, pki))
         if not ONLY:
             report(results)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_all(keep=()):
+    """Stops every process spawned but those in `keep`."""
+    for p in procs:
+        if p not in keep:
+            p.send_signal(signal.SIGTERM)
+    for p in list(procs):
+        if p in keep:
+            continue
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        procs.remove(p)
 
 
 def med(results, name, scenario, key=None):

@@ -19,7 +19,7 @@ OUT=${OUT:-/tmp/crossgate-linkerd-bench}
 BIN=$ROOT/target/release/crossgate
 [[ -x $INTEROP/bin/start.sh ]] || { echo "no interop harness at $INTEROP (set INTEROP=)" >&2; exit 2; }
 [[ -x $STATE/proxy/linkerd2-proxy ]] || { echo "build the proxy first: $INTEROP/bin/build-proxy.sh" >&2; exit 2; }
-(cd "$ROOT" && cargo build --release --bin crossgate)
+(cd "$ROOT" && cargo build --release --bin crossgate --example loadkit)
 mkdir -p "$OUT"
 rm -f "$OUT"/run-*.txt
 "$INTEROP/bin/stop.sh" >/dev/null 2>&1 || true
@@ -61,7 +61,12 @@ for rep in $(seq 1 "$REPEATS"); do
   done
 done
 
-python3 - "$OUT" "$REPEATS" "$("$STATE/proxy/linkerd2-proxy" --version 2>/dev/null || true)" <<'PY'
+crate() { # name: its version in linkerd2-proxy's Cargo.lock
+  awk -v n="$1" '$0 == "name = \"" n "\"" { getline; gsub(/version = |"/, ""); print; exit }' \
+    "$STATE/build/linkerd2-proxy/Cargo.lock" 2>/dev/null
+}
+L5D="commit $(cut -c1-9 "$STATE/proxy/linkerd2-proxy.commit" 2>/dev/null || echo '?'): rustls $(crate rustls) with aws-lc-rs $(crate aws-lc-rs), hyper $(crate hyper), h2 $(crate h2)"
+python3 - "$OUT" "$REPEATS" "$L5D" "$(cd "$ROOT" && git rev-parse --short HEAD)" <<'PY'
 import glob, os, re, statistics, sys
 out, repeats = sys.argv[1], int(sys.argv[2])
 gws = ["linkerd2-proxy", "crossgate-t1", "crossgate-default"]
@@ -104,5 +109,6 @@ for label, key, fmt in rows:
     ratio = f"{v['crossgate-t1'] / v['linkerd2-proxy']:.2f}" if v["linkerd2-proxy"] and v["crossgate-t1"] is not None else ""
     print(f"| {label} | {cell(v['linkerd2-proxy'])} | {cell(v['crossgate-t1'])} | {cell(v['crossgate-default'])} | {ratio} |")
 print()
-print(f"- linkerd2-proxy: {sys.argv[3] or 'see interop README for the commit'}")
+print(f"- linkerd2-proxy {sys.argv[3]}; LINKERD2_PROXY_CORES=1")
+print(f"- crossgate {sys.argv[4]}")
 PY
