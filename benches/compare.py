@@ -2,8 +2,9 @@
 """Runs crossgate, nginx and HAProxy side by side as mTLS proxies (TLS 1.3, ECDSA P-256, client
 certificate required against the same anchor, no session tickets or caches, keep-alive
 upstream), each pinned to core 0; the load tool, backend and sink on core 1. crossgate runs
-twice: with `threads = 1` (the current-thread runtime) and with its default runtime (no
-`threads` key: the multi-thread scheduler, one worker per core it may use, here one). Besides
+twice: with `threads = 1` (the current-thread runtime) pinned like the peers, and with its
+default runtime (no `threads` key) unpinned: one worker per core, two multi-thread workers here,
+sharing core 1 with the load tool. Besides
 the scenarios every proxy can serve, crossgate takes the two Linkerd-shaped paths (a transport
 header, then HTTP/2 in absolute form; with and without `l5d-orig-proto`). Every scenario,
 idle memory and start-to-ready included, is interleaved across the proxies and repeated;
@@ -17,7 +18,7 @@ ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--
 REPEATS = int(os.environ.get("REPEATS", 1 if QUICK else 3))
 SECS = int(os.environ.get("SECS", 3 if QUICK else 5))
 IDLE_CONNS = 2000 if QUICK else 9000
-PROXY_CORE, LOAD_CORE = "0", "1"
+PROXY_CORE, LOAD_CORE, ALL_CORES = "0", "1", "0,1"
 GW = "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/crossgate")
@@ -122,7 +123,7 @@ key = "{pki}/gateway.key"
     return path
 
 
-def start_crossgate(tmp, pki, port=4143, threads="threads = 1"):
+def start_crossgate(tmp, pki, port=4143, threads="threads = 1", core=PROXY_CORE):
     """crossgate on `port` (admin on port + 48); `threads` is its [server] threads line."""
     conf = crossgate_config(tmp, pki, f"crossgate-{port}.toml", port, port + 48,
                             "max_connections = 100000", """
@@ -131,7 +132,7 @@ def start_crossgate(tmp, pki, port=4143, threads="threads = 1"):
 "web2.bench.svc.cluster.local:80" = ["127.0.0.1:18081"]
 "sink.bench.svc.cluster.local:9000" = ["127.0.0.1:19000"]
 """, threads)
-    p = spawn([BIN, "run", "--config", conf], PROXY_CORE, env={**os.environ, "RUST_LOG": "warn"})
+    p = spawn([BIN, "run", "--config", conf], core, env={**os.environ, "RUST_LOG": "warn"})
     wait_port(port)
     return p
 
@@ -341,7 +342,9 @@ def main():
             # allocator keeps what a previous load used, so a second idle run reads nothing.
             proxies = {
                 CG1: (start_crossgate(tmp, pki), 4143, 4143),
-                CGD: (start_crossgate(tmp, pki, 4163, ""), 4163, 4163),
+                # Unpinned: its default on this machine, one worker per core (2). Pinned to
+                # one core, the default is the current-thread runtime, the column before.
+                CGD: (start_crossgate(tmp, pki, 4163, "", ALL_CORES), 4163, 4163),
                 "nginx": (start_nginx(tmp, pki), 4443, 4444),
                 "HAProxy": (start_haproxy(tmp, pki), 5443, 5444),
             }

@@ -145,7 +145,7 @@ fn main() -> ExitCode {
             admin,
         } => run(config, crossgate::config::Overrides { listen, admin }),
         Command::Check { config } => check(&config),
-        Command::Demo => runtime(None)
+        Command::Demo => runtime(cores())
             .and_then(|rt| {
                 rt.block_on(crossgate::demo::demo())
                     .map_err(|e| eprintln!("demo failed: {e:#}"))
@@ -161,7 +161,7 @@ fn main() -> ExitCode {
                 Output::Table => crossgate::probe::Format::Table,
                 Output::Json => crossgate::probe::Format::Json,
             };
-            runtime(Some(1)).map_or(ExitCode::FAILURE, |rt| {
+            runtime(1).map_or(ExitCode::FAILURE, |rt| {
                 ExitCode::from(rt.block_on(crossgate::probe::gateways(&prober, format, wait)))
             })
         }
@@ -257,10 +257,25 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
         }
     };
     crossgate::lifecycle::check_fd_limit(&config.server);
-    let Ok(rt) = runtime(config.server.threads) else {
+    let threads = config.server.threads.unwrap_or_else(cores);
+    let Ok(rt) = runtime(threads) else {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
+        tracing::info!(
+            threads,
+            source = if config.server.threads.is_some() {
+                "server.threads"
+            } else {
+                "cores available"
+            },
+            scheduler = if threads == 1 {
+                "current-thread"
+            } else {
+                "multi-thread"
+            },
+            "runtime"
+        );
         let listeners = match crossgate::Listeners::bind(&config.server).await {
             Ok(l) => l,
             Err(e) => {
@@ -293,7 +308,7 @@ fn probe(path: PathBuf) -> ExitCode {
         }
     };
     // Probes are small and few: one thread does them all.
-    let Ok(rt) = runtime(Some(1)) else {
+    let Ok(rt) = runtime(1) else {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
@@ -309,21 +324,26 @@ fn probe(path: PathBuf) -> ExitCode {
     })
 }
 
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ()> {
+/// The runtime for `n` worker threads.
+fn runtime(n: usize) -> Result<tokio::runtime::Runtime, ()> {
     // One thread: the current-thread scheduler does the same work without cross-thread
-    // wake-up bookkeeping.
-    let mut b = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    // wake-up bookkeeping (a quarter less CPU per HTTP/2 request in BENCHMARKS.md).
+    let mut b = if n == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(n);
+        b
     };
     b.enable_all()
         .build()
         .map_err(|e| eprintln!("cannot start runtime: {e}"))
+}
+
+/// The cores this process may use: its CPU affinity and cgroup quota count, as
+/// `std::thread::available_parallelism` reads them (a pod limited to 1 CPU gets 1).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, Into::into)
 }
 
 /// SIGHUP reads the configuration file again (rules swap when it is valid) and the identity

@@ -21,7 +21,8 @@ use toml::Table;
 pub struct Server {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
-    /// Worker threads; default the number of cores.
+    /// Worker threads; default the cores the process may use (affinity, cgroup quota). One
+    /// thread runs the current-thread scheduler.
     pub threads: Option<usize>,
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,

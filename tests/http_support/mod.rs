@@ -677,6 +677,18 @@ impl BinaryGateway {
         rust_log: &str,
         json: bool,
     ) -> BinaryGateway {
+        BinaryGateway::start_under(&[], server_keys, tables, rust_log, json).await
+    }
+
+    /// [`BinaryGateway::start_logged`] run by `wrapper` (a command that execs its arguments in
+    /// place, such as `taskset -c 0`), so that the pid is still the gateway's.
+    pub async fn start_under(
+        wrapper: &[&str],
+        server_keys: &str,
+        tables: &str,
+        rust_log: &str,
+        json: bool,
+    ) -> BinaryGateway {
         let pki = crossgate::certs::Pki::new().unwrap();
         let leaf = pki.leaf(crossgate::certs::GATEWAY_IDENTITY).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -697,7 +709,16 @@ impl BinaryGateway {
         .unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let format = if json { "json" } else { "text" };
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_crossgate"))
+        let bin = env!("CARGO_BIN_EXE_crossgate");
+        let mut command = match wrapper.split_first() {
+            None => tokio::process::Command::new(bin),
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+        };
+        let child = command
             .args(["--log-format", format, "run", "--config"])
             .arg(&config)
             .env("RUST_LOG", rust_log)
