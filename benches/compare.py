@@ -304,6 +304,12 @@ CG1, CGD = "crossgate", "crossgate default"
 NAMES = [CG1, CGD, "nginx", "HAProxy"]
 
 
+def cpu_stat():
+    """(steal, total) clock ticks of the whole machine, from /proc/stat."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return f[7], sum(f[:8])
+
+
 def versions():
     """The peers' and the load tool's versions, and the TLS library each uses."""
     def out(args):
@@ -337,6 +343,7 @@ def main():
             print(f"  [{rep + 1}/{REPEATS}] {scenario:9} {name:17} {r['rps']:>9.0f} req/s "
                   f"{r['us']:6.1f} us/req ({r['user_us']:.1f} user) p50 {r['p50']:.2f} ms "
                   f"p99 {r['p99']:.2f} ms", file=sys.stderr)
+        stat0 = cpu_stat()
         for rep in range(REPEATS):
             # Every repeat starts the proxies afresh and measures idle memory first: an
             # allocator keeps what a previous load used, so a second idle run reads nothing.
@@ -378,8 +385,11 @@ def main():
             stop_all(keep=backends)
             if want("ready"):
                 results[CG1].setdefault("ready", []).append(start_to_ready(tmp, pki))
+        stat1 = cpu_stat()
+        steal = (stat1[0] - stat0[0]) / max(stat1[1] - stat0[1], 1) * 100
         if not ONLY:
             report(results)
+            print(f"- steal: {steal:.1f} % of the machine's CPU time went to other guests during the run")
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -55,6 +55,8 @@ cp "$STATE/gateway/crossgate.toml" "$OUT/default.toml"
 sed 's/^\[server\]$/[server]\nthreads = 1/' "$STATE/gateway/crossgate.toml" >"$OUT/t1.toml"
 "$INTEROP/bin/stop.sh" >/dev/null 2>&1
 
+steal() { awk 'NR == 1 { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+read -r steal0 total0 < <(steal)
 for rep in $(seq 1 "$REPEATS"); do
   for gw in linkerd2-proxy crossgate-t1 crossgate-default; do
     run_one "$rep" "$gw"
@@ -66,7 +68,9 @@ crate() { # name: its version in linkerd2-proxy's Cargo.lock
     "$STATE/build/linkerd2-proxy/Cargo.lock" 2>/dev/null
 }
 L5D="commit $(cut -c1-9 "$STATE/proxy/linkerd2-proxy.commit" 2>/dev/null || echo '?'): rustls $(crate rustls) with aws-lc-rs $(crate aws-lc-rs), hyper $(crate hyper), h2 $(crate h2)"
-python3 - "$OUT" "$REPEATS" "$L5D" "$(cd "$ROOT" && git rev-parse --short HEAD)" <<'PY'
+read -r steal1 total1 < <(steal)
+STEAL=$(awk -v s=$((steal1 - steal0)) -v t=$((total1 - total0)) 'BEGIN { printf "%.1f", s * 100 / (t > 0 ? t : 1) }')
+python3 - "$OUT" "$REPEATS" "$L5D" "$(cd "$ROOT" && git rev-parse --short HEAD)" "$STEAL" <<'PY'
 import glob, os, re, statistics, sys
 out, repeats = sys.argv[1], int(sys.argv[2])
 gws = ["linkerd2-proxy", "crossgate-t1", "crossgate-default"]
@@ -111,4 +115,5 @@ for label, key, fmt in rows:
 print()
 print(f"- linkerd2-proxy {sys.argv[3]}; LINKERD2_PROXY_CORES=1")
 print(f"- crossgate {sys.argv[4]}")
+print(f"- steal: {sys.argv[5]} % of the machine's CPU time went to other guests during the run")
 PY
