@@ -199,10 +199,10 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// A SIGTERM or SIGINT after the first: an operator (or a second `kill`) asking not to wait
-/// out `drain_delay`. SIGTERM is listened to from the call on, before the returned future is
-/// first polled; pending forever where signals cannot be listened to.
-fn another_stop_signal() -> impl Future<Output = ()> {
+/// Completes on SIGTERM or SIGINT: the signal to stop, or (a second one) not to wait out
+/// `drain_delay`. SIGTERM is listened to from the call on, before the returned future is first
+/// polled; pending forever where signals cannot be listened to. Call it inside the runtime.
+pub fn stop_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     async move {
@@ -220,8 +220,8 @@ fn another_stop_signal() -> impl Future<Output = ()> {
 
 /// Serves until `shutdown` completes, then shuts down in steps: `/ready` answers 503 while
 /// connections are still accepted and served for `drain_delay` (a load balancer stops sending;
-/// a second SIGTERM or SIGINT cuts it short), then stop accepting, HTTP connections shut down gracefully, TCP streams may finish, all
-/// within `drain_timeout`. The last log line says whether every connection closed or how many
+/// a second SIGTERM or SIGINT cuts it short), then stop accepting, HTTP connections shut down
+/// gracefully, TCP streams may finish, all within `drain_timeout`. The last log line says whether every connection closed or how many
 /// the deadline cut.
 pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let accept = tokio::spawn(server::accept_loop(
@@ -298,7 +298,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
             ?delay,
             "shutting down: /ready answers 503, still accepting for drain_delay"
         );
-        let second = another_stop_signal();
+        let second = stop_signal();
         gw.lifecycle.stop_serving();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

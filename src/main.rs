@@ -284,7 +284,7 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
             }
         };
         let hup = tokio::spawn(reload_on_sighup(gw.clone()));
-        crossgate::run(gw, listeners, shutdown_signal()).await;
+        crossgate::run(gw, listeners, crossgate::stop_signal()).await;
         hup.abort();
         ExitCode::SUCCESS
     })
@@ -319,7 +319,7 @@ fn probe(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        crossgate::probe::run(prober, admin, shutdown_signal()).await;
+        crossgate::probe::run(prober, admin, crossgate::stop_signal()).await;
         ExitCode::SUCCESS
     })
 }
@@ -359,21 +359,6 @@ async fn reload_on_sighup(gw: std::sync::Arc<crossgate::Gateway>) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the configuration and the identity");
         gw.reload().await;
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
