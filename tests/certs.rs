@@ -6,18 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const GATEWAY: &str = crossgate::certs::GATEWAY_IDENTITY;
-
-fn crossgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crossgate"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod support;
+use support::{GATEWAY, crossgate, text};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

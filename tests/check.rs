@@ -4,19 +4,8 @@
 
 mod support;
 use std::path::Path;
-use std::process::{Command, Output};
-use support::GATEWAY;
-
-fn crossgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crossgate"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use std::process::Output;
+use support::{GATEWAY, crossgate, text};
 
 /// `crossgate certs --out DIR`: the dev PKI and its crossgate.toml.
 fn dev_pki(dir: &Path) {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::GATEWAY;
+use support::{GATEWAY, text};
 
 fn crossgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_crossgate"))
@@ -14,10 +14,6 @@ fn crossgate(args: &[&str]) -> Output {
         .env("RUST_LOG", "info")
         .output()
         .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// `crossgate certs --out DIR`: the dev PKI and its crossgate.toml.

@@ -12,23 +12,9 @@ use http_support::BinaryGateway;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::time::Duration;
-use support::{ALPN_TRANSPORT, FRONTEND, GATEWAY};
+use support::{ALPN_TRANSPORT, FRONTEND, GATEWAY, serial_of_der, serial_of_pem};
 
 const HOURLY: &str = "reload_interval = \"1h\"\n";
-
-fn serial_of_der(der: &[u8]) -> Vec<u8> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).expect("certificate");
-    cert.raw_serial().to_vec()
-}
-
-fn serial_of_pem(pem: &str) -> Vec<u8> {
-    let first = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap();
-    serial_of_der(&first)
-}
 
 /// The serial of the leaf the gateway presents to a new mTLS client.
 async fn presented_serial(gw: &BinaryGateway) -> Vec<u8> {

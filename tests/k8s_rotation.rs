@@ -15,8 +15,6 @@ mod support;
 use crossgate::certs::{Leaf, Pki};
 use crossgate::config::{Config, Overrides};
 use http_support::{Backend, static_routes};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,21 +91,6 @@ fn identity_files(pki: &Pki, leaf: &Leaf) -> Vec<(&'static str, String)> {
         ("tls.crt", leaf.cert_pem.clone()),
         ("tls.key", leaf.key_pem.clone()),
     ]
-}
-
-/// The serial number of the first certificate of a PEM chain or of a DER certificate.
-fn serial_of_der(der: &[u8]) -> Vec<u8> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).expect("certificate");
-    cert.raw_serial().to_vec()
-}
-
-fn serial_of_pem(pem: &str) -> Vec<u8> {
-    let first = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap();
-    serial_of_der(&first)
 }
 
 /// One handshake and one request on a new connection.

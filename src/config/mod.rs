@@ -5,7 +5,7 @@
 mod parse;
 mod rules;
 
-pub(crate) use parse::Parser;
+pub(crate) use parse::{Parser, read};
 
 use crate::access::AccessLog;
 use crate::authz::Rule;
@@ -14,7 +14,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toml::Table;
 
 /// `[server]`: listeners, deadlines and limits.
 #[derive(Clone, Debug)]
@@ -155,9 +154,7 @@ pub struct Overrides {
 impl Config {
     /// Reads and validates `path`, applying `overrides`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+        let (origin, text) = read(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut config = Config::parse(&text, &origin, base, overrides)?;
         config.source = Some(Source {
@@ -174,13 +171,7 @@ impl Config {
         base: &Path,
         overrides: &Overrides,
     ) -> Result<Config, ConfigErrors> {
-        let table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("{origin}: {e}")]))?;
-        let mut p = Parser {
-            origin,
-            errors: Vec::new(),
-        };
+        let (table, mut p) = Parser::start(text, origin)?;
         p.known(
             &table,
             "",

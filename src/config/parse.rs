@@ -13,6 +13,31 @@ pub(crate) struct Parser<'a> {
     pub(crate) errors: Vec<String>,
 }
 
+/// The text of the config file at `path`, and its name for messages.
+pub(crate) fn read(path: &Path) -> Result<(String, String), super::ConfigErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| super::ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+    Ok((origin, text))
+}
+
+impl<'a> Parser<'a> {
+    /// The TOML table of `text`, and a parser that names `origin` in every problem.
+    pub(crate) fn start(
+        text: &str,
+        origin: &'a str,
+    ) -> Result<(Table, Parser<'a>), super::ConfigErrors> {
+        let table = text
+            .parse()
+            .map_err(|e: toml::de::Error| super::ConfigErrors(vec![format!("{origin}: {e}")]))?;
+        let parser = Parser {
+            origin,
+            errors: Vec::new(),
+        };
+        Ok((table, parser))
+    }
+}
+
 impl Parser<'_> {
     pub(crate) fn error(&mut self, key: &str, msg: impl fmt::Display) {
         self.errors.push(format!("{}: {key}: {msg}", self.origin));

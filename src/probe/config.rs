@@ -48,22 +48,14 @@ pub const DEFAULT_ADMIN: &str = "0.0.0.0:4192";
 impl ProbeConfig {
     /// Reads and validates `path`; relative identity paths are taken from its directory.
     pub fn load(path: &Path) -> Result<ProbeConfig, ConfigErrors> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+        let (origin, text) = crate::config::read(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         ProbeConfig::parse(&text, &origin, base)
     }
 
     /// Validates TOML `text`.
     pub fn parse(text: &str, origin: &str, base: &Path) -> Result<ProbeConfig, ConfigErrors> {
-        let table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("{origin}: {e}")]))?;
-        let mut p = Parser {
-            origin,
-            errors: Vec::new(),
-        };
+        let (table, mut p) = Parser::start(text, origin)?;
         p.known(&table, "", &["server", "identity", "probe", "link"]);
         let admin = server(&mut p, table.get("server"));
         let identity = table

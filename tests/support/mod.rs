@@ -470,3 +470,34 @@ fn dns_answer(
     }
     Some((name, qtype, out))
 }
+
+/// The serial number of a DER certificate.
+pub fn serial_of_der(der: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).expect("certificate");
+    cert.raw_serial().to_vec()
+}
+
+/// The serial number of the first certificate of a PEM chain.
+pub fn serial_of_pem(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let first = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    serial_of_der(&first)
+}
+
+/// Runs the crossgate binary with `args` and waits for its output.
+pub fn crossgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_crossgate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Bytes from a process as text, lossily.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
