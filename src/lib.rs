@@ -23,6 +23,7 @@ pub mod admin;
 pub mod authz;
 pub mod certs;
 pub mod check;
+pub mod client_tls;
 pub mod config;
 pub mod demo;
 pub mod discovery;
@@ -99,12 +100,13 @@ impl Gateway {
             config,
             store.identity(),
         )));
-        let discovery = Arc::new(discovery::Discovery::new(
+        let discovery = Arc::new(discovery::Discovery::new(&config.routing.dns_servers));
+        let upstream = Upstream::new(
+            discovery,
             rules.clone(),
-            &config.routing.dns_servers,
-            config.server.connect_timeout,
-        ));
-        let upstream = Upstream::new(discovery, metrics.clone(), config.log.access.all());
+            metrics.clone(),
+            config.log.access.all(),
+        );
         Ok(Arc::new(Gateway {
             settings: Arc::new(config.server.clone()),
             rules,

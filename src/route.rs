@@ -2,6 +2,7 @@
 //! or a refusal. Pure: no I/O, no DNS. Never an open proxy: only names under
 //! `svc.<cluster_domain>` with at least `<svc>.<ns>` before it, or exact `[routing.static]` keys.
 
+use crate::discovery::{Endpoint, EndpointSet};
 use crate::names::normalize;
 use crate::refusal::Refusal;
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ impl fmt::Display for Target {
 pub struct Routes {
     /// `.svc.<cluster_domain>`, lower-case, with the leading dot.
     svc_suffix: String,
-    statics: HashMap<Target, Arc<[SocketAddr]>>,
+    statics: HashMap<Target, EndpointSet>,
 }
 
 impl Routes {
@@ -40,14 +41,15 @@ impl Routes {
                 .into_iter()
                 .map(|((n, port), eps)| {
                     let name = normalize(&n).into();
-                    (Target { name, port }, Arc::from(eps))
+                    let eps: Vec<Endpoint> = eps.into_iter().map(Endpoint::plain).collect();
+                    (Target { name, port }, EndpointSet::from(eps))
                 })
                 .collect(),
         }
     }
 
     /// The static endpoints for `target`, if it is a `[routing.static]` key.
-    pub fn static_endpoints(&self, target: &Target) -> Option<Arc<[SocketAddr]>> {
+    pub fn static_endpoints(&self, target: &Target) -> Option<EndpointSet> {
         self.statics.get(target).cloned()
     }
 

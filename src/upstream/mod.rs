@@ -37,6 +37,7 @@ pub struct Dialed {
 #[derive(Clone)]
 pub struct Dialer {
     discovery: Arc<Discovery>,
+    rules: Arc<crate::rules::RulesHandle>,
     metrics: Arc<Metrics>,
     /// Put each pooled connection's [`Endpoint`] in its responses' extensions (an allocation
     /// per response, so only when the access log wants it).
@@ -45,7 +46,11 @@ pub struct Dialer {
 
 impl Dialer {
     pub async fn dial(&self, target: &Target) -> Result<Dialed, Refusal> {
-        let (stream, addr) = self.discovery.connect(target).await?;
+        let set = self.discovery.resolve(target, &self.rules.load()).await?;
+        let addr = set.first().ok_or(Refusal::NoSuchService)?.addr;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Refusal::Upstream(e.to_string()))?;
         // Reached: the target's name may be a metric label from now on.
         self.metrics.targets.reached(target);
         let leg = Leg::open(
@@ -94,11 +99,13 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(
         discovery: Arc<Discovery>,
+        rules: Arc<crate::rules::RulesHandle>,
         metrics: Arc<Metrics>,
         endpoints_in_responses: bool,
     ) -> Upstream {
         let dialer = Dialer {
             discovery,
+            rules,
             metrics,
             endpoints_in_responses,
         };

@@ -1,55 +1,34 @@
-//! Discovery: from a [`Target`] to a connected upstream socket. Static endpoints come from
-//! `[routing.static]`; every other name resolves through DNS (hickory-resolver, whose cache
-//! respects TTLs and caches negative answers). Connections spread across the addresses
-//! round-robin and fail over to the next address on a connect error.
+//! DNS: a target's name resolved to plaintext endpoints on the target's port; a name DNS does
+//! not know is [`Refusal::NoSuchService`].
 
+use super::{Endpoint, EndpointSet};
 use crate::refusal::Refusal;
 use crate::route::Target;
-use crate::rules::RulesHandle;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-/// Resolves targets and connects to them.
-pub struct Discovery {
-    /// Static endpoints come from the rules in force, so a reload changes them.
-    rules: Arc<RulesHandle>,
+/// Asks DNS for a target's addresses (hickory-resolver: its cache respects TTLs and caches
+/// negative answers).
+pub struct Dns {
     resolver: Result<TokioResolver, String>,
-    /// The next address to try first, per target: round-robin within each target.
-    next: Mutex<HashMap<Target, usize>>,
-    connect_timeout: Duration,
 }
 
-impl Discovery {
+impl Dns {
     /// `dns_servers` empty means the system's resolv.conf.
-    pub fn new(
-        rules: Arc<RulesHandle>,
-        dns_servers: &[SocketAddr],
-        connect_timeout: Duration,
-    ) -> Discovery {
+    pub fn new(dns_servers: &[SocketAddr]) -> Dns {
         let resolver = build_resolver(dns_servers).map_err(|e| {
             tracing::warn!(error = %e, "no DNS resolver; only static targets will resolve");
             e
         });
-        Discovery {
-            rules,
-            resolver,
-            next: Mutex::new(HashMap::new()),
-            connect_timeout,
-        }
+        Dns { resolver }
     }
 
-    /// The addresses of `target`.
-    pub async fn resolve(&self, target: &Target) -> Result<Arc<[SocketAddr]>, Refusal> {
-        if let Some(eps) = self.rules.load().routes.static_endpoints(target) {
-            return Ok(eps);
-        }
+    /// The addresses of `target`, as plaintext endpoints.
+    pub async fn resolve(&self, target: &Target) -> Result<EndpointSet, Refusal> {
         let resolver = self
             .resolver
             .as_ref()
@@ -60,47 +39,14 @@ impl Discovery {
             .lookup_ip(fqdn.as_str())
             .await
             .map_err(|e| resolve_refusal(&target.name, &e))?;
-        let addrs: Vec<SocketAddr> = ips
+        let endpoints: Vec<Endpoint> = ips
             .iter()
-            .map(|ip| SocketAddr::new(ip, target.port))
+            .map(|ip| Endpoint::plain(SocketAddr::new(ip, target.port)))
             .collect();
-        if addrs.is_empty() {
+        if endpoints.is_empty() {
             return Err(Refusal::NoSuchService);
         }
-        Ok(addrs.into())
-    }
-
-    /// Connects to one of `target`'s addresses, starting at the next in rotation and failing
-    /// over to the others; each attempt under the connect deadline.
-    pub async fn connect(&self, target: &Target) -> Result<(TcpStream, SocketAddr), Refusal> {
-        let addrs = self.resolve(target).await?;
-        // Entries exist only for targets that resolved: real services, not made-up names.
-        let start = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let n = next.entry(target.clone()).or_insert(0);
-            let start = *n;
-            *n = start.wrapping_add(1);
-            start
-        };
-        let mut last = String::new();
-        for i in 0..addrs.len() {
-            let addr = addrs[(start + i) % addrs.len()];
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok((stream, addr));
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "upstream connect failed");
-                    last = format!("connect {addr}: {e}");
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, "upstream connect timed out");
-                    last = format!("connect {addr}: timed out after {:?}", self.connect_timeout);
-                }
-            }
-        }
-        Err(Refusal::Upstream(last))
+        Ok(endpoints.into())
     }
 }
 
