@@ -4,12 +4,11 @@
 
 use crate::authz::{Pattern, Rule};
 use crate::config::{Config, Overrides};
+pub use crate::identity::utc;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::net::SocketAddr;
 use std::path::Path;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Below this share of its lifetime left, a leaf is worth a warning. Linkerd rotates at 70 %
 /// of the lifetime, so a leaf this close to the end has missed its rotation.
@@ -189,14 +188,6 @@ fn list(patterns: &[Pattern]) -> String {
         .map(|p| format!("{:?}", p.to_string()))
         .collect();
     quoted.join(", ")
-}
-
-/// Unix seconds as an RFC 3339 UTC date, e.g. `2026-01-31T12:00:00Z`.
-pub fn utc(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| format!("{unix} (Unix seconds)"))
 }
 
 /// A duration for people: `3d 4h`, `5h 12m`, `7m 3s`, `42s`.

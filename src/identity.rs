@@ -3,6 +3,9 @@
 //! demand (SIGHUP); each result is reported for `identity_reloads_total`, and the leaf's end
 //! of life is logged ([`Lifetime`]). Counting and serving stay with the caller.
 
+mod utc;
+pub use utc::utc;
+
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -373,7 +376,7 @@ impl Lifetime {
     /// Checks the store's leaf at `now` (Unix seconds); true when it logged.
     pub fn check(&mut self, store: &CredentialStore, now: i64) -> bool {
         let (not_before, not_after) = (store.not_before(), store.not_after());
-        let not_after_utc = crate::check::utc(not_after);
+        let not_after_utc = crate::identity::utc(not_after);
         if now >= not_after {
             if self.expired == Some(not_after) {
                 return false;

@@ -29,6 +29,7 @@ pub mod demo;
 pub mod discovery;
 pub mod identity;
 pub mod lifecycle;
+pub mod metered;
 pub mod metrics;
 pub mod names;
 pub mod plan;
@@ -66,6 +67,8 @@ pub struct Gateway {
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
     pub tls: Arc<TlsState>,
+    /// The gateway as a TLS client (meshed pods, the control plane).
+    pub client_tls: Arc<client_tls::ClientTls>,
     pub lifecycle: Arc<Lifecycle>,
     /// Permits for HTTP requests in flight; none left means load shedding.
     pub in_flight: Arc<Semaphore>,
@@ -100,12 +103,17 @@ impl Gateway {
             config,
             store.identity(),
         )));
+        let client_tls = Arc::new(client_tls::ClientTls::new(
+            store.clone(),
+            tls.roots(),
+            tls.provider().clone(),
+        ));
         let discovery = Arc::new(discovery::Discovery::new(&config.routing.dns_servers));
         let upstream = Upstream::new(
             discovery,
-            rules.clone(),
+            Some(client_tls.clone()),
             metrics.clone(),
-            config.log.access.all(),
+            config.server.connect_timeout,
         );
         Ok(Arc::new(Gateway {
             settings: Arc::new(config.server.clone()),
@@ -113,6 +121,7 @@ impl Gateway {
             upstream: Arc::new(upstream),
             metrics,
             tls: Arc::new(tls),
+            client_tls,
             lifecycle: Arc::new(Lifecycle::new(config.server.max_connections)),
             in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
             access: config.log.access,
@@ -282,6 +291,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
                 .tls
                 .cert_expiration
                 .set(store.not_after() as f64);
+            reloaded.client_tls.set_roots(roots.clone());
             if let Err(e) = reloaded.tls.rebuild(roots) {
                 tracing::warn!(error = %e, "cannot rebuild TLS with the new anchors");
             }

@@ -162,6 +162,8 @@ pub async fn until_readable(tls: &mut Accepted) {
 /// whole when the trust anchors rotate. Readers take an `Arc` clone; no lock is held.
 pub struct TlsState {
     acceptors: std::sync::RwLock<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor)>,
+    /// The anchors in force.
+    roots: std::sync::RwLock<Arc<RootCertStore>>,
     pub store: Arc<CredentialStore>,
     provider: Arc<CryptoProvider>,
     resumption: bool,
@@ -174,9 +176,10 @@ impl TlsState {
         provider: Arc<CryptoProvider>,
         resumption: bool,
     ) -> Result<TlsState, Error> {
-        let acceptors = Self::build(&store, roots, &provider, resumption)?;
+        let acceptors = Self::build(&store, roots.clone(), &provider, resumption)?;
         Ok(TlsState {
             acceptors: std::sync::RwLock::new(acceptors),
+            roots: std::sync::RwLock::new(roots),
             store,
             provider,
             resumption,
@@ -202,9 +205,15 @@ impl TlsState {
 
     /// Rebuilds both acceptors with new anchors; on error the current ones stay.
     pub fn rebuild(&self, roots: Arc<RootCertStore>) -> Result<(), Error> {
-        let built = Self::build(&self.store, roots, &self.provider, self.resumption)?;
+        let built = Self::build(&self.store, roots.clone(), &self.provider, self.resumption)?;
         *self.acceptors.write().unwrap_or_else(|e| e.into_inner()) = built;
+        *self.roots.write().unwrap_or_else(|e| e.into_inner()) = roots;
         Ok(())
+    }
+
+    /// The anchors in force.
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        self.roots.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn provider(&self) -> &Arc<CryptoProvider> {

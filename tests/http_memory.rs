@@ -40,16 +40,13 @@ fn context(backend: std::net::SocketAddr) -> Arc<HttpContext> {
         name: WEB.into(),
         port: 8080,
     });
-    let discovery = Arc::new(crossgate::discovery::Discovery::new(
-        rules.clone(),
-        &[],
-        settings.connect_timeout,
-    ));
+    let discovery = Arc::new(crossgate::discovery::Discovery::new(&[]));
     Arc::new(HttpContext {
         upstream: Arc::new(crossgate::upstream::Upstream::new(
             discovery,
+            None,
             metrics.clone(),
-            false,
+            settings.connect_timeout,
         )),
         in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
         settings: Arc::new(settings),

@@ -165,7 +165,7 @@ impl KeptIssuer {
         if not_after <= now {
             return Err(named(format!(
                 "the issuer expired at {}",
-                crate::check::utc(not_after)
+                crate::identity::utc(not_after)
             )));
         }
         let public = &x509.tbs_certificate.subject_pki.subject_public_key.data;

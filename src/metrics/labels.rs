@@ -9,10 +9,13 @@ use std::sync::Arc;
 pub enum TcpLabels {
     /// The client leg: `direction="inbound",peer="src",tls="true",client_id`.
     Inbound { client_id: Arc<str> },
-    /// The upstream leg: plaintext to the in-cluster endpoint.
+    /// The upstream leg: to the endpoint `target_addr` of the target `authority`, over mTLS
+    /// when the endpoint has a `server_id`, with the controller's labels as `dst_<key>`.
     Outbound {
         authority: Arc<str>,
         target_addr: Arc<str>,
+        server_id: Option<Arc<str>>,
+        dst: Arc<[(Arc<str>, Arc<str>)]>,
     },
 }
 
@@ -29,15 +32,24 @@ impl EncodeLabelSet for TcpLabels {
             TcpLabels::Outbound {
                 authority,
                 target_addr,
-            } => [
-                ("direction", "outbound"),
-                ("peer", "dst"),
-                ("tls", "no_identity"),
-                ("no_tls_reason", "not_provided_by_service_discovery"),
-                ("authority", authority),
-                ("target_addr", target_addr),
-            ]
-            .encode(enc),
+                server_id,
+                dst,
+            } => {
+                [("direction", "outbound"), ("peer", "dst")].encode(enc)?;
+                match server_id {
+                    Some(id) => [("tls", "true"), ("server_id", &**id)].encode(enc)?,
+                    None => [
+                        ("tls", "no_identity"),
+                        ("no_tls_reason", "not_provided_by_service_discovery"),
+                    ]
+                    .encode(enc)?,
+                }
+                [("authority", &**authority), ("target_addr", &**target_addr)].encode(enc)?;
+                for (k, v) in dst.iter() {
+                    [(format!("dst_{k}"), &**v)].encode(enc)?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The gateway's own answers: a refusal counted (error or authorization metric, and a
 //! response for admitted requests) and turned into its HTTP or gRPC response from the one
-//! table in [`crate::refusal`]; upstream client errors mapped back to the refusal they carry.
+//! table in [`crate::refusal`].
 
 use super::headers::L5D_PROXY_ERROR;
 use super::http::{HttpContext, RespBody, Routed};
@@ -14,28 +14,7 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 use tokio::time::Instant;
 
-pub(super) fn upstream_refusal(e: hyper_util::client::legacy::Error) -> Refusal {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        if let Some(r) = s.downcast_ref::<Refusal>() {
-            return r.clone();
-        }
-        source = s.source();
-    }
-    Refusal::Upstream(error_chain(&e))
-}
-
-/// An error with its sources, `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use crate::refusal::error_chain;
 
 /// Counts, logs and answers a refusal made before the request was admitted.
 pub(super) fn refuse(

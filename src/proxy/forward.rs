@@ -1,16 +1,17 @@
 //! One admitted request on its way upstream and back, as Linkerd's gateway does it:
 //! `l5d-orig-proto` undone (HTTP/2 to HTTP/1.x) and echoed back, `l5d-client-id` replaced,
 //! `Forwarded` appended, `Host` set for HTTP/1, hop-by-hop headers dropped, the URI made
-//! absolute to the routed target; sent through the pooled client of its version, under the
-//! response deadline; the answer streamed back through [`Observed`].
+//! absolute to the routed target; sent through [`crate::upstream::Upstream::send`] (which picks
+//! the endpoint and its connection) under the response deadline; the answer streamed back
+//! through [`Observed`].
 
-use super::answer::upstream_refusal;
 use super::headers::{self, L5D_CLIENT_ID, L5D_ORIG_PROTO};
 use super::http::{Conn, RespBody, Routed};
-use super::observe::{Admitted, Observed, Recorder, RequestBody, RequestLine};
+use super::observe::{Admitted, Observed, Recorder, RequestLine};
 use super::tunnel::{connect_tunnel, splice_upgrades};
 use crate::refusal::Refusal;
-use crate::upstream::Endpoint;
+use crate::rules::Rules;
+use crate::upstream::{AbsoluteForm, RequestBody};
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -25,26 +26,39 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 pub(super) type Forwarded = Result<Response<RespBody>, (Refusal, Option<Box<RequestLine>>)>;
 
+/// What a request was decided with: its connection, its routed target, and the rules
+/// snapshot it was checked under (the upstream resolves static endpoints from the same one).
+pub(super) struct Decided<'a> {
+    pub(super) conn: &'a Conn,
+    pub(super) routed: &'a Routed,
+    pub(super) rules: &'a Rules,
+}
+
 /// Rewrites the request as Linkerd's gateway does, sends it upstream, and streams the answer.
 pub(super) async fn forward(
-    conn: &Conn,
-    routed: &Routed,
+    decided: Decided<'_>,
     mut req: Request<Incoming>,
     grpc: bool,
     start: Instant,
     admitted: Admitted,
     mut line: Option<Box<RequestLine>>,
 ) -> Forwarded {
+    let Decided {
+        conn,
+        routed,
+        rules,
+    } = decided;
     let ctx = &conn.ctx;
     if req.method() == Method::CONNECT {
         // Boxed: CONNECT is rare, and its connect future would enlarge every request.
-        return Box::pin(connect_tunnel(ctx, routed, req))
+        return Box::pin(connect_tunnel(ctx, routed, rules, req))
             .await
             .map_err(|r| (r, line));
     }
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let absolute_form = parts.version != Version::HTTP_2 && parts.uri.scheme().is_some();
     let downgrade = match parts.version {
         Version::HTTP_2 => headers::orig_proto(&parts.headers),
         _ => None,
@@ -58,6 +72,9 @@ pub(super) async fn forward(
     parts
         .headers
         .append(headers::FORWARDED, routed.forwarded.clone());
+    if absolute_form {
+        parts.extensions.insert(AbsoluteForm);
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -71,8 +88,7 @@ pub(super) async fn forward(
         Ok(u) => u,
         Err(e) => return Err((Refusal::Upstream(e.to_string()), line)),
     };
-    let h2 = parts.version == Version::HTTP_2 && downgrade.is_none();
-    if !h2 {
+    if parts.version != Version::HTTP_2 || downgrade.is_some() {
         parts.version = downgrade.unwrap_or(Version::HTTP_11);
         parts.headers.insert(HOST, routed.host.clone());
     }
@@ -81,12 +97,7 @@ pub(super) async fn forward(
         l.bytes_in = bytes_in.clone();
     }
     let request = Request::from_parts(parts, RequestBody::new(body, bytes_in));
-    let client = if h2 {
-        &ctx.upstream.h2
-    } else {
-        &ctx.upstream.h1
-    };
-    let sent = client.request(request);
+    let sent = ctx.upstream.send(&routed.target, rules, request);
     let response = match ctx.settings.response_timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,
@@ -94,9 +105,9 @@ pub(super) async fn forward(
         },
         None => sent.await,
     };
-    let mut response = match response {
+    let (mut response, endpoint) = match response {
         Ok(r) => r,
-        Err(e) => return Err((upstream_refusal(e), line)),
+        Err(refusal) => return Err((refusal, line)),
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
@@ -129,7 +140,7 @@ pub(super) async fn forward(
         .map(|v| v.as_bytes() == b"0");
     if let Some(l) = line.as_mut() {
         l.status = parts.status.as_u16();
-        l.endpoint = parts.extensions.get::<Endpoint>().map(|e| e.0);
+        l.endpoint = Some(endpoint);
     }
     let recorder = Recorder {
         metrics: ctx.metrics.clone(),

@@ -62,21 +62,6 @@ pub struct HttpContext {
     pub own_identity: Arc<str>,
 }
 
-impl HttpContext {
-    pub fn from_gateway(gw: &crate::Gateway) -> HttpContext {
-        HttpContext {
-            settings: gw.settings.clone(),
-            rules: gw.rules.clone(),
-            upstream: gw.upstream.clone(),
-            metrics: gw.metrics.clone(),
-            in_flight: gw.in_flight.clone(),
-            lifecycle: gw.lifecycle.clone(),
-            access: gw.access,
-            own_identity: gw.identity().into(),
-        }
-    }
-}
-
 /// Why an HTTP connection ended other than cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -289,7 +274,12 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
     // In flight until its response body ends; then the idle clock restarts.
     let admitted = Admitted::new(permit, conn.activity.clone());
     let line = ctx.access.all().then(|| line(Some(&routed))).flatten();
-    let answer = super::forward::forward(&conn, &routed, req, grpc, start, admitted, line)
+    let decided = super::forward::Decided {
+        conn: &conn,
+        routed: &routed,
+        rules: &rules,
+    };
+    let answer = super::forward::forward(decided, req, grpc, start, admitted, line)
         .instrument(span)
         .await;
     Ok(answer.unwrap_or_else(|(refusal, line)| {

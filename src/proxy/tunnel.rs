@@ -5,7 +5,8 @@
 
 use super::http::{HttpContext, RespBody, Routed};
 use crate::refusal::Refusal;
-use crate::upstream::Dialed;
+use crate::rules::Rules;
+use crate::upstream::{Connected, Opened};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
@@ -41,14 +42,15 @@ pub(super) async fn splice_upgrades(
 pub(super) async fn connect_tunnel(
     ctx: &HttpContext,
     routed: &Routed,
+    rules: &Rules,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Refusal> {
     // The client side is already counted by the connection's own leg, beneath the upgrade.
-    let Dialed {
-        stream: upstream,
+    let Opened { connected, .. } = ctx.upstream.open(&routed.target, rules).await?;
+    let Connected {
+        io: upstream,
         mut leg,
-        ..
-    } = ctx.upstream.dial(&routed.target).await?;
+    } = connected;
     let idle = ctx.settings.idle_timeout;
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {

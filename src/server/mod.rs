@@ -26,10 +26,24 @@ use tracing::{Instrument, Span, debug, field};
 
 mod serve;
 
+/// What HTTP serving takes of the gateway: its narrow handles.
+fn http_context(gw: &Gateway) -> HttpContext {
+    HttpContext {
+        settings: gw.settings.clone(),
+        rules: gw.rules.clone(),
+        upstream: gw.upstream.clone(),
+        metrics: gw.metrics.clone(),
+        in_flight: gw.in_flight.clone(),
+        lifecycle: gw.lifecycle.clone(),
+        access: gw.access,
+        own_identity: gw.identity().into(),
+    }
+}
+
 /// Accepts on `listener` until `stop` turns true, one task per connection, at most
 /// `max_connections` at once (further clients wait in the listen backlog).
 pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let http = Arc::new(HttpContext::from_gateway(&gw));
+    let http = Arc::new(http_context(&gw));
     let mut backoff = Duration::from_millis(5);
     loop {
         let permits = gw.lifecycle.connections.clone();
@@ -213,7 +227,7 @@ fn rejected_by_client(gw: &Gateway, e: &std::io::Error) {
         return;
     }
     let store = &gw.tls.store;
-    let not_after = crate::check::utc(store.not_after());
+    let not_after = crate::identity::utc(store.not_after());
     if store.is_valid_now() {
         tracing::warn!(
             error = %e,
@@ -270,7 +284,6 @@ async fn serve(
     };
     let rules = gw.rules.load();
     let plan = plan::plan(client, header.as_ref(), &rules);
-    drop(rules);
     if let Some(header) = &header {
         count_header(gw, client, header);
     }
@@ -283,7 +296,7 @@ async fn serve(
         }
         Ok(Plan::Opaque(target)) => {
             Span::current().record("target", field::display(&target));
-            Box::pin(forward_opaque(gw, tls, client, target, leg)).await
+            Box::pin(forward_opaque(gw, &rules, tls, client, target, leg)).await
         }
         Ok(Plan::Http { mode, target }) => {
             if let HttpTarget::Fixed { target, authorized } = &target {
@@ -292,6 +305,8 @@ async fn serve(
                     count_allow(gw, client, target);
                 }
             }
+            // HTTP takes the rules in force at each request.
+            drop(rules);
             Box::pin(serve_http(gw, http, tls, client, mode, target, leg)).await
         }
     }

@@ -8,8 +8,9 @@ use crate::plan::{ClientInfo, HttpMode, HttpTarget};
 use crate::proxy::http::{self, HttpContext};
 use crate::proxy::tcp::Counters;
 use crate::route::Target;
+use crate::rules::Rules;
 use crate::tls::Accepted;
-use crate::upstream::Dialed;
+use crate::upstream::{Connected, Opened};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,20 +19,23 @@ use tracing::debug;
 
 pub(super) async fn forward_opaque(
     gw: &Gateway,
+    rules: &Rules,
     tls: Accepted,
     client: &ClientInfo,
     target: Target,
     leg: &Leg,
 ) -> Ended {
-    let dialed = gw.upstream.dial(&target).await;
+    let opened = gw.upstream.open(&target, rules).await;
     // Counted after the dial, so that a target reached for the first time is labelled by
     // its name rather than `other`.
     count_allow(gw, client, &target);
-    let Dialed {
-        stream,
-        leg: mut up_leg,
+    let Opened {
+        connected: Connected {
+            io: stream,
+            leg: mut up_leg,
+        },
         addr,
-    } = match dialed {
+    } = match opened {
         Ok(d) => d,
         Err(refusal) => {
             refuse_connection(gw, client, Some(&target), &refusal);

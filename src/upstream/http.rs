@@ -1,0 +1,242 @@
+//! HTTP connections to one endpoint: one HTTP/2 connection (prior knowledge, multiplexed,
+//! shared by every request to the endpoint) and a pool of HTTP/1.1 connections, each opened
+//! through the one connect path. No lock is held across an await: the HTTP/2 connection is
+//! opened by a task of its own that the first caller starts and later callers wait on.
+
+use super::RequestBody;
+use super::connect::{Connected, Connector};
+use crate::discovery::Endpoint;
+use crate::metered::Metered;
+use crate::refusal::Refusal;
+use crate::route::Target;
+use crate::transport_header::SessionProtocol;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Idle HTTP/1.1 connections kept per endpoint; more are closed when their response ends.
+const MAX_IDLE_H1: usize = 256;
+/// An idle HTTP/1.1 connection older than this is closed rather than reused.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type H2Sender = http2::SendRequest<RequestBody>;
+type H1Sender = http1::SendRequest<RequestBody>;
+
+enum H2Slot {
+    Empty,
+    /// A task is connecting; its result is published here.
+    Connecting(watch::Receiver<Option<Result<H2Sender, Refusal>>>),
+    Ready(H2Sender),
+}
+
+/// The HTTP connections of one target's endpoint.
+pub(super) struct EndpointConns {
+    pub(super) target: Target,
+    pub(super) endpoint: Endpoint,
+    connector: Arc<Connector>,
+    h2: Mutex<H2Slot>,
+    /// HTTP/1.1 connections with when each was last handed out; busy ones stay in the list
+    /// and are skipped until their response has ended.
+    h1: Mutex<Vec<(H1Sender, Instant)>>,
+    /// Milliseconds since `epoch` of the last use, for the idle sweep.
+    last_used: AtomicU64,
+    epoch: Instant,
+}
+
+impl EndpointConns {
+    pub(super) fn new(
+        target: Target,
+        endpoint: Endpoint,
+        connector: Arc<Connector>,
+        epoch: Instant,
+    ) -> EndpointConns {
+        EndpointConns {
+            target,
+            endpoint,
+            connector,
+            h2: Mutex::new(H2Slot::Empty),
+            h1: Mutex::new(Vec::new()),
+            last_used: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+            epoch,
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// True when nothing used this endpoint for `idle`.
+    pub(super) fn idle_for(&self, idle: Duration) -> bool {
+        let last = Duration::from_millis(self.last_used.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last) > idle
+    }
+
+    /// The session a transport header announces on this endpoint's HTTP connections.
+    fn session(&self, h2: bool) -> Option<SessionProtocol> {
+        match (self.endpoint.hint, h2) {
+            (crate::discovery::ProtocolHint::Opaque, _) => None,
+            (_, true) => Some(SessionProtocol::Http2),
+            (_, false) => Some(SessionProtocol::Http1),
+        }
+    }
+
+    /// The endpoint's HTTP/2 connection, opened if there is none.
+    pub(super) async fn h2(self: &Arc<Self>) -> Result<H2Sender, Refusal> {
+        self.touch();
+        let mut rx = {
+            let mut slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                H2Slot::Ready(s) if !s.is_closed() => return Ok(s.clone()),
+                H2Slot::Connecting(rx) => rx.clone(),
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    *slot = H2Slot::Connecting(rx.clone());
+                    let conns = self.clone();
+                    // A task, so that a caller that goes away does not abandon the connect.
+                    tokio::spawn(async move {
+                        let result = conns.connect_h2().await;
+                        let mut slot = conns.h2.lock().unwrap_or_else(|e| e.into_inner());
+                        *slot = match &result {
+                            Ok(s) => H2Slot::Ready(s.clone()),
+                            Err(_) => H2Slot::Empty,
+                        };
+                        drop(slot);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        match rx.wait_for(Option::is_some).await {
+            Ok(r) => r
+                .clone()
+                .unwrap_or(Err(Refusal::Upstream("connect abandoned".into()))),
+            Err(_) => Err(Refusal::Upstream("connect abandoned".into())),
+        }
+    }
+
+    async fn connect_h2(&self) -> Result<H2Sender, Refusal> {
+        let Connected { io, mut leg } = self
+            .connector
+            .connect(&self.target, &self.endpoint, self.session(true))
+            .await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(metered(io, &leg)))
+            .await
+            .map_err(|e| upstream_error(&e))?;
+        let addr = self.endpoint.addr;
+        tokio::spawn(async move {
+            match conn.await {
+                Ok(()) => leg.succeeded(),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %crate::refusal::error_chain(&e), "upstream HTTP/2 connection failed")
+                }
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` over the endpoint's HTTP/2 connection.
+    pub(super) async fn send_h2(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Refusal> {
+        let mut sender = self.h2().await?;
+        sender.ready().await.map_err(|e| upstream_error(&e))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| upstream_error(&e))
+    }
+
+    /// Sends `req` over an idle HTTP/1.1 connection, or a new one. A request that an idle
+    /// connection could not take (it closed meanwhile) goes once more on a new connection.
+    pub(super) async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Refusal> {
+        self.touch();
+        let req = match self.idle_h1() {
+            Some(mut sender) => {
+                let sent = sender.try_send_request(req);
+                self.put_back(sender);
+                match sent.await {
+                    Ok(r) => return Ok(r),
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => req,
+                        None => return Err(upstream_error(e.error())),
+                    },
+                }
+            }
+            None => req,
+        };
+        let mut sender = self.connect_h1().await?;
+        sender.ready().await.map_err(|e| upstream_error(&e))?;
+        let sent = sender.send_request(req);
+        self.put_back(sender);
+        sent.await.map_err(|e| upstream_error(&e))
+    }
+
+    fn idle_h1(&self) -> Option<H1Sender> {
+        let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = |s: &H1Sender, at: &Instant| s.is_ready() && at.elapsed() > IDLE_TIMEOUT;
+        idle.retain(|(s, at)| !(s.is_closed() || stale(s, at)));
+        let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
+        Some(idle.swap_remove(i).0)
+    }
+
+    fn put_back(&self, sender: H1Sender) {
+        let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_H1 {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    async fn connect_h1(&self) -> Result<H1Sender, Refusal> {
+        let Connected { io, mut leg } = self
+            .connector
+            .connect(&self.target, &self.endpoint, self.session(false))
+            .await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(metered(io, &leg)))
+            .await
+            .map_err(|e| upstream_error(&e))?;
+        let addr = self.endpoint.addr;
+        tokio::spawn(async move {
+            match conn.with_upgrades().await {
+                Ok(()) => leg.succeeded(),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %crate::refusal::error_chain(&e), "upstream HTTP/1 connection failed")
+                }
+            }
+        });
+        Ok(sender)
+    }
+}
+
+fn metered(io: super::UpstreamIo, leg: &crate::metrics::Leg) -> Metered<super::UpstreamIo> {
+    Metered::new(io, (leg.read.clone(), leg.write.clone()), None)
+}
+
+/// An upstream client error as the refusal it means: the client's own malformed body (carried
+/// back through hyper's error) stays the client's; anything else is the upstream's.
+pub(super) fn upstream_error(e: &hyper::Error) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refusal>() {
+            return r.clone();
+        }
+        source = s.source();
+    }
+    Refusal::Upstream(crate::refusal::error_chain(e))
+}
