@@ -132,3 +132,41 @@ async fn an_edited_file_reloads_without_a_signal() {
     drop(running);
     gw.terminate().await;
 }
+
+/// A reload that moves a static target to another endpoint takes effect for the next request
+/// on a connection that is already open, over HTTP/2 and HTTP/1.1 alike: the upstream
+/// connections to the old endpoint are not reused.
+#[tokio::test]
+async fn a_reload_moves_a_static_target_at_the_next_request() {
+    use http_support::{Backend, get, h1_client, h2_hint, send_h1, send_h2};
+    const WEB: &str = "podinfo.test.svc.cluster.local";
+    const WEB_H1: &str = "podinfo-h1.test.svc.cluster.local";
+    let (old, new) = (Backend::start().await, Backend::start().await);
+    let routes = |to: std::net::SocketAddr| {
+        format!("[routing.static]\n\"{WEB}:9898\" = [\"{to}\"]\n\"{WEB_H1}:9898\" = [\"{to}\"]\n")
+    };
+    let gw = BinaryGateway::start("", &routes(old.addr)).await;
+    let mut h2 = h2_hint(gw.listen, gw.client(FRONTEND, ALPN_TRANSPORT)).await;
+    let tls = http_support::connect_tls(
+        gw.listen,
+        gw.client(FRONTEND, ALPN_TRANSPORT),
+        Some(&support::vector("h1-nohint.hex")),
+    )
+    .await;
+    let mut h1 = h1_client(tls).await;
+    let h2_url = format!("http://{WEB}:9898/before");
+    assert_eq!(send_h2(&mut h2, get(&h2_url, &[])).await.status, 200);
+    assert_eq!(send_h1(&mut h1, get("/before", &[])).await.status, 200);
+    assert_eq!(old.count(), 2);
+
+    gw.rewrite_config("", &routes(new.addr));
+    gw.signal("HUP").await;
+    gw.wait_metric("config_reloads_total{result=\"ok\"} 1")
+        .await;
+    let h2_url = format!("http://{WEB}:9898/after");
+    assert_eq!(send_h2(&mut h2, get(&h2_url, &[])).await.status, 200);
+    assert_eq!(send_h1(&mut h1, get("/after", &[])).await.status, 200);
+    assert_eq!(new.count(), 2, "both requests reached the new endpoint");
+    assert_eq!(old.count(), 2, "none went to the old endpoint");
+    gw.terminate().await;
+}
