@@ -27,6 +27,7 @@ pub mod client_tls;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod endpoint;
 pub mod identity;
 pub mod lifecycle;
 pub mod metered;

@@ -2,7 +2,7 @@
 //! or a refusal. Pure: no I/O, no DNS. Never an open proxy: only names under
 //! `svc.<cluster_domain>` with at least `<svc>.<ns>` before it, or exact `[routing.static]` keys.
 
-use crate::discovery::{Endpoint, EndpointSet};
+use crate::endpoint::{Endpoint, EndpointSet};
 use crate::names::normalize;
 use crate::refusal::Refusal;
 use std::collections::HashMap;

@@ -4,10 +4,9 @@
 //! the upstream how to connect.
 
 mod dns;
-mod endpoint;
 
 pub(crate) use dns::resolver_builder;
-pub use endpoint::{Endpoint, EndpointSet, ProtocolHint, ServerId};
+pub use crate::endpoint::{Endpoint, EndpointSet, ProtocolHint, ServerId};
 
 use crate::refusal::Refusal;
 use crate::route::Target;
