@@ -1,7 +1,8 @@
 //! What discovery knows of one endpoint, and of a target's endpoints at one moment: plain
-//! values (no I/O; the routing table holds static ones), built by the static, DNS and Destination sources alike, read by the upstream to
-//! decide how to connect (TCP or mTLS, which SNI, whether a transport header goes first) and
-//! which HTTP connection a request rides.
+//! values with no I/O (the routing table holds the static ones), built by the static, DNS and
+//! Destination sources alike, and read by the upstream to decide how to connect (TCP or mTLS,
+//! which SNI, whether a transport header goes first) and which HTTP connection a request
+//! rides.
 
 use http::uri::Authority;
 use std::net::SocketAddr;
