@@ -10,6 +10,10 @@
 //!
 //! Every HTTP request is answered 200 with a text body: `METHOD URI VERSION` on the first line,
 //! then each header as `name: value`; the response carries `x-backend: <addr>`.
+//!
+//! The leaf names the identity only, never the server name: a client must check the identity
+//! it was told (as linkerd2-proxy does), not the SNI it sent. App mode offers ALPN `h2` alone
+//! (a client offering no ALPN is served too); Inbound mode offers `transport.l5d.io/v1` alone.
 
 use bytes::Bytes;
 use crossgate::certs::{Leaf, Pki};
