@@ -1,6 +1,9 @@
 //! Shared by the socket tests: a PKI from rcgen, a gateway on 127.0.0.1:0, backends, clients.
 #![allow(dead_code)]
 
+pub mod destination;
+pub mod meshed;
+
 use crossgate::certs::{GATEWAY_IDENTITY, Leaf, LeafSpec, Pki};
 use crossgate::config::{Config, Overrides};
 use crossgate::transport_header::TransportHeader;
