@@ -21,6 +21,9 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 /// Client configurations kept per (server id, ALPN); a bound on what the table can hold.
 const MAX_CONFIGS: usize = 4096;
 
+/// Client configurations by (server id, ALPN offered).
+type ConfigCache = HashMap<(Arc<str>, Option<&'static [u8]>), Arc<ClientConfig>>;
+
 /// A TLS stream the gateway opened.
 pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -30,7 +33,7 @@ pub struct ClientTls {
     provider: Arc<CryptoProvider>,
     roots: RwLock<Arc<RootCertStore>>,
     /// Configurations by (server id, ALPN offered), valid for the anchors in `roots`.
-    configs: Mutex<HashMap<(Arc<str>, Option<&'static [u8]>), Arc<ClientConfig>>>,
+    configs: Mutex<ConfigCache>,
 }
 
 impl ClientTls {
