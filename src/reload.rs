@@ -121,6 +121,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "identity.reload_interval" old.identity.reload_interval, new.identity.reload_interval;
         "routing.dns_servers" old.routing.dns_servers, new.routing.dns_servers;
         "log.access" old.log, new.log;
+        "discovery" old.discovery, new.discovery;
     }
     keys
 }
@@ -152,6 +153,11 @@ mod tests {
         assert_eq!(
             needs_restart(&old, &moved),
             vec!["server.listen", "server.threads", "log.access"]
+        );
+        let discovered = parse("[discovery]\ndestination_addr = \"127.0.0.1:8086\"\n");
+        assert_eq!(
+            needs_restart(&old, &discovered),
+            vec!["server.listen", "discovery"]
         );
     }
 }

@@ -2,8 +2,11 @@
 //! Every problem is collected and reported at once, naming the file and the key, before any
 //! port is bound. Identity files are checked for presence here and parsed in `identity`.
 
+mod discovery;
 mod parse;
 mod rules;
+
+pub use discovery::{Discovery, Fallback, default_context_token};
 
 pub(crate) use parse::{Parser, read};
 
@@ -122,6 +125,8 @@ pub struct Config {
     pub routing: Routing,
     pub authorization: Vec<Rule>,
     pub log: Log,
+    /// `[discovery]`; `None`: static endpoints and DNS only.
+    pub discovery: Option<Discovery>,
     /// Set when read from a file ([`Config::load`]); `None` for text parsed in place.
     pub source: Option<Source>,
 }
@@ -175,13 +180,21 @@ impl Config {
         p.known(
             &table,
             "",
-            &["server", "identity", "routing", "authorization", "log"],
+            &[
+                "server",
+                "identity",
+                "routing",
+                "authorization",
+                "log",
+                "discovery",
+            ],
         );
         let server = p.server(table.get("server"), overrides);
         let identity = p.identity(table.get("identity"), base);
         let routing = p.routing(table.get("routing"));
         let authorization = p.authorization(table.get("authorization"));
         let log = p.log(table.get("log"));
+        let discovery = p.discovery(table.get("discovery"), |k| std::env::var(k).ok());
         match (server, identity, routing) {
             (Some(server), Some(identity), Some(routing)) if p.errors.is_empty() => Ok(Config {
                 server,
@@ -189,6 +202,7 @@ impl Config {
                 routing,
                 authorization,
                 log,
+                discovery,
                 source: None,
             }),
             _ => Err(ConfigErrors(p.errors)),

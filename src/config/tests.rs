@@ -108,3 +108,130 @@ fn hardening_keys() {
     );
     assert!(e.contains("server.drain_delay"), "{e}");
 }
+
+#[test]
+fn discovery_absent_and_defaults() {
+    assert!(parse(IDENTITY).unwrap().discovery.is_none());
+    let text = format!(
+        "{IDENTITY}[discovery]\ndestination_addr = \"linkerd-dst-headless.linkerd.svc.cluster.local.:8086\"\n\
+         destination_name = \"linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local\"\n"
+    );
+    let d = parse(&text).unwrap().discovery.unwrap();
+    assert_eq!(
+        d.destination_addr,
+        "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
+    );
+    assert_eq!(
+        d.destination_name.as_deref(),
+        Some("linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local")
+    );
+    assert_eq!(d.fallback, Fallback::Dns);
+    assert_eq!(d.stream_initial_timeout, Duration::from_secs(3));
+    let token: serde_json::Value = serde_json::from_str(&d.context_token).unwrap();
+    for key in ["ns", "nodeName", "pod"] {
+        assert!(token[key].is_string(), "{key} in {token}");
+    }
+}
+
+#[test]
+fn discovery_every_key() {
+    let text = format!(
+        "{IDENTITY}[discovery]\ndestination_addr = \"127.0.0.1:8086\"\ncontext_token = \"tok\"\n\
+         fallback = \"fail\"\nstream_initial_timeout = \"250ms\"\n"
+    );
+    let d = parse(&text).unwrap().discovery.unwrap();
+    assert_eq!(
+        d,
+        Discovery {
+            destination_addr: "127.0.0.1:8086".into(),
+            destination_name: None,
+            context_token: "tok".into(),
+            fallback: Fallback::Fail,
+            stream_initial_timeout: Duration::from_millis(250),
+        }
+    );
+    // Loopback needs no name: IPv4 and IPv6 literals and localhost.
+    for addr in ["[::1]:8086", "localhost:8086", "127.9.9.9:1"] {
+        let text = format!("{IDENTITY}[discovery]\ndestination_addr = \"{addr}\"\n");
+        assert!(parse(&text).unwrap().discovery.is_some(), "{addr}");
+    }
+}
+
+#[test]
+fn discovery_problems_each_named() {
+    let cases = [
+        ("", "discovery.destination_addr: missing"),
+        (
+            "destination_addr = 8086\n",
+            "discovery.destination_addr: expected a string",
+        ),
+        (
+            "destination_addr = \"dst.linkerd\"\n",
+            "discovery.destination_addr: \"dst.linkerd\": no port",
+        ),
+        (
+            "destination_addr = \"dst:0\"\n",
+            "discovery.destination_addr: \"dst:0\": bad port",
+        ),
+        (
+            "destination_addr = \"a b:80\"\n",
+            "discovery.destination_addr: \"a b:80\": \"a b\" is neither",
+        ),
+        (
+            "destination_addr = \"10.0.0.1:8086\"\n",
+            "discovery.destination_name: missing",
+        ),
+        (
+            "destination_addr = \"dst.linkerd:8086\"\n",
+            "discovery.destination_name: missing",
+        ),
+        (
+            "destination_addr = \"127.0.0.1:8086\"\ndestination_name = \"spiffe://x/y\"\n",
+            "discovery.destination_name: \"spiffe://x/y\" is not a DNS-like identity",
+        ),
+        (
+            "destination_addr = \"127.0.0.1:1\"\nfallback = \"static\"\n",
+            "discovery.fallback: \"static\": expected",
+        ),
+        (
+            "destination_addr = \"127.0.0.1:1\"\nfallback = true\n",
+            "discovery.fallback: expected a string",
+        ),
+        (
+            "destination_addr = \"127.0.0.1:1\"\ncontext_token = 1\n",
+            "discovery.context_token: expected a string",
+        ),
+        (
+            "destination_addr = \"127.0.0.1:1\"\nstream_initial_timeout = \"0s\"\n",
+            "discovery.stream_initial_timeout: duration must be above zero",
+        ),
+        (
+            "destination_addr = \"127.0.0.1:1\"\nstream_initial_timeout = \"soon\"\n",
+            "discovery.stream_initial_timeout: bad duration",
+        ),
+        (
+            "destination_addr = \"127.0.0.1:1\"\npolicy_addr = \"x\"\n",
+            "discovery.policy_addr: unknown key",
+        ),
+    ];
+    for (body, want) in cases {
+        let text = format!("{IDENTITY}[discovery]\n{body}");
+        let all = parse(&text).unwrap_err().to_string();
+        assert!(
+            all.contains(&format!("test.toml: {want}")),
+            "want {want:?} in:\n{all}"
+        );
+    }
+    let all = parse(&format!("discovery = 1\n{IDENTITY}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        all.contains("test.toml: discovery: expected a table"),
+        "{all}"
+    );
+    // Every problem at once.
+    let text =
+        format!("{IDENTITY}[discovery]\ndestination_addr = \"dst\"\nfallback = \"x\"\nbogus = 1\n");
+    let errs = parse(&text).unwrap_err().0;
+    assert_eq!(errs.len(), 3, "{errs:?}");
+}

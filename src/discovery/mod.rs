@@ -3,6 +3,7 @@
 //! every other name resolves through DNS. What is known of each endpoint ([`Endpoint`]) tells
 //! the upstream how to connect.
 
+pub mod destination;
 mod dns;
 
 pub(crate) use dns::resolver_builder;

@@ -6,6 +6,7 @@
 //! is the one place a refusal is counted and logged. Handles are taken once per connection or
 //! target, then incremented lock-free.
 
+pub mod discovery;
 mod labels;
 mod process;
 mod targets;

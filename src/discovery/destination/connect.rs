@@ -1,0 +1,153 @@
+//! The transport under the gRPC channel to the controller: TCP to `destination_addr` (its
+//! name resolved at each connect, the addresses tried in turn from a random one), then mTLS
+//! as the gateway, requiring the controller's identity, or plaintext to a loopback address
+//! (the configuration allows no other). Each connect runs under one deadline.
+
+use crate::client_tls::{ClientStream, ClientTls};
+use crate::discovery::ServerId;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// TCP keepalive on the controller connection, as linkerd2-proxy's control clients use: a
+/// controller that vanished without a reset is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// Makes connections to the controller; a `tower_service::Service` for tonic's channel.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    pub(crate) addr: Arc<str>,
+    /// `Some`: mTLS requiring this identity.
+    pub(crate) tls: Option<(Arc<ClientTls>, ServerId)>,
+    pub(crate) timeout: Duration,
+}
+
+/// A connection to the controller.
+pub(crate) enum Conn {
+    Plain(TcpStream),
+    Tls(Box<ClientStream>),
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<Conn>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Conn>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            tokio::time::timeout(this.timeout, this.connect())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connecting to {} timed out", this.addr),
+                    ))
+                })
+                .map(TokioIo::new)
+        })
+    }
+}
+
+impl Connector {
+    async fn connect(&self) -> io::Result<Conn> {
+        let addrs: Vec<_> = tokio::net::lookup_host(&*self.addr).await?.collect();
+        let start = if addrs.is_empty() {
+            0
+        } else {
+            super::stream::random() as usize % addrs.len()
+        };
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} resolves to no address", self.addr),
+        );
+        for addr in addrs.iter().cycle().skip(start).take(addrs.len()) {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return self.secure(tcp).await,
+                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    async fn secure(&self, tcp: TcpStream) -> io::Result<Conn> {
+        tcp.set_nodelay(true)?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE);
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+        match &self.tls {
+            None => Ok(Conn::Plain(tcp)),
+            Some((tls, id)) => {
+                let stream = tls.connect(tcp, id, Some(b"h2")).await?;
+                Ok(Conn::Tls(Box::new(stream)))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
