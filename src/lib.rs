@@ -109,7 +109,16 @@ impl Gateway {
             tls.roots(),
             tls.provider().clone(),
         ));
-        let discovery = Arc::new(discovery::Discovery::new(&config.routing.dns_servers));
+        let mut discovery = discovery::Discovery::new(&config.routing.dns_servers);
+        if let Some(d) = &config.discovery {
+            let destination = discovery::destination::Destination::new(
+                d,
+                client_tls.clone(),
+                metrics.discovery.clone(),
+            );
+            discovery = discovery.with_destination(destination, d.fallback);
+        }
+        let discovery = Arc::new(discovery);
         let upstream = Upstream::new(
             discovery,
             Some(client_tls.clone()),

@@ -76,7 +76,8 @@ async fn remove_in_the_middle_of_traffic_loses_no_request() {
     for round in 0..50 {
         if round == 10 {
             stub.push(&path, Step::Remove(vec![a.addr]));
-            gw.wait_metric("discovery_updates_total{op=\"remove\"} 1").await;
+            gw.wait_metric("discovery_updates_total{op=\"remove\"} 1")
+                .await;
         }
         let mut set = tokio::task::JoinSet::new();
         for c in &clients {
@@ -93,7 +94,10 @@ async fn remove_in_the_middle_of_traffic_loses_no_request() {
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     let (on_a, on_b) = (a.requests().len(), b.requests().len());
     assert_eq!(on_a + on_b, 200);
-    assert!(on_a > 0 && on_a <= 40, "a served {on_a}, only before its removal");
+    assert!(
+        on_a > 0 && on_a <= 40,
+        "a served {on_a}, only before its removal"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +109,11 @@ async fn a_controller_that_is_down_falls_back_to_dns_or_fails() {
     let gw = gateway(pki, &discovery(down(), "dns", Some(&dns))).await;
     let mut h2 = h2_through(&gw, port).await;
     assert_eq!(status(&mut h2, port).await, (200, String::new()));
-    assert_eq!(backend.count(), 1, "served by the DNS endpoint in plaintext");
+    assert_eq!(
+        backend.count(),
+        1,
+        "served by the DNS endpoint in plaintext"
+    );
     assert!(dns.asked(&format!("{WEB}."), DNS_A) >= 1);
 
     let pki = crossgate::certs::Pki::new().unwrap();
@@ -124,7 +132,10 @@ async fn no_endpoints_that_exist_never_fall_back_and_unknown_services_do() {
     let port = backend.addr.port();
     let dns = DnsServer::start(&[(&format!("{WEB}."), std::net::Ipv4Addr::LOCALHOST)]).await;
     let stub = DestinationStub::plaintext().await;
-    stub.script(&format!("{WEB}:{port}"), vec![Step::NoEndpoints { exists: true }, Step::Pause]);
+    stub.script(
+        &format!("{WEB}:{port}"),
+        vec![Step::NoEndpoints { exists: true }, Step::Pause],
+    );
     let pki = crossgate::certs::Pki::new().unwrap();
     let gw = gateway(pki, &discovery(stub.addr, "dns", Some(&dns))).await;
     let mut h2 = h2_through(&gw, port).await;
@@ -134,7 +145,8 @@ async fn no_endpoints_that_exist_never_fall_back_and_unknown_services_do() {
     );
     assert_eq!(dns.asked(&format!("{WEB}."), DNS_A), 0, "DNS never asked");
     assert_eq!(backend.count(), 0);
-    gw.wait_metric("discovery_updates_total{op=\"no_endpoints\"} 1").await;
+    gw.wait_metric("discovery_updates_total{op=\"no_endpoints\"} 1")
+        .await;
 
     // A service the controller does not know (`exists: false`) falls back to DNS.
     let other = Backend::start().await;
@@ -150,12 +162,16 @@ async fn a_broken_stream_keeps_serving_the_last_set() {
     let pod = MeshedBackend::start(&pki, WEB_ID, WEB_ID, Mode::App).await;
     let stub = DestinationStub::plaintext().await;
     let path = format!("{WEB}:9898");
-    stub.script(&path, vec![Step::Add(vec![Addr::meshed(pod.addr, WEB_ID)]), Step::Pause]);
+    stub.script(
+        &path,
+        vec![Step::Add(vec![Addr::meshed(pod.addr, WEB_ID)]), Step::Pause],
+    );
     let gw = gateway(pki, &discovery(stub.addr, "fail", None)).await;
     let mut h2 = h2_through(&gw, 9898).await;
     assert_eq!(status(&mut h2, 9898).await.0, 200);
     stub.stop();
-    gw.wait_metric("discovery_streams{state=\"reconnecting\"} 1").await;
+    gw.wait_metric("discovery_streams{state=\"reconnecting\"} 1")
+        .await;
     for _ in 0..5 {
         assert_eq!(status(&mut h2, 9898).await, (200, String::new()));
     }

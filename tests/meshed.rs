@@ -10,7 +10,7 @@ mod http_support;
 mod support;
 
 use crossgate::transport_header::{SessionProtocol, TransportHeader};
-use http_support::{collect, connect_tls, get, h1_client, h2_client, send_h1, send_h2, within};
+use http_support::{connect_tls, get, h1_client, h2_client, send_h1, send_h2, within};
 use support::destination::{Addr, DestinationStub, Step};
 use support::meshed::{MeshedBackend, Mode};
 use support::{ALPN_TRANSPORT, FRONTEND, GATEWAY, TestGateway};
@@ -43,7 +43,10 @@ async fn gateway(pki: crossgate::certs::Pki, extra: &str) -> TestGateway {
     support::start_with(pki, leaf, extra).await
 }
 
-async fn h2_through(gw: &TestGateway, port: u16) -> hyper::client::conn::http2::SendRequest<http_support::ReqBody> {
+async fn h2_through(
+    gw: &TestGateway,
+    port: u16,
+) -> hyper::client::conn::http2::SendRequest<http_support::ReqBody> {
     let cfg = gw.client(FRONTEND, ALPN_TRANSPORT);
     let hdr = header(port, Some(SessionProtocol::Http2));
     h2_client(connect_tls(gw.addr, cfg, Some(&hdr)).await).await
@@ -56,7 +59,10 @@ async fn the_pod_sees_the_gateways_identity_over_http2() {
     let stub = DestinationStub::plaintext().await;
     let mut addr = Addr::meshed(pod.addr, WEB_ID);
     addr.labels = vec![("pod".into(), "web-0".into())];
-    stub.script(&format!("{WEB}:9898"), vec![Step::Add(vec![addr]), Step::Pause]);
+    stub.script(
+        &format!("{WEB}:9898"),
+        vec![Step::Add(vec![addr]), Step::Pause],
+    );
     let gw = gateway(pki, &discovery(&stub)).await;
 
     let mut h2 = h2_through(&gw, 9898).await;
@@ -66,7 +72,11 @@ async fn the_pod_sees_the_gateways_identity_over_http2() {
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     let conns = pod.connections();
-    assert_eq!(conns.len(), 1, "one HTTP/2 connection carries every request");
+    assert_eq!(
+        conns.len(),
+        1,
+        "one HTTP/2 connection carries every request"
+    );
     assert_eq!(conns[0].client_id.as_deref(), Some(GATEWAY));
     assert_eq!(conns[0].sni.as_deref(), Some(WEB_ID));
     assert_eq!(conns[0].alpn, None, "no ALPN without a transport header");
@@ -82,7 +92,8 @@ async fn the_pod_sees_the_gateways_identity_over_http2() {
         pod.addr
     );
     gw.wait_metric(&leg).await;
-    gw.wait_metric("discovery_updates_total{op=\"add\"} 1").await;
+    gw.wait_metric("discovery_updates_total{op=\"add\"} 1")
+        .await;
 }
 
 #[tokio::test]
@@ -90,7 +101,10 @@ async fn http1_rides_the_pods_http2_connection_with_l5d_orig_proto() {
     let pki = crossgate::certs::Pki::new().unwrap();
     let pod = MeshedBackend::start(&pki, WEB_ID, WEB_ID, Mode::App).await;
     let stub = DestinationStub::plaintext().await;
-    stub.script(&format!("{WEB}:9898"), vec![Step::Add(vec![Addr::meshed(pod.addr, WEB_ID)]), Step::Pause]);
+    stub.script(
+        &format!("{WEB}:9898"),
+        vec![Step::Add(vec![Addr::meshed(pod.addr, WEB_ID)]), Step::Pause],
+    );
     let gw = gateway(pki, &discovery(&stub)).await;
 
     let hdr = header(9898, Some(SessionProtocol::Http1));
@@ -98,7 +112,11 @@ async fn http1_rides_the_pods_http2_connection_with_l5d_orig_proto() {
     let mut h1 = h1_client(tls).await;
     let answer = send_h1(&mut h1, get("/one", &[])).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    assert_eq!(answer.header("l5d-orig-proto"), None, "undone on the way back");
+    assert_eq!(
+        answer.header("l5d-orig-proto"),
+        None,
+        "undone on the way back"
+    );
     assert_eq!(send_h1(&mut h1, get("/two", &[])).await.status, 200);
     let reqs = pod.requests();
     assert_eq!(reqs.len(), 2);
@@ -121,9 +139,15 @@ async fn sni_is_the_server_name_and_the_leaf_must_name_the_server_id() {
     let stub = DestinationStub::plaintext().await;
     let mut good = Addr::meshed(pod.addr, WEB_ID);
     good.server_name = Some(name.into());
-    stub.script(&format!("{WEB}:9898"), vec![Step::Add(vec![good]), Step::Pause]);
+    stub.script(
+        &format!("{WEB}:9898"),
+        vec![Step::Add(vec![good]), Step::Pause],
+    );
     let bad = Addr::meshed(impostor.addr, WEB_ID);
-    stub.script(&format!("{WEB}:9999"), vec![Step::Add(vec![bad]), Step::Pause]);
+    stub.script(
+        &format!("{WEB}:9999"),
+        vec![Step::Add(vec![bad]), Step::Pause],
+    );
     let gw = gateway(pki, &discovery(&stub)).await;
 
     let mut h2 = h2_through(&gw, 9898).await;
@@ -134,10 +158,21 @@ async fn sni_is_the_server_name_and_the_leaf_must_name_the_server_id() {
     let mut h2 = h2_through(&gw, 9999).await;
     let refused = send_h2(&mut h2, get(&format!("http://{WEB}:9999/"), &[])).await;
     assert_eq!(refused.status, 502, "{}", refused.text());
-    let why = refused.header("l5d-proxy-error").unwrap_or_default().to_string();
+    let why = refused
+        .header("l5d-proxy-error")
+        .unwrap_or_default()
+        .to_string();
     assert!(why.starts_with("upstream: tls"), "{why}");
-    assert!(impostor.requests().is_empty(), "nothing reached the impostor");
-    assert!(impostor.connections().iter().all(|c| c.client_id.is_none() || c.sni.is_some()));
+    assert!(
+        impostor.requests().is_empty(),
+        "nothing reached the impostor"
+    );
+    assert!(
+        impostor
+            .connections()
+            .iter()
+            .all(|c| c.client_id.is_none() || c.sni.is_some())
+    );
 }
 
 #[tokio::test]
@@ -150,7 +185,10 @@ async fn the_inbound_port_gets_a_transport_header_first() {
     let mut opaque = Addr::plain(app);
     opaque.identity = Some(WEB_ID.into());
     opaque.opaque_transport = Some(u32::from(inbound.addr.port()));
-    stub.script(&format!("{WEB}:9898"), vec![Step::Add(vec![opaque]), Step::Pause]);
+    stub.script(
+        &format!("{WEB}:9898"),
+        vec![Step::Add(vec![opaque]), Step::Pause],
+    );
     let gw = gateway(pki, &discovery(&stub)).await;
 
     let cfg = gw.client(FRONTEND, ALPN_TRANSPORT);
@@ -161,7 +199,10 @@ async fn the_inbound_port_gets_a_transport_header_first() {
     assert_eq!(&back, b"opaque bytes");
     let seen = inbound.headers_seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!((seen[0].port, seen[0].name.as_deref(), seen[0].protocol), (9898, None, None));
+    assert_eq!(
+        (seen[0].port, seen[0].name.as_deref(), seen[0].protocol),
+        (9898, None, None)
+    );
     let conn = &inbound.connections()[0];
     assert_eq!(conn.alpn.as_deref(), Some("transport.l5d.io/v1"));
     assert_eq!(conn.client_id.as_deref(), Some(GATEWAY));
@@ -172,7 +213,10 @@ async fn the_controller_is_reached_over_mtls_as_the_gateway() {
     let pki = crossgate::certs::Pki::new().unwrap();
     let pod = MeshedBackend::start(&pki, WEB_ID, WEB_ID, Mode::App).await;
     let stub = DestinationStub::mtls(&pki, DST_ID).await;
-    stub.script(&format!("{WEB}:9898"), vec![Step::Add(vec![Addr::meshed(pod.addr, WEB_ID)]), Step::Pause]);
+    stub.script(
+        &format!("{WEB}:9898"),
+        vec![Step::Add(vec![Addr::meshed(pod.addr, WEB_ID)]), Step::Pause],
+    );
     // 127.0.0.1 would allow plaintext; a name makes the gateway speak TLS, checked against it.
     let extra = format!(
         "[discovery]\ndestination_addr = \"localhost:{}\"\ndestination_name = \"{DST_ID}\"\n\
@@ -184,6 +228,8 @@ async fn the_controller_is_reached_over_mtls_as_the_gateway() {
     let answer = send_h2(&mut h2, get(&format!("http://{WEB}:9898/"), &[])).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(stub.client_ids(), vec![GATEWAY.to_string()]);
-    assert_eq!(stub.context_tokens(), vec!["{\"ns\":\"linkerd-multicluster\"}".to_string()]);
-    let _ = collect;
+    assert_eq!(
+        stub.context_tokens(),
+        vec!["{\"ns\":\"linkerd-multicluster\"}".to_string()]
+    );
 }

@@ -1,21 +1,26 @@
 //! Discovery: from a [`Target`] to its endpoints, and nothing else: it never dials. Static
-//! endpoints come from `[routing.static]` in the rules snapshot the caller decided with;
-//! every other name resolves through DNS. What is known of each endpoint ([`Endpoint`]) tells
-//! the upstream how to connect.
+//! endpoints come from `[routing.static]` in the rules snapshot the caller decided with; with
+//! `[discovery]`, every other name asks Linkerd's Destination API ([`destination`]: one watched
+//! `Get` stream per target), falling back to DNS (or failing) when the controller does not
+//! answer in time or does not know the service; without it, DNS. What is known of each
+//! endpoint ([`Endpoint`]: identity, protocol hint, ...) tells the upstream how to connect.
 
 pub mod destination;
 mod dns;
 
-pub(crate) use dns::resolver_builder;
 pub use crate::endpoint::{Endpoint, EndpointSet, ProtocolHint, ServerId};
+pub(crate) use dns::resolver_builder;
 
+use crate::config::Fallback;
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::rules::Rules;
+use destination::{Answer, Destination};
 use std::net::SocketAddr;
 
 /// The sources of endpoints, in the order they are asked.
 pub struct Discovery {
+    destination: Option<(Destination, Fallback)>,
     dns: dns::Dns,
 }
 
@@ -23,15 +28,40 @@ impl Discovery {
     /// `dns_servers` empty means the system's resolv.conf.
     pub fn new(dns_servers: &[SocketAddr]) -> Discovery {
         Discovery {
+            destination: None,
             dns: dns::Dns::new(dns_servers),
         }
     }
 
+    /// Asks `destination` for every name that is not static; `fallback` says what happens
+    /// when it cannot answer.
+    pub fn with_destination(mut self, destination: Destination, fallback: Fallback) -> Discovery {
+        self.destination = Some((destination, fallback));
+        self
+    }
+
     /// `target`'s endpoints now, under `rules` (the snapshot the connection or request was
-    /// decided with): its static endpoints, else what DNS says.
+    /// decided with): its static endpoints, else what the controller says (an empty set when
+    /// the service exists with no endpoints), else what DNS says.
     pub async fn resolve(&self, target: &Target, rules: &Rules) -> Result<EndpointSet, Refusal> {
         if let Some(set) = rules.routes.static_endpoints(target) {
             return Ok(set);
+        }
+        if let Some((destination, fallback)) = &self.destination {
+            let why = match destination.resolve(target).await {
+                Answer::Endpoints(set) => return Ok(set),
+                Answer::NoSuchService => "not known to the controller".to_string(),
+                Answer::Unavailable(why) => why,
+            };
+            match fallback {
+                Fallback::Dns => {
+                    tracing::debug!(%target, reason = %why, "Destination: falling back to DNS");
+                }
+                Fallback::Fail => {
+                    tracing::debug!(%target, reason = %why, "Destination: no endpoints");
+                    return Err(Refusal::Upstream("no endpoints".into()));
+                }
+            }
         }
         self.dns.resolve(target).await
     }

@@ -223,6 +223,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub tls: TlsMetrics,
     pub config: ConfigMetrics,
+    /// The Destination client's updates and streams.
+    pub discovery: discovery::DestinationMetrics,
     /// Which target names may be labels (bounded; the rest are `other`).
     pub targets: TargetLabels,
     registry: Registry,
@@ -247,6 +249,7 @@ impl Metrics {
             http: HttpMetrics::default(),
             tls: TlsMetrics::default(),
             config: ConfigMetrics::default(),
+            discovery: discovery::DestinationMetrics::default(),
             targets: TargetLabels::new(max_targets),
             registry: Registry::default(),
         };
@@ -259,6 +262,7 @@ impl Metrics {
         m.http.register(&mut m.registry);
         m.tls.register(&mut m.registry);
         m.config.register(&mut m.registry);
+        m.discovery.register(&mut m.registry);
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
