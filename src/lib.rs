@@ -8,8 +8,12 @@
 //!   first bytes ([`transport_header`]), [`plan`], then a `match` on the plan;
 //! - [`plan`]: the pure decision, built on [`route`], [`authz`] and [`names`], answered as a
 //!   plan or a [`refusal`], under the [`rules`] in force (swapped whole by [`reload`]);
-//! - [`upstream`]: one dialling path (through [`discovery`]: static or DNS) for opaque TCP,
-//!   `CONNECT` and the HTTP pools;
+//! - [`discovery`]: the target's endpoints ([`endpoint`]): static, Linkerd's Destination API,
+//!   or DNS; it never dials;
+//! - [`upstream`]: per target, the endpoint chosen, its HTTP connections (one HTTP/2
+//!   connection and an HTTP/1.1 pool per endpoint) and the one connect path (TCP, or mTLS as
+//!   the gateway through [`client_tls`], a transport header when the pod's proxy wants one);
+//!   [`metered`] counts the bytes of both sides;
 //! - [`proxy`]: opaque TCP or HTTP forwarding;
 //! - [`metrics`], [`access`]: what is counted and logged; [`admin`]: `/live`, `/ready`,
 //!   `/metrics`; [`lifecycle`]: serving, draining.

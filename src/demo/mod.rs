@@ -4,6 +4,7 @@
 //! the prober step.
 
 mod backends;
+mod meshed;
 mod probe;
 
 use crate::certs::{GATEWAY_IDENTITY, Pki};
@@ -17,6 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const FRONTEND: &str = "frontend.west.serviceaccount.identity.linkerd.cluster.local";
+/// The meshed pod: not in `[routing.static]`, learnt from the destination controller.
+const POD: &str = "pod.demo.svc.cluster.local";
+const POD_IDENTITY: &str = "pod.demo.serviceaccount.identity.linkerd.cluster.local";
 
 /// Runs the demonstration.
 pub async fn demo() -> anyhow::Result<()> {
@@ -44,6 +48,11 @@ pub async fn demo() -> anyhow::Result<()> {
     let echo = backends::spawn_echo().await?;
     let web = backends::spawn_http_backend().await?;
     println!("backends: TCP echo on {echo}, HTTP/1.1+HTTP/2 on {web}");
+    let pod = meshed::spawn_pod(&pki, POD_IDENTITY, dir.path()).await?;
+    let controller = meshed::spawn_destination(&format!("{POD}:8443"), pod, POD_IDENTITY).await?;
+    println!(
+        "meshed pod {POD_IDENTITY} on {pod} (mTLS only), its destination controller on {controller}"
+    );
 
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
@@ -51,6 +60,7 @@ pub async fn demo() -> anyhow::Result<()> {
          [routing]\ncluster_domain = \"cluster.local\"\n[routing.static]\n\
          \"echo.demo.svc.cluster.local:7000\" = [\"{echo}\"]\n\
          \"web.demo.svc.cluster.local:8080\" = [\"{web}\"]\n\
+         [discovery]\ndestination_addr = \"{controller}\"\n\
          [[authorization]]\nidentities = [\"*.west.serviceaccount.identity.linkerd.cluster.local\"]\n\
          services = [\"*.demo.svc.cluster.local\"]\n"
     );
@@ -216,7 +226,45 @@ pub async fn demo() -> anyhow::Result<()> {
     );
     ensure!(status == 403, "unauthorized target was not refused");
 
-    println!("\n8. the admin port");
+    println!(
+        "\n8. a meshed pod from the Destination API, dialled over mTLS as the gateway (HTTP/2, and HTTP/1.1 riding it with l5d-orig-proto)"
+    );
+    let pod_uri = format!("http://{POD}:8443/meshed");
+    let pod_header = |protocol| TransportHeader {
+        port: 8443,
+        name: Some(POD.into()),
+        protocol: Some(protocol),
+    };
+    let (status, _, body) = http_via(
+        gw_addr,
+        client.clone(),
+        Some(pod_header(SessionProtocol::Http2)),
+        true,
+        &pod_uri,
+        None,
+    )
+    .await?;
+    println!("   h2:       {status}: {body}");
+    ensure!(
+        status == 200 && body.contains(&format!("from {GATEWAY_IDENTITY}")),
+        "the meshed pod did not see the gateway's identity"
+    );
+    let (status, _, body) = http_via(
+        gw_addr,
+        client.clone(),
+        Some(pod_header(SessionProtocol::Http1)),
+        false,
+        "/meshed",
+        None,
+    )
+    .await?;
+    println!("   http/1.1: {status}: {body}");
+    ensure!(
+        status == 200 && body.contains("l5d-orig-proto=HTTP/1.1"),
+        "HTTP/1.1 did not ride the pod's HTTP/2 connection"
+    );
+
+    println!("\n9. the admin port");
     let ready = admin_get(admin_addr, "/ready").await?;
     println!(
         "   GET /ready -> {}",
@@ -231,7 +279,8 @@ pub async fn demo() -> anyhow::Result<()> {
             || l.starts_with("inbound_tcp_errors_total")
             || l.starts_with("inbound_tcp_authz_allow_total")
             || l.starts_with("response_total")
-            || l.starts_with("inbound_http_authz_deny_total"))
+            || l.starts_with("inbound_http_authz_deny_total")
+            || l.starts_with("discovery_updates_total"))
             && !l.ends_with(" 0")
     }) {
         println!("     {line}");
@@ -245,7 +294,7 @@ pub async fn demo() -> anyhow::Result<()> {
         println!("     {line}");
     }
 
-    println!("\n9. a prober (the source side) probing the gateway's /ready over mTLS");
+    println!("\n10. a prober (the source side) probing the gateway's /ready over mTLS");
     let client_files = (dir.path().join("client.crt"), dir.path().join("client.key"));
     std::fs::write(&client_files.0, &client_leaf.cert_pem)?;
     std::fs::write(&client_files.1, &client_leaf.key_pem)?;
