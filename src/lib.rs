@@ -311,6 +311,14 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
             }
         },
     ));
+    let upstream = gw.upstream.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut every = tokio::time::interval(upstream::SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            upstream.sweep_idle();
+        }
+    });
     let config_watcher = gw
         .source
         .clone()
@@ -339,6 +347,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     let deadline = gw.settings.drain_timeout;
     let drained = gw.lifecycle.drained(deadline).await;
     watcher.abort();
+    sweeper.abort();
     if let Some(w) = config_watcher {
         w.abort();
     }

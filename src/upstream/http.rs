@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed when their response ends.
-const MAX_IDLE_H1: usize = 256;
+const MAX_IDLE_H1: usize = 1024;
 /// An idle HTTP/1.1 connection older than this is closed rather than reused.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -187,10 +187,15 @@ impl EndpointConns {
         sent.await.map_err(|e| upstream_error(&e))
     }
 
+    /// Closes the HTTP/1.1 connections idle for [`IDLE_TIMEOUT`] and forgets closed ones.
+    pub(super) fn expire_h1(&self) {
+        let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        expire(&mut idle);
+    }
+
     fn idle_h1(&self) -> Option<H1Sender> {
         let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        let stale = |s: &H1Sender, at: &Instant| s.is_ready() && at.elapsed() > IDLE_TIMEOUT;
-        idle.retain(|(s, at)| !(s.is_closed() || stale(s, at)));
+        expire(&mut idle);
         let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
         Some(idle.swap_remove(i).0)
     }
@@ -222,6 +227,11 @@ impl EndpointConns {
         });
         Ok(sender)
     }
+}
+
+fn expire(idle: &mut Vec<(H1Sender, Instant)>) {
+    let stale = |s: &H1Sender, at: &Instant| s.is_ready() && at.elapsed() > IDLE_TIMEOUT;
+    idle.retain(|(s, at)| !(s.is_closed() || stale(s, at)));
 }
 
 fn metered(io: super::UpstreamIo, leg: &crate::metrics::Leg) -> Metered<super::UpstreamIo> {

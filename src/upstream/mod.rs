@@ -34,7 +34,7 @@ use tokio::time::Instant;
 pub const L5D_ORIG_PROTO: &str = "l5d-orig-proto";
 
 /// How often the endpoint table is swept of endpoints nobody used for [`http::IDLE_TIMEOUT`].
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Marks a request the client sent in absolute form (`GET http://host/path HTTP/1.1`), so
 /// that an upgrade to HTTP/2 says so in `l5d-orig-proto`.
@@ -223,11 +223,20 @@ impl Upstream {
         {
             return;
         }
+        self.sweep_idle();
+    }
+
+    /// [`Upstream::sweep`] now; the gateway also calls it every [`SWEEP_EVERY`], so that idle
+    /// upstream connections close when no traffic comes at all.
+    pub fn sweep_idle(&self) {
         let idle = |c: &Arc<EndpointConns>| c.idle_for(http::IDLE_TIMEOUT);
         self.endpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, c| !idle(c));
+            .retain(|_, c| {
+                c.expire_h1();
+                !idle(c)
+            });
         self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
