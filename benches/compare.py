@@ -8,7 +8,14 @@ sharing core 1 with the load tool. Besides
 the scenarios every proxy can serve, crossgate takes the two Linkerd-shaped paths (a transport
 header, then HTTP/2 in absolute form; with and without `l5d-orig-proto`). Every scenario,
 idle memory and start-to-ready included, is interleaved across the proxies and repeated;
-medians are reported. Called by benches/compare.sh."""
+medians are reported. Called by benches/compare.sh.
+
+CROSSGATE_BASELINE=/path/to/an/older/crossgate adds a fourth proxy, "crossgate before": that
+binary with `threads = 1`, pinned to core 0 like the `threads = 1` column, on its own ports
+(4183, admin 4231), started and measured in the same repeats, interleaved with the others in
+every scenario (the Linkerd-shaped ones included), so a before/after comparison shares the
+machine's noise. The table then has a "before" column and an after/before ratio; with --only
+it is printed too, with the rows of the parts that ran."""
 
 import json, os, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -23,6 +30,7 @@ GW = "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.clust
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/crossgate")
 LOADKIT = os.path.join(ROOT, "target/release/examples/loadkit")
+BASELINE = os.environ.get("CROSSGATE_BASELINE") or None
 TICK = os.sysconf("SC_CLK_TCK")
 
 _hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -123,8 +131,9 @@ key = "{pki}/gateway.key"
     return path
 
 
-def start_crossgate(tmp, pki, port=4143, threads="threads = 1", core=PROXY_CORE):
-    """crossgate on `port` (admin on port + 48); `threads` is its [server] threads line."""
+def start_crossgate(tmp, pki, port=4143, threads="threads = 1", core=PROXY_CORE, binary=BIN):
+    """crossgate on `port` (admin on port + 48); `threads` is its [server] threads line;
+    `binary` the executable (the baseline's, for the "before" column)."""
     conf = crossgate_config(tmp, pki, f"crossgate-{port}.toml", port, port + 48,
                             "max_connections = 100000", """
 [routing.static]
@@ -132,7 +141,7 @@ def start_crossgate(tmp, pki, port=4143, threads="threads = 1", core=PROXY_CORE)
 "web2.bench.svc.cluster.local:80" = ["127.0.0.1:18081"]
 "sink.bench.svc.cluster.local:9000" = ["127.0.0.1:19000"]
 """, threads)
-    p = spawn([BIN, "run", "--config", conf], core, env={**os.environ, "RUST_LOG": "warn"})
+    p = spawn([binary, "run", "--config", conf], core, env={**os.environ, "RUST_LOG": "warn"})
     wait_port(port)
     return p
 
@@ -300,8 +309,9 @@ def start_to_ready(tmp, pki):
     return statistics.median(times)
 
 
-CG1, CGD = "crossgate", "crossgate default"
-NAMES = [CG1, CGD, "nginx", "HAProxy"]
+CG1, CGD, CGB = "crossgate", "crossgate default", "crossgate before"
+# The baseline runs right after the current binary in every scenario.
+NAMES = [CG1] + ([CGB] if BASELINE else []) + [CGD, "nginx", "HAProxy"]
 
 
 def cpu_stat():
@@ -320,6 +330,9 @@ def versions():
         i = lock.find(f'name = "{name}"\nversion = "')
         return lock[i:].split('"')[3] if i >= 0 else "?"
     commit = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
+    if dirty:
+        commit += " (+ uncommitted changes in the tree)"
     nginx = out(["nginx", "-V"]).splitlines()
     haproxy = out(["haproxy", "-vv"]).splitlines()
     return [
@@ -329,7 +342,15 @@ def versions():
         f"HAProxy {haproxy[0].split()[2]}: " + next((l.split(': ', 1)[-1] for l in haproxy
                                                       if "Running on OpenSSL" in l), "?"),
         f"load: {out(['oha', '--version'])}; {out(['openssl', 'version'])}; Linux {os.uname().release}",
-    ]
+    ] + ([f"crossgate before: {BASELINE} ({baseline_commit()})"] if BASELINE else [])
+
+
+def baseline_commit():
+    """The commit of the git tree the baseline binary was built in, if it sits in one."""
+    d = os.path.dirname(os.path.realpath(BASELINE))
+    r = subprocess.run(["git", "-C", d, "log", "-1", "--format=%h %s"], capture_output=True,
+                       text=True)
+    return r.stdout.strip()[:90] if r.returncode == 0 else "commit unknown"
 
 
 def main():
@@ -339,6 +360,8 @@ def main():
         backends = start_backends(tmp)
         results = {name: {} for name in NAMES}
         want = lambda part: not ONLY or part in ONLY
+        if BASELINE and not os.access(BASELINE, os.X_OK):
+            sys.exit(f"CROSSGATE_BASELINE={BASELINE}: not an executable")
         def note(rep, scenario, name, r):
             print(f"  [{rep + 1}/{REPEATS}] {scenario:9} {name:17} {r['rps']:>9.0f} req/s "
                   f"{r['us']:6.1f} us/req ({r['user_us']:.1f} user) p50 {r['p50']:.2f} ms "
@@ -347,8 +370,11 @@ def main():
         for rep in range(REPEATS):
             # Every repeat starts the proxies afresh and measures idle memory first: an
             # allocator keeps what a previous load used, so a second idle run reads nothing.
-            proxies = {
-                CG1: (start_crossgate(tmp, pki), 4143, 4143),
+            proxies = {CG1: (start_crossgate(tmp, pki), 4143, 4143)}
+            if BASELINE:
+                # The same configuration as the `threads = 1` column, the older binary.
+                proxies[CGB] = (start_crossgate(tmp, pki, 4183, binary=BASELINE), 4183, 4183)
+            proxies |= {
                 # Unpinned: its default on this machine, one worker per core (2). Pinned to
                 # one core, the default is the current-thread runtime, the column before.
                 CGD: (start_crossgate(tmp, pki, 4163, "", ALL_CORES), 4163, 4163),
@@ -366,7 +392,7 @@ def main():
                     print(f"  [{rep + 1}/{REPEATS}] idle      {name:17} {r['rss_mib']:.0f} MiB, "
                           f"{r['per_conn_kib']:.1f} KiB per connection", file=sys.stderr)
             for scenario in LINKERD:
-                for name in (CG1, CGD):
+                for name in [n for n in NAMES if n.startswith("crossgate")]:
                     if want(scenario):
                         r = linkerd_run(proxies[name][1], pids[name], pki, scenario)
                         results[name].setdefault(scenario, []).append(r)
@@ -387,7 +413,7 @@ def main():
                 results[CG1].setdefault("ready", []).append(start_to_ready(tmp, pki))
         stat1 = cpu_stat()
         steal = (stat1[0] - stat0[0]) / max(stat1[1] - stat0[1], 1) * 100
-        if not ONLY:
+        if not ONLY or BASELINE:
             report(results)
             print(f"- steal: {steal:.1f} % of the machine's CPU time went to other guests during the run")
     finally:
@@ -441,17 +467,27 @@ def report(results):
         ("KiB per idle connection", "idle_kib", None, False, "{:.1f}"),
         ("start to /ready ms (5 starts per repeat)", "ready", None, False, "{:.1f}"),
     ]
-    print("| measure | crossgate `threads = 1` | crossgate default runtime | nginx | HAProxy | `threads = 1` / best peer |")
-    print("|---|---|---|---|---|---|")
+    heads = {CG1: "crossgate `threads = 1`", CGB: "crossgate before, `threads = 1`",
+             CGD: "crossgate default runtime", "nginx": "nginx", "HAProxy": "HAProxy"}
+    extra = ["`threads = 1` / before"] if BASELINE else []
+    print("| measure | " + " | ".join(heads[n] for n in NAMES) + " | "
+          + " | ".join(extra + ["`threads = 1` / best peer"]) + " |")
+    print("|---" * (len(NAMES) + len(extra) + 2) + "|")
     for label, scenario, key, higher, fmt in rows:
         v = {n: med(results, n, scenario, key) for n in NAMES}
+        if ONLY and all(x is None for x in v.values()):
+            continue
         peers = [x for x in (v["nginx"], v["HAProxy"]) if x is not None]
         ratio = ""
         if peers and v[CG1] is not None:
             best = max(peers) if higher else min(peers)
             ratio = f"{v[CG1] / best:.2f}"
+        ratios = [ratio]
+        if BASELINE:
+            b = v[CGB]
+            ratios.insert(0, f"{v[CG1] / b:.2f}" if b and v[CG1] is not None else "")
         cells = ["" if v[n] is None else fmt.format(v[n]) for n in NAMES]
-        print(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+        print(f"| {label} | " + " | ".join(cells + ratios) + " |")
     print()
     for line in versions():
         print(f"- {line}")
