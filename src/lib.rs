@@ -128,6 +128,7 @@ impl Gateway {
             Some(client_tls.clone()),
             metrics.clone(),
             config.server.connect_timeout,
+            config.balancer,
         );
         Ok(Arc::new(Gateway {
             settings: Arc::new(config.server.clone()),

@@ -24,6 +24,10 @@ pub enum Refusal {
     Loadshed,
     #[error("response timeout")]
     ResponseTimeout,
+    /// No endpoint of the target has been ready for `failfast_timeout`: the balancer fails
+    /// requests at once until one is, as Linkerd's gateway answers it (504).
+    #[error("service in fail-fast")]
+    FailFast,
     /// The client's own request was malformed (a body that does not parse): the client's
     /// error, never counted against the upstream.
     #[error("client: {0}")]
@@ -47,7 +51,7 @@ impl Refusal {
             Refusal::GatewayLoop => 508,
             Refusal::Upstream(_) | Refusal::NoSuchService => 502,
             Refusal::Loadshed => 503,
-            Refusal::ResponseTimeout => 504,
+            Refusal::ResponseTimeout | Refusal::FailFast => 504,
             Refusal::UnknownProtocol | Refusal::Client(_) => 400,
             Refusal::UnauthorizedSource => 403,
         }
@@ -71,6 +75,7 @@ impl Refusal {
             Refusal::NoSuchService => "upstream: no such service",
             Refusal::Loadshed => "loadshed",
             Refusal::ResponseTimeout => "response timeout",
+            Refusal::FailFast => "service in fail-fast",
             Refusal::UnknownProtocol => "unknown protocol",
             Refusal::Client(_) => "client",
             Refusal::UnauthorizedSource => "unauthorized source",
@@ -88,6 +93,7 @@ impl Refusal {
             Refusal::NoSuchService => Some("no such service"),
             Refusal::Loadshed => Some("loadshed"),
             Refusal::ResponseTimeout => Some("response timeout"),
+            Refusal::FailFast => Some("failfast"),
             Refusal::UnknownProtocol => Some("unexpected"),
             Refusal::Client(_) => Some("client"),
             Refusal::UnauthorizedSource => Some("unauthorized source"),
@@ -101,7 +107,7 @@ impl Refusal {
             Refusal::BadGatewayDomain => 5, // NOT_FOUND
             Refusal::GatewayLoop => 10,     // ABORTED
             Refusal::Upstream(_) | Refusal::NoSuchService | Refusal::Loadshed => 14, // UNAVAILABLE
-            Refusal::ResponseTimeout => 4,  // DEADLINE_EXCEEDED
+            Refusal::ResponseTimeout | Refusal::FailFast => 4, // DEADLINE_EXCEEDED
             Refusal::UnknownProtocol => 12, // UNIMPLEMENTED
             Refusal::Client(_) => 3,        // INVALID_ARGUMENT
             Refusal::UnauthorizedSource => 7, // PERMISSION_DENIED
@@ -163,6 +169,13 @@ mod tests {
                 504,
                 "response timeout",
                 Some("response timeout"),
+                4,
+            ),
+            (
+                Refusal::FailFast,
+                504,
+                "service in fail-fast",
+                Some("failfast"),
                 4,
             ),
             (

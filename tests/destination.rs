@@ -1,8 +1,8 @@
 //! What the gateway does with what the Destination controller says, and with its silence: a
 //! `Remove` in the middle of traffic loses no request; a controller that is down falls back to
 //! DNS (through a resolver the test controls) or, with `fallback = "fail"`, answers 502 at
-//! once; `NoEndpoints{exists: true}` never falls back; a stream that breaks keeps serving the
-//! last set it had.
+//! once; `NoEndpoints{exists: true}` never falls back (no endpoint is ready: 504 fail-fast); a
+//! stream that breaks keeps serving the last set it had.
 
 mod http_support;
 mod support;
@@ -47,7 +47,7 @@ fn discovery(addr: SocketAddr, fallback: &str, dns: Option<&DnsServer>) -> Strin
     });
     format!(
         "[discovery]\ndestination_addr = \"{addr}\"\nfallback = \"{fallback}\"\n\
-         stream_initial_timeout = \"300ms\"\n{dns}"
+         stream_initial_timeout = \"300ms\"\nfailfast_timeout = \"300ms\"\n{dns}"
     )
 }
 
@@ -139,9 +139,10 @@ async fn no_endpoints_that_exist_never_fall_back_and_unknown_services_do() {
     let pki = crossgate::certs::Pki::new().unwrap();
     let gw = gateway(pki, &discovery(stub.addr, "dns", Some(&dns))).await;
     let mut h2 = h2_through(&gw, port).await;
+    // An empty set: no endpoint is ready, so the request fails fast after failfast_timeout.
     assert_eq!(
         status(&mut h2, port).await,
-        (502, "upstream: no endpoints".to_string())
+        (504, "service in fail-fast".to_string())
     );
     assert_eq!(dns.asked(&format!("{WEB}."), DNS_A), 0, "DNS never asked");
     assert_eq!(backend.count(), 0);

@@ -18,12 +18,12 @@ const CLOSED: &str = "closed.test.svc.cluster.local:80";
 const SECRET: &str = "http://secret.other.svc.cluster.local:80";
 const PODINFO_URI: &str = "http://podinfo.test.svc.cluster.local:9898";
 
-/// A gateway with `podinfo` on `backend`, `closed` on a port nobody listens on, and one rule:
-/// FRONTEND may reach `*.test.svc.cluster.local`.
+/// A gateway with `podinfo` on `backend`, `closed` on a port nobody listens on (failing fast
+/// after 300 ms), and one rule: FRONTEND may reach `*.test.svc.cluster.local`.
 async fn refusing_gateway(backend: &Backend, server_keys: &str) -> TestGateway {
     let routes = static_routes(&[(PODINFO, backend.addr), (CLOSED, closed_port())]);
     start(&format!(
-        "{server_keys}\n{routes}\
+        "{server_keys}\n{routes}[discovery]\nfailfast_timeout = \"300ms\"\n\
          [[authorization]]\nidentities = [\"{FRONTEND}\"]\nservices = [\"*.test.svc.cluster.local\"]\n"
     ))
     .await
@@ -114,8 +114,10 @@ async fn unauthorized_identity_or_service_is_403() {
     gw.shutdown().await;
 }
 
+/// A target whose only endpoint refuses connections has no ready endpoint: requests wait
+/// `failfast_timeout` for one, then fail fast with 504, as Linkerd's gateway answers.
 #[tokio::test]
-async fn closed_upstream_is_502() {
+async fn closed_upstream_fails_fast() {
     let backend = Backend::start().await;
     let gw = refusing_gateway(&backend, "").await;
     let a = plain_h2(
@@ -124,14 +126,15 @@ async fn closed_upstream_is_502() {
         get(&format!("http://{CLOSED}/x"), &[]),
     )
     .await;
-    assert_eq!(a.status, 502, "{a:?}");
-    let reason = a.header("l5d-proxy-error").unwrap_or_default();
-    assert!(reason.starts_with("upstream: "), "{a:?}");
-    assert!(reason.contains("connect"), "{a:?}");
-    gw.wait_metric(&http_error_line("i/o", 1)).await;
+    assert_refused(&a, 504, "service in fail-fast");
+    gw.wait_metric(&http_error_line("failfast", 1)).await;
     gw.wait_metric(&format!(
-        "response_total{{{},status_code=\"502\",classification=\"failure\"}} 1",
+        "response_total{{{},status_code=\"504\",classification=\"failure\"}} 1",
         request_labels(FRONTEND, CLOSED)
+    ))
+    .await;
+    gw.wait_metric(&format!(
+        "outbound_http_balancer_endpoints{{authority=\"{CLOSED}\",endpoint_state=\"pending\"}} 1"
     ))
     .await;
     gw.shutdown().await;
@@ -239,11 +242,11 @@ async fn grpc_clients_get_grpc_status_for_every_refusal() {
             "bad gateway domain",
         ),
         (
-            "502",
+            "504 fail-fast",
             format!("http://{CLOSED}/pkg.Svc/M"),
             &[],
-            "14",
-            "upstream: ",
+            "4",
+            "service in fail-fast",
         ),
         (
             "504",
@@ -285,7 +288,7 @@ async fn grpc_clients_get_grpc_status_for_every_refusal() {
     let m = gw.metrics().await;
     for error in [
         "gateway domain invalid",
-        "i/o",
+        "failfast",
         "response timeout",
         "gateway loop",
     ] {

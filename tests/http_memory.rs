@@ -47,6 +47,7 @@ fn context(backend: std::net::SocketAddr) -> Arc<HttpContext> {
             None,
             metrics.clone(),
             settings.connect_timeout,
+            crossgate::config::Balancer::default(),
         )),
         in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
         settings: Arc::new(settings),

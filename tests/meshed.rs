@@ -3,7 +3,7 @@
 //! with the gateway's identity to a backend that requires a client certificate and checks SNI
 //! (tests/support/meshed.rs). The backend sees the gateway's identity; SNI is the server name
 //! even where it differs from the id; a leaf without the expected SAN is refused before any
-//! request byte; an HTTP/1 request rides HTTP/2 with `l5d-orig-proto`; the proxy's inbound port
+//! request byte (the endpoint stays pending: fail-fast); an HTTP/1 request rides HTTP/2 with `l5d-orig-proto`; the proxy's inbound port
 //! gets a transport header; the controller can be reached over mTLS; `dst_*` labels land.
 
 mod http_support;
@@ -23,7 +23,8 @@ const DST_ID: &str = "linkerd-destination.linkerd.serviceaccount.identity.linker
 /// `[discovery]` pointing at `stub` (plaintext on loopback).
 fn discovery(stub: &DestinationStub) -> String {
     format!(
-        "[discovery]\ndestination_addr = \"{}\"\nstream_initial_timeout = \"2s\"\n",
+        "[discovery]\ndestination_addr = \"{}\"\nstream_initial_timeout = \"2s\"\n\
+         failfast_timeout = \"300ms\"\n",
         stub.addr
     )
 }
@@ -155,14 +156,21 @@ async fn sni_is_the_server_name_and_the_leaf_must_name_the_server_id() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(pod.connections()[0].sni.as_deref(), Some(name));
 
+    // The impostor never becomes a ready endpoint: the request fails fast.
     let mut h2 = h2_through(&gw, 9999).await;
     let refused = send_h2(&mut h2, get(&format!("http://{WEB}:9999/"), &[])).await;
-    assert_eq!(refused.status, 502, "{}", refused.text());
-    let why = refused
-        .header("l5d-proxy-error")
-        .unwrap_or_default()
-        .to_string();
-    assert!(why.starts_with("upstream: tls"), "{why}");
+    assert_eq!(refused.status, 504, "{}", refused.text());
+    let why = refused.header("l5d-proxy-error").unwrap_or_default();
+    assert_eq!(why, "service in fail-fast");
+    // Never reached, so not yet a label of its own.
+    gw.wait_metric(
+        "outbound_http_balancer_endpoints{authority=\"other\",endpoint_state=\"pending\"} 1",
+    )
+    .await;
+    gw.wait_metric(&format!(
+        "outbound_http_balancer_endpoints{{authority=\"{WEB}:9898\",endpoint_state=\"ready\"}} 1"
+    ))
+    .await;
     assert!(
         impostor.requests().is_empty(),
         "nothing reached the impostor"

@@ -81,27 +81,11 @@ async fn failover_to_the_next_endpoint() {
 }
 
 #[tokio::test]
-async fn connections_spread_across_endpoints() {
-    let (a, a_accepted) = echo_backend().await;
-    let (b, b_accepted) = echo_backend().await;
-    let gw = start(&endpoints(&[a, b])).await;
-    for i in 0..6 {
-        let msg = format!("spread {i}");
-        assert_eq!(roundtrip(&gw, msg.as_bytes()).await, Some(msg.into_bytes()));
-    }
-    let (na, nb) = (
-        a_accepted.load(Ordering::SeqCst),
-        b_accepted.load(Ordering::SeqCst),
-    );
-    assert_eq!(na + nb, 6);
-    assert!(na > 0 && nb > 0, "not spread: {na} and {nb}");
-    gw.shutdown().await;
-}
-
-#[tokio::test]
-async fn spreading_is_per_target_when_targets_interleave() {
-    // Target A has two endpoints, target B one. Connections alternate A, B, A, B: a rotation
-    // shared by all targets would send every A connection to the same endpoint.
+async fn each_target_is_balanced_over_its_own_endpoints() {
+    // Target A has two endpoints, target B one. Connections alternate A, B, A, B: each goes to
+    // an endpoint of its own target, and A's are weighed among A's endpoints only (the
+    // balancer keeps the lighter of two by round trip and streams open, so which of A's two
+    // takes them depends on their measured connect times).
     let (a1, a1_accepted) = echo_backend().await;
     let (a2, a2_accepted) = echo_backend().await;
     let (b, b_accepted) = echo_backend().await;
@@ -125,7 +109,7 @@ async fn spreading_is_per_target_when_targets_interleave() {
         assert_eq!(read_all(&mut tls).await, b"b");
     }
     assert_eq!(b_accepted.load(Ordering::SeqCst), 4);
-    assert_eq!(a1_accepted.load(Ordering::SeqCst), 2);
-    assert_eq!(a2_accepted.load(Ordering::SeqCst), 2);
+    let on_a = a1_accepted.load(Ordering::SeqCst) + a2_accepted.load(Ordering::SeqCst);
+    assert_eq!(on_a, 4);
     gw.shutdown().await;
 }

@@ -23,6 +23,37 @@ pub struct Discovery {
     pub stream_initial_timeout: Duration,
 }
 
+/// The balancer's settings, in `[discovery]` (they apply to static and DNS endpoints too):
+/// `ewma_default_rtt`, `ewma_decay`, `failfast_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Balancer {
+    /// The round trip an endpoint is assumed to have before its first sample.
+    pub default_rtt: Duration,
+    /// How fast a slow sample is forgotten.
+    pub decay: Duration,
+    /// How long requests wait for a ready endpoint before failing fast (504).
+    pub failfast: Duration,
+}
+
+impl Default for Balancer {
+    fn default() -> Balancer {
+        Balancer {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+            failfast: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The keys that configure the Destination API (the others configure the balancer).
+const DESTINATION_KEYS: &[&str] = &[
+    "destination_addr",
+    "destination_name",
+    "context_token",
+    "fallback",
+    "stream_initial_timeout",
+];
+
 /// What to do when the Destination API gives no answer (unreachable, or too slow at first).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fallback {
@@ -88,24 +119,37 @@ fn is_loopback(host: &str) -> bool {
 }
 
 impl Parser<'_> {
-    /// `[discovery]`; `None` when the table is absent or wrong.
+    /// The balancer's keys of `[discovery]`, defaults where absent.
+    pub(super) fn balancer(&mut self, v: Option<&Value>) -> Balancer {
+        let d = Balancer::default();
+        let Some(Value::Table(t)) = v else {
+            return d;
+        };
+        let mut get = |key: &str, default: Duration| {
+            self.duration(t, key, &format!("discovery.{key}"))
+                .unwrap_or(default)
+        };
+        Balancer {
+            default_rtt: get("ewma_default_rtt", d.default_rtt),
+            decay: get("ewma_decay", d.decay),
+            failfast: get("failfast_timeout", d.failfast),
+        }
+    }
+
+    /// `[discovery]`'s Destination API; `None` when the table is absent or wrong, or names no
+    /// Destination API (only balancer keys).
     pub(super) fn discovery(
         &mut self,
         v: Option<&Value>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Option<Discovery> {
         let t: &Table = self.section(v, "discovery")?;
-        self.known(
-            t,
-            "discovery",
-            &[
-                "destination_addr",
-                "destination_name",
-                "context_token",
-                "fallback",
-                "stream_initial_timeout",
-            ],
-        );
+        let mut keys = DESTINATION_KEYS.to_vec();
+        keys.extend(["ewma_default_rtt", "ewma_decay", "failfast_timeout"]);
+        self.known(t, "discovery", &keys);
+        if !DESTINATION_KEYS.iter().any(|k| t.contains_key(*k)) {
+            return None;
+        }
         let before = self.errors.len();
         let addr = self.string(t, "destination_addr", "discovery.destination_addr");
         // A name is required once the address is known to be more than loopback.

@@ -6,7 +6,7 @@ mod discovery;
 mod parse;
 mod rules;
 
-pub use discovery::{Discovery, Fallback, default_context_token};
+pub use discovery::{Balancer, Discovery, Fallback, default_context_token};
 
 pub(crate) use parse::{Parser, read};
 
@@ -127,6 +127,8 @@ pub struct Config {
     pub log: Log,
     /// `[discovery]`; `None`: static endpoints and DNS only.
     pub discovery: Option<Discovery>,
+    /// The balancer's settings (`[discovery]` too), for every kind of endpoint.
+    pub balancer: Balancer,
     /// Set when read from a file ([`Config::load`]); `None` for text parsed in place.
     pub source: Option<Source>,
 }
@@ -195,6 +197,7 @@ impl Config {
         let authorization = p.authorization(table.get("authorization"));
         let log = p.log(table.get("log"));
         let discovery = p.discovery(table.get("discovery"), |k| std::env::var(k).ok());
+        let balancer = p.balancer(table.get("discovery"));
         match (server, identity, routing) {
             (Some(server), Some(identity), Some(routing)) if p.errors.is_empty() => Ok(Config {
                 server,
@@ -203,6 +206,7 @@ impl Config {
                 authorization,
                 log,
                 discovery,
+                balancer,
                 source: None,
             }),
             _ => Err(ConfigErrors(p.errors)),

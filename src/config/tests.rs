@@ -160,7 +160,10 @@ fn discovery_every_key() {
 #[test]
 fn discovery_problems_each_named() {
     let cases = [
-        ("", "discovery.destination_addr: missing"),
+        (
+            "destination_name = \"dst.linkerd\"\n",
+            "discovery.destination_addr: missing",
+        ),
         (
             "destination_addr = 8086\n",
             "discovery.destination_addr: expected a string",

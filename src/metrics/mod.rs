@@ -225,9 +225,18 @@ pub struct Metrics {
     pub config: ConfigMetrics,
     /// The Destination client's updates and streams.
     pub discovery: discovery::DestinationMetrics,
+    /// `outbound_http_balancer_endpoints{authority, endpoint_state}`.
+    balancer: Family<BalancerLabels, Gauge>,
     /// Which target names may be labels (bounded; the rest are `other`).
     pub targets: TargetLabels,
     registry: Registry,
+}
+
+/// `authority` and `endpoint_state` of `outbound_http_balancer_endpoints`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct BalancerLabels {
+    pub authority: String,
+    pub endpoint_state: &'static str,
 }
 
 impl Default for Metrics {
@@ -250,6 +259,7 @@ impl Metrics {
             tls: TlsMetrics::default(),
             config: ConfigMetrics::default(),
             discovery: discovery::DestinationMetrics::default(),
+            balancer: Family::default(),
             targets: TargetLabels::new(max_targets),
             registry: Registry::default(),
         };
@@ -263,6 +273,11 @@ impl Metrics {
         m.tls.register(&mut m.registry);
         m.config.register(&mut m.registry);
         m.discovery.register(&mut m.registry);
+        m.registry.register(
+            "outbound_http_balancer_endpoints",
+            "Endpoints of each target by balancer state: ready (connected) or pending",
+            m.balancer.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -277,6 +292,14 @@ impl Metrics {
         m.registry
             .register_collector(Box::new(process::ProcessCollector));
         m
+    }
+
+    /// The gauge of `authority`'s endpoints in `state` (`ready`, `pending`).
+    pub fn balancer_endpoints(&self, authority: &str, state: &'static str) -> Gauge {
+        self.balancer.get_or_create_owned(&BalancerLabels {
+            authority: authority.to_string(),
+            endpoint_state: state,
+        })
     }
 
     /// The OpenMetrics text of every family.

@@ -8,8 +8,9 @@
 use crate::access::{AccessLog, Outcome, RequestRecord};
 use crate::metrics::{Metrics, RequestLabels, ResponseLabels};
 pub use crate::upstream::RequestBody;
+use crate::upstream::ResponseBody;
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::pin::Pin;
@@ -139,7 +140,7 @@ impl Drop for Admitted {
 /// An upstream response body, streamed frame by frame. Holds its request's [`Admitted`] until
 /// the body ends, and, for gRPC, records the response when its trailers arrive.
 pub struct Observed {
-    inner: Incoming,
+    inner: ResponseBody,
     recorder: Option<Recorder>,
     line: Option<Box<RequestLine>>,
     _admitted: Admitted,
@@ -149,7 +150,7 @@ impl Observed {
     /// `recorder` is `Some` when the response is to be recorded at the body's end; `line`
     /// when an access line is to be written then.
     pub(crate) fn new(
-        inner: Incoming,
+        inner: ResponseBody,
         recorder: Option<Recorder>,
         line: Option<Box<RequestLine>>,
         admitted: Admitted,

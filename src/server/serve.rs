@@ -35,6 +35,8 @@ pub(super) async fn forward_opaque(
             leg: mut up_leg,
         },
         addr,
+        // The stream's share of the endpoint's load, until it ends.
+        in_flight: _in_flight,
     } = match opened {
         Ok(d) => d,
         Err(refusal) => {

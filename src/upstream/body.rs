@@ -1,5 +1,7 @@
-//! The body of a request on its way upstream: the client's body, its bytes counted for the
-//! access line, and a malformed body turned into the client's error ([`Refusal::Client`]).
+//! The bodies that cross the upstream: a request's ([`RequestBody`]: the client's body, its
+//! bytes counted for the access line, a malformed body turned into the client's error,
+//! [`Refusal::Client`]) and a response's ([`ResponseBody`]: the request's share of its
+//! endpoint's load, and its round trip at the first data frame).
 
 use crate::refusal::Refusal;
 use bytes::Bytes;
@@ -46,6 +48,53 @@ impl Body for RequestBody {
             bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         polled.map(|f| f.map(|r| r.map_err(|e| Refusal::Client(e.to_string()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body from upstream, holding its request's place in the endpoint's load until it
+/// ends or is dropped; its first data frame (or its end) is the request's round trip.
+pub struct ResponseBody {
+    inner: Incoming,
+    pending: Option<super::health::InFlight>,
+}
+
+impl ResponseBody {
+    pub(super) fn new(inner: Incoming, pending: super::health::InFlight) -> ResponseBody {
+        ResponseBody {
+            inner,
+            pending: Some(pending),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(frame) = &polled
+            && let Some(pending) = this.pending.as_mut()
+        {
+            // The first data frame, or an end without one: the round trip is known.
+            let data = matches!(frame, Some(Ok(f)) if f.is_data());
+            if data || !matches!(frame, Some(Ok(_))) {
+                pending.first_byte();
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -5,7 +5,8 @@
 
 use super::RequestBody;
 use super::connect::{Connected, Connector};
-use crate::discovery::Endpoint;
+use super::health::Health;
+use crate::discovery::{Endpoint, ProtocolHint};
 use crate::metered::Metered;
 use crate::refusal::Refusal;
 use crate::route::Target;
@@ -47,6 +48,8 @@ pub(super) struct EndpointConns {
     /// Milliseconds since `epoch` of the last use, for the idle sweep.
     last_used: AtomicU64,
     epoch: Instant,
+    /// What the balancer weighs: round trip, requests in flight, ready or pending.
+    pub(super) health: Arc<Health>,
 }
 
 impl EndpointConns {
@@ -55,6 +58,7 @@ impl EndpointConns {
         endpoint: Endpoint,
         connector: Arc<Connector>,
         epoch: Instant,
+        health: Health,
     ) -> EndpointConns {
         EndpointConns {
             target,
@@ -64,7 +68,58 @@ impl EndpointConns {
             h1: Mutex::new(Vec::new()),
             last_used: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             epoch,
+            health: Arc::new(health),
         }
+    }
+
+    /// Connects in the background, unless a connect or a back-off is under way: the endpoint
+    /// is ready once connected; after a failed connect it stays pending and tries again after
+    /// a back-off (100 ms doubling to 60 s) while anyone still holds it. The connection is the
+    /// endpoint's HTTP/2 one when it takes HTTP/2 (its hint, or `h2`: what the waiting request
+    /// speaks), else one for its HTTP/1.1 pool; either way the request then uses it.
+    pub(super) fn warm(self: &Arc<Self>, h2: bool) {
+        if self.health.warming.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(conns) = weak.upgrade() else {
+                    return;
+                };
+                let attempt = if h2 || conns.endpoint.hint == ProtocolHint::Http2 {
+                    conns.h2().await.map(drop)
+                } else {
+                    conns.connect_h1().await.map(|s| conns.put_back(s))
+                };
+                let wait = match attempt {
+                    Ok(()) => {
+                        conns.health.connected();
+                        conns.health.warming.store(false, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(e) => {
+                        let (wait, first) = conns.health.failed();
+                        let (addr, target) = (conns.endpoint.addr, &conns.target);
+                        if first {
+                            // Said once per outage of the endpoint; the retries at debug.
+                            tracing::warn!(%target, %addr, error = %e, "endpoint pending: cannot connect");
+                        } else {
+                            tracing::debug!(%target, %addr, error = %e, ?wait, "endpoint still pending");
+                        }
+                        wait
+                    }
+                };
+                drop(conns);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// A connect on a request's path failed: pending until a background connect succeeds.
+    fn connect_failed(self: &Arc<Self>, h2: bool) {
+        self.health.failed();
+        self.warm(h2);
     }
 
     fn touch(&self) {
@@ -81,7 +136,7 @@ impl EndpointConns {
     /// The session a transport header announces on this endpoint's HTTP connections.
     fn session(&self, h2: bool) -> Option<SessionProtocol> {
         match (self.endpoint.hint, h2) {
-            (crate::discovery::ProtocolHint::Opaque, _) => None,
+            (ProtocolHint::Opaque, _) => None,
             (_, true) => Some(SessionProtocol::Http2),
             (_, false) => Some(SessionProtocol::Http1),
         }
@@ -151,7 +206,13 @@ impl EndpointConns {
         self: &Arc<Self>,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, Refusal> {
-        let mut sender = self.h2().await?;
+        let mut sender = match self.h2().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.connect_failed(true);
+                return Err(e);
+            }
+        };
         sender.ready().await.map_err(|e| upstream_error(&e))?;
         sender
             .send_request(req)
@@ -180,7 +241,13 @@ impl EndpointConns {
             }
             None => req,
         };
-        let mut sender = self.connect_h1().await?;
+        let mut sender = match self.connect_h1().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.connect_failed(false);
+                return Err(e);
+            }
+        };
         sender.ready().await.map_err(|e| upstream_error(&e))?;
         let sent = sender.send_request(req);
         self.put_back(sender);

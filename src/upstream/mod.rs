@@ -1,17 +1,21 @@
 //! The upstream side, per target: its endpoints (from [`crate::discovery`], under the rules
-//! snapshot the caller decided with), the choice of one (round robin, failing over to the
-//! next on a connect error; the balancer replaces [`choose`]), the one connect path
+//! snapshot the caller decided with), the choice of one ([`balance`]: power of two choices
+//! over the ready endpoints by peak-EWMA load, waiting at most `failfast_timeout` for one to be
+//! ready; each endpoint's [`health`]), the one connect path
 //! ([`connect`]: TCP, mTLS as the gateway, a transport header), and per endpoint its HTTP
 //! connections ([`http`]): an HTTP/2 connection and an HTTP/1.1 pool, chosen by the
 //! endpoint's protocol hint and the request's version. [`Upstream::send`] and
 //! [`Upstream::open`] are all that the proxy calls; refusals come back typed.
 
+pub mod balance;
 mod body;
 mod connect;
+mod health;
 mod http;
 
-pub use body::RequestBody;
+pub use body::{RequestBody, ResponseBody};
 pub use connect::{Connected, Connector, UpstreamIo, transport_header_for};
+pub use health::{Balancer, InFlight};
 
 use crate::client_tls::ClientTls;
 use crate::discovery::{Discovery, Endpoint, EndpointSet, ProtocolHint};
@@ -21,11 +25,12 @@ use crate::route::Target;
 use crate::rules::Rules;
 use ::http::header::{HeaderValue, TRANSFER_ENCODING};
 use ::http::{Method, Request, Response, Uri, Version};
+use balance::{Draws, p2c};
+use health::{Health, TargetEvents};
 use http::EndpointConns;
-use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -46,23 +51,26 @@ pub struct Opened {
     pub connected: Connected,
     /// The endpoint reached.
     pub addr: SocketAddr,
+    /// The connection's share of the endpoint's load, while it is open.
+    pub in_flight: InFlight,
 }
 
 /// An endpoint set and its endpoints' connections, in the set's order.
 type SeenSet = (EndpointSet, Arc<[Arc<EndpointConns>]>);
 
-/// Per target: where the round robin stands, and the connections of the endpoint set it
-/// last saw (in the set's order).
-#[derive(Default)]
+/// Per target: the balancer's view (the connections of the endpoint set it last saw, in the
+/// set's order), readiness events, and since when no endpoint has been ready.
 struct TargetState {
-    next: AtomicUsize,
     cache: Mutex<Option<SeenSet>>,
+    events: Arc<TargetEvents>,
+    no_ready_since: Mutex<Option<Instant>>,
 }
 
-/// The upstream: discovery, the connect path, and the endpoints' connections.
+/// The upstream: discovery, the balancer, the connect path, and the endpoints' connections.
 pub struct Upstream {
     discovery: Arc<Discovery>,
     connector: Arc<Connector>,
+    balancer: Balancer,
     targets: Mutex<HashMap<Target, Arc<TargetState>>>,
     endpoints: Mutex<HashMap<(Target, Endpoint), Arc<EndpointConns>>>,
     epoch: Instant,
@@ -70,12 +78,17 @@ pub struct Upstream {
     swept: AtomicU64,
 }
 
+/// How often a request waiting for a ready endpoint asks discovery again (a new endpoint may
+/// have been added), besides being woken when one of the known ones turns ready.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
 impl Upstream {
     pub fn new(
         discovery: Arc<Discovery>,
         tls: Option<Arc<ClientTls>>,
         metrics: Arc<Metrics>,
         connect_timeout: Duration,
+        balancer: Balancer,
     ) -> Upstream {
         Upstream {
             discovery,
@@ -84,6 +97,7 @@ impl Upstream {
                 metrics,
                 timeout: connect_timeout,
             }),
+            balancer,
             targets: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
@@ -92,18 +106,24 @@ impl Upstream {
     }
 
     /// One connection to `target`, for opaque TCP and `CONNECT`: no session protocol follows
-    /// a transport header.
+    /// a transport header. The endpoint is the lighter of two (P2C, every endpoint of the set
+    /// weighed); a refused connect fails over to the others. Connect and handshake time is
+    /// the endpoint's round trip.
     pub async fn open(&self, target: &Target, rules: &Rules) -> Result<Opened, Refusal> {
         let set = self.endpoints_of(target, rules).await?;
-        let start = self.start(target);
+        let list = self.conns_of(&self.state(target), target, &set);
+        let first = draw(list.len(), |_| true, |i| list[i].health.load_now()).unwrap_or(0);
         let mut last = None;
-        for i in 0..set.len() {
-            let endpoint = &set[choose(&set, start + i)];
-            match self.connector.connect(target, endpoint, None).await {
+        for k in 0..list.len() {
+            let conns = &list[(first + k) % list.len()];
+            let mut in_flight = conns.health.start();
+            match self.connector.connect(target, &conns.endpoint, None).await {
                 Ok(connected) => {
+                    in_flight.first_byte();
                     return Ok(Opened {
                         connected,
-                        addr: endpoint.addr,
+                        addr: conns.endpoint.addr,
+                        in_flight,
                     });
                 }
                 Err(r) => last = Some(r),
@@ -113,17 +133,22 @@ impl Upstream {
     }
 
     /// Sends `req` to an endpoint of `target` and returns its response head and the endpoint.
-    /// HTTP/2 requests ride the endpoint's HTTP/2 connection; HTTP/1 requests too when the
-    /// endpoint takes HTTP/2 (marked `l5d-orig-proto`, undone on the response), else an
-    /// HTTP/1.1 connection of its pool. The request's URI is absolute (`http://target/path`).
+    /// The endpoint is chosen by the balancer among the ready ones; with none ready the request
+    /// waits for one, at most `failfast_timeout` since none has been. HTTP/2 requests ride the
+    /// endpoint's HTTP/2 connection; HTTP/1 requests too when the endpoint takes HTTP/2 (marked
+    /// `l5d-orig-proto`, undone on the response), else an HTTP/1.1 connection of its pool.
+    /// The request's URI is absolute (`http://target/path`).
     pub async fn send(
         &self,
         target: &Target,
         rules: &Rules,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, SocketAddr), Refusal> {
-        let set = self.endpoints_of(target, rules).await?;
-        let conns = self.conns(target, &set);
+    ) -> Result<(Response<ResponseBody>, SocketAddr), Refusal> {
+        let conns = self
+            .pick(target, rules, req.version() == Version::HTTP_2)
+            .await?;
+        let in_flight = conns.health.start();
+        let addr = conns.endpoint.addr;
         let orig = match req.version() {
             Version::HTTP_2 => None,
             v if conns.endpoint.hint == ProtocolHint::Http2 && upgradable(&req) => Some(
@@ -131,7 +156,8 @@ impl Upstream {
             ),
             _ => {
                 origin_form(&mut req);
-                return conns.send_h1(req).await.map(|r| (r, conns.endpoint.addr));
+                let response = conns.send_h1(req).await?;
+                return Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr));
             }
         };
         let upgraded = orig.is_some();
@@ -146,7 +172,52 @@ impl Upstream {
             response.headers_mut().remove(L5D_ORIG_PROTO);
             *response.version_mut() = Version::HTTP_11;
         }
-        Ok((response, conns.endpoint.addr))
+        Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr))
+    }
+
+    /// The balancer's choice for one request: P2C over the ready endpoints of the target's
+    /// current set; with none ready, wait (woken by a readiness change, or asking discovery
+    /// again every [`WAIT_POLL`]) until one is or `failfast_timeout` has passed since none was.
+    async fn pick(
+        &self,
+        target: &Target,
+        rules: &Rules,
+        h2: bool,
+    ) -> Result<Arc<EndpointConns>, Refusal> {
+        let state = self.state(target);
+        loop {
+            let set = self.discovery.resolve(target, rules).await?;
+            let list = self.conns_of(&state, target, &set);
+            // New and failed endpoints connect in the background (a no-op when under way).
+            for conns in list.iter().filter(|c| !c.health.is_ready()) {
+                conns.warm(h2);
+            }
+            let ready = |i: usize| list[i].health.is_ready();
+            if let Some(i) = draw(list.len(), ready, |i| list[i].health.load_now()) {
+                let mut since = state
+                    .no_ready_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if since.is_some() {
+                    *since = None;
+                }
+                return Ok(list[i].clone());
+            }
+            let woken = state.events.ready_changed.notified();
+            let since = *state
+                .no_ready_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(Instant::now);
+            let Some(left) = self.balancer.failfast.checked_sub(since.elapsed()) else {
+                tracing::debug!(%target, endpoints = list.len(), "no endpoint ready: fail-fast");
+                return Err(Refusal::FailFast);
+            };
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(left.min(WAIT_POLL)) => {}
+            }
+        }
     }
 
     async fn endpoints_of(&self, target: &Target, rules: &Rules) -> Result<EndpointSet, Refusal> {
@@ -160,29 +231,35 @@ impl Upstream {
     fn state(&self, target: &Target) -> Arc<TargetState> {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         // Entries exist only for targets that resolved: real services, not made-up names.
-        match targets.get(target) {
-            Some(s) => s.clone(),
-            None => targets.entry(target.clone()).or_default().clone(),
+        if let Some(s) = targets.get(target) {
+            return s.clone();
         }
+        let state = Arc::new(TargetState {
+            cache: Mutex::new(None),
+            events: Arc::new(TargetEvents::new(
+                target.clone(),
+                self.connector.metrics.clone(),
+            )),
+            no_ready_since: Mutex::new(None),
+        });
+        targets.insert(target.clone(), state.clone());
+        state
     }
 
-    /// Where the round robin starts for this call.
-    fn start(&self, target: &Target) -> usize {
-        self.state(target).next.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The connections of the endpoint chosen for this request. The target keeps the
-    /// connections of the set it last saw, so that a request to an unchanged set hashes no
-    /// endpoint.
-    fn conns(&self, target: &Target, set: &EndpointSet) -> Arc<EndpointConns> {
-        let state = self.state(target);
-        let i = choose(set, state.next.fetch_add(1, Ordering::Relaxed));
+    /// The connections of each endpoint of `set`, in its order. The target keeps those of the
+    /// set it last saw, so that a request to an unchanged set hashes no endpoint.
+    fn conns_of(
+        &self,
+        state: &TargetState,
+        target: &Target,
+        set: &EndpointSet,
+    ) -> Arc<[Arc<EndpointConns>]> {
         {
             let cache = state.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((seen, conns)) = &*cache
                 && Arc::ptr_eq(seen, set)
             {
-                return conns[i].clone();
+                return conns.clone();
             }
         }
         self.sweep();
@@ -193,25 +270,27 @@ impl Upstream {
                     table
                         .entry((target.clone(), e.clone()))
                         .or_insert_with(|| {
+                            let health =
+                                Health::new(&self.balancer, self.epoch, state.events.clone());
                             Arc::new(EndpointConns::new(
                                 target.clone(),
                                 e.clone(),
                                 self.connector.clone(),
                                 self.epoch,
+                                health,
                             ))
                         })
                         .clone()
                 })
                 .collect()
         };
-        let chosen = conns[i].clone();
-        *state.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((set.clone(), conns));
-        chosen
+        *state.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((set.clone(), conns.clone()));
+        conns
     }
 
     /// Drops the connections of endpoints nobody used lately: removed endpoints (a reload, a
     /// Destination update) and idle ones, and the state of idle targets. Their in-flight
-    /// requests finish.
+    /// requests finish. At most every [`SWEEP_EVERY`].
     fn sweep(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         let last = self.swept.load(Ordering::Relaxed);
@@ -249,10 +328,22 @@ impl Upstream {
     }
 }
 
-/// The index in `set` of the `n`th choice: round robin.
-pub fn choose(set: &EndpointSet, n: usize) -> usize {
-    n % set.len()
+/// The balancer's draw on this thread's generator: P2C among the `n` endpoints.
+fn draw(n: usize, ready: impl Fn(usize) -> bool, load: impl Fn(usize) -> f64) -> Option<usize> {
+    thread_local! {
+        static DRAWS: std::cell::RefCell<Draws> = std::cell::RefCell::new(Draws::new({
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0);
+            h.finish()
+        }));
+    }
+    DRAWS.with(|d| {
+        let mut d = d.borrow_mut();
+        p2c(n, ready, load, &mut || d.draw())
+    })
 }
+
 /// HTTP/1 requests that may ride HTTP/2: not `CONNECT`, not an `Upgrade`.
 fn upgradable(req: &Request<RequestBody>) -> bool {
     req.method() != Method::CONNECT && !req.headers().contains_key(::http::header::UPGRADE)
