@@ -201,23 +201,26 @@ impl EndpointConns {
         Ok(sender)
     }
 
-    /// Sends `req` over the endpoint's HTTP/2 connection.
+    /// Sends `req` over the endpoint's HTTP/2 connection. A connect that fails gives the
+    /// request back (nothing of it was sent), for another endpoint to take.
     pub(super) async fn send_h2(
         self: &Arc<Self>,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Refusal> {
+    ) -> Result<Response<Incoming>, SendError> {
         let mut sender = match self.h2().await {
             Ok(s) => s,
             Err(e) => {
                 self.connect_failed(true);
-                return Err(e);
+                return Err(SendError::NotSent(e, Box::new(req)));
             }
         };
-        sender.ready().await.map_err(|e| upstream_error(&e))?;
+        if let Err(e) = sender.ready().await {
+            return Err(SendError::NotSent(upstream_error(&e), Box::new(req)));
+        }
         sender
             .send_request(req)
             .await
-            .map_err(|e| upstream_error(&e))
+            .map_err(|e| SendError::Failed(upstream_error(&e)))
     }
 
     /// Sends `req` over an idle HTTP/1.1 connection, or a new one. A request that an idle
@@ -225,7 +228,7 @@ impl EndpointConns {
     pub(super) async fn send_h1(
         self: &Arc<Self>,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Refusal> {
+    ) -> Result<Response<Incoming>, SendError> {
         self.touch();
         let req = match self.idle_h1() {
             Some(mut sender) => {
@@ -235,7 +238,7 @@ impl EndpointConns {
                     Ok(r) => return Ok(r),
                     Err(mut e) => match e.take_message() {
                         Some(req) => req,
-                        None => return Err(upstream_error(e.error())),
+                        None => return Err(SendError::Failed(upstream_error(e.error()))),
                     },
                 }
             }
@@ -245,13 +248,16 @@ impl EndpointConns {
             Ok(s) => s,
             Err(e) => {
                 self.connect_failed(false);
-                return Err(e);
+                return Err(SendError::NotSent(e, Box::new(req)));
             }
         };
-        sender.ready().await.map_err(|e| upstream_error(&e))?;
+        if let Err(e) = sender.ready().await {
+            return Err(SendError::NotSent(upstream_error(&e), Box::new(req)));
+        }
         let sent = sender.send_request(req);
         self.put_back(sender);
-        sent.await.map_err(|e| upstream_error(&e))
+        sent.await
+            .map_err(|e| SendError::Failed(upstream_error(&e)))
     }
 
     /// Closes the HTTP/1.1 connections idle for [`IDLE_TIMEOUT`] and forgets closed ones.
@@ -303,6 +309,14 @@ fn expire(idle: &mut Vec<(H1Sender, Instant)>) {
 
 fn metered(io: super::UpstreamIo, leg: &crate::metrics::Leg) -> Metered<super::UpstreamIo> {
     Metered::new(io, (leg.read.clone(), leg.write.clone()), None)
+}
+
+/// Why a request did not get a response from an endpoint.
+pub(super) enum SendError {
+    /// No connection could take it: nothing was sent, and here it is back.
+    NotSent(Refusal, Box<Request<RequestBody>>),
+    /// It was sent (or partly): only the client can decide to try again.
+    Failed(Refusal),
 }
 
 /// An upstream client error as the refusal it means: the client's own malformed body (carried

@@ -27,7 +27,7 @@ use ::http::header::{HeaderValue, TRANSFER_ENCODING};
 use ::http::{Method, Request, Response, Uri, Version};
 use balance::{Draws, p2c};
 use health::{Health, TargetEvents};
-use http::EndpointConns;
+use http::{EndpointConns, SendError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +81,9 @@ pub struct Upstream {
 /// How often a request waiting for a ready endpoint asks discovery again (a new endpoint may
 /// have been added), besides being woken when one of the known ones turns ready.
 const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// How many endpoints a request that none could take is offered to before it fails.
+const MAX_NOT_SENT: usize = 3;
 
 impl Upstream {
     pub fn new(
@@ -144,35 +147,22 @@ impl Upstream {
         rules: &Rules,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<ResponseBody>, SocketAddr), Refusal> {
-        let conns = self
-            .pick(target, rules, req.version() == Version::HTTP_2)
-            .await?;
-        let in_flight = conns.health.start();
-        let addr = conns.endpoint.addr;
-        let orig = match req.version() {
-            Version::HTTP_2 => None,
-            v if conns.endpoint.hint == ProtocolHint::Http2 && upgradable(&req) => Some(
-                orig_proto(v, req.extensions().get::<AbsoluteForm>().is_some()),
-            ),
-            _ => {
-                origin_form(&mut req);
-                let response = conns.send_h1(req).await?;
-                return Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr));
+        // A request no connection of its endpoint could take (a connect failed: the endpoint
+        // is pending now) goes to another ready one, a few times at most.
+        for _ in 0..MAX_NOT_SENT {
+            let conns = self
+                .pick(target, rules, req.version() == Version::HTTP_2)
+                .await?;
+            match send_to(&conns, req).await {
+                Ok(sent) => return Ok(sent),
+                Err(SendError::Failed(refusal)) => return Err(refusal),
+                Err(SendError::NotSent(refusal, back)) => {
+                    tracing::debug!(%target, addr = %conns.endpoint.addr, error = %refusal, "not sent; choosing again");
+                    req = *back;
+                }
             }
-        };
-        let upgraded = orig.is_some();
-        if let Some(orig) = orig {
-            *req.version_mut() = Version::HTTP_2;
-            let h = req.headers_mut();
-            h.remove(TRANSFER_ENCODING);
-            h.insert(L5D_ORIG_PROTO, orig);
         }
-        let mut response = conns.send_h2(req).await?;
-        if upgraded {
-            response.headers_mut().remove(L5D_ORIG_PROTO);
-            *response.version_mut() = Version::HTTP_11;
-        }
-        Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr))
+        Err(Refusal::Upstream("no endpoint took the request".into()))
     }
 
     /// The balancer's choice for one request: P2C over the ready endpoints of the target's
@@ -342,6 +332,53 @@ fn draw(n: usize, ready: impl Fn(usize) -> bool, load: impl Fn(usize) -> f64) ->
         let mut d = d.borrow_mut();
         p2c(n, ready, load, &mut || d.draw())
     })
+}
+
+/// Sends `req` over `conns`' connection for it, undoing the HTTP/2 upgrade on the answer.
+async fn send_to(
+    conns: &Arc<EndpointConns>,
+    mut req: Request<RequestBody>,
+) -> Result<(Response<ResponseBody>, SocketAddr), SendError> {
+    let in_flight = conns.health.start();
+    let addr = conns.endpoint.addr;
+    let version = req.version();
+    let upgrade = version != Version::HTTP_2
+        && conns.endpoint.hint == ProtocolHint::Http2
+        && upgradable(&req);
+    if version != Version::HTTP_2 && !upgrade {
+        let absolute = req.uri().clone();
+        origin_form(&mut req);
+        return match conns.send_h1(req).await {
+            Ok(response) => Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr)),
+            Err(SendError::NotSent(refusal, mut back)) => {
+                *back.uri_mut() = absolute;
+                Err(SendError::NotSent(refusal, back))
+            }
+            Err(e) => Err(e),
+        };
+    }
+    if upgrade {
+        let orig = orig_proto(version, req.extensions().get::<AbsoluteForm>().is_some());
+        *req.version_mut() = Version::HTTP_2;
+        let h = req.headers_mut();
+        h.remove(TRANSFER_ENCODING);
+        h.insert(L5D_ORIG_PROTO, orig);
+    }
+    let mut response = match conns.send_h2(req).await {
+        Ok(r) => r,
+        Err(SendError::NotSent(refusal, mut back)) if upgrade => {
+            // Given back as it came: HTTP/1 again for whichever endpoint takes it next.
+            *back.version_mut() = version;
+            back.headers_mut().remove(L5D_ORIG_PROTO);
+            return Err(SendError::NotSent(refusal, back));
+        }
+        Err(e) => return Err(e),
+    };
+    if upgrade {
+        response.headers_mut().remove(L5D_ORIG_PROTO);
+        *response.version_mut() = Version::HTTP_11;
+    }
+    Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr))
 }
 
 /// HTTP/1 requests that may ride HTTP/2: not `CONNECT`, not an `Upgrade`.
