@@ -111,10 +111,6 @@ impl Health {
         }
     }
 
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
     pub(super) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
@@ -122,16 +118,22 @@ impl Health {
     /// The load the balancer weighs (HTTP asks it of ready endpoints only; opaque TCP of
     /// every endpoint).
     pub(super) fn load_now(&self) -> f64 {
+        self.load_at(Instant::now())
+    }
+
+    /// [`Health::load_now`] as of `now` (one clock read for every endpoint weighed).
+    pub(super) fn load_at(&self, now: Instant) -> f64 {
+        let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let rtt = self.rtt.lock().unwrap_or_else(|e| e.into_inner());
-        let estimate = rtt.at(self.now(), self.decay_ns);
+        let estimate = rtt.at(at, self.decay_ns);
         load(estimate, self.in_flight.load(Ordering::Relaxed))
     }
 
-    /// A round trip of `rtt` just ended.
-    pub(super) fn observe(&self, rtt: Duration) {
-        let now = self.now();
+    /// A round trip of `rtt` ended at `now`.
+    fn observe(&self, rtt: Duration, now: Instant) {
+        let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let mut est = self.rtt.lock().unwrap_or_else(|e| e.into_inner());
-        est.observe(rtt.as_nanos() as f64, now, self.decay_ns);
+        est.observe(rtt.as_nanos() as f64, at, self.decay_ns);
     }
 
     /// A connect succeeded: ready, and waiting requests may go.
@@ -184,7 +186,8 @@ impl InFlight {
     pub fn first_byte(&mut self) {
         if !self.measured {
             self.measured = true;
-            self.health.observe(self.sent.elapsed());
+            let now = Instant::now();
+            self.health.observe(now - self.sent, now);
         }
     }
 }

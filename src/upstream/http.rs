@@ -44,7 +44,8 @@ pub(super) struct EndpointConns {
     h2: Mutex<H2Slot>,
     /// HTTP/1.1 connections with when each was last handed out; busy ones stay in the list
     /// and are skipped until their response has ended.
-    h1: Mutex<Vec<(H1Sender, Instant)>>,
+    /// (Each with when it was last handed out, milliseconds since `epoch`.)
+    h1: Mutex<Vec<(H1Sender, u64)>>,
     /// Milliseconds since `epoch` of the last use, for the idle sweep.
     last_used: AtomicU64,
     epoch: Instant,
@@ -90,7 +91,8 @@ impl EndpointConns {
                 let attempt = if h2 || conns.endpoint.hint == ProtocolHint::Http2 {
                     conns.h2().await.map(drop)
                 } else {
-                    conns.connect_h1().await.map(|s| conns.put_back(s))
+                    let now = conns.touch();
+                    conns.connect_h1().await.map(|s| conns.put_back(s, now))
                 };
                 let wait = match attempt {
                     Ok(()) => {
@@ -122,9 +124,11 @@ impl EndpointConns {
         self.warm(h2);
     }
 
-    fn touch(&self) {
+    /// Marks the endpoint used now; returns now, milliseconds since `epoch`.
+    fn touch(&self) -> u64 {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.last_used.store(now, Ordering::Relaxed);
+        now
     }
 
     /// True when nothing used this endpoint for `idle`.
@@ -229,11 +233,11 @@ impl EndpointConns {
         self: &Arc<Self>,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        self.touch();
+        let now = self.touch();
         let req = match self.idle_h1() {
             Some(mut sender) => {
                 let sent = sender.try_send_request(req);
-                self.put_back(sender);
+                self.put_back(sender, now);
                 match sent.await {
                     Ok(r) => return Ok(r),
                     Err(mut e) => match e.take_message() {
@@ -255,28 +259,33 @@ impl EndpointConns {
             return Err(SendError::NotSent(upstream_error(&e), Box::new(req)));
         }
         let sent = sender.send_request(req);
-        self.put_back(sender);
+        self.put_back(sender, now);
         sent.await
             .map_err(|e| SendError::Failed(upstream_error(&e)))
     }
 
     /// Closes the HTTP/1.1 connections idle for [`IDLE_TIMEOUT`] and forgets closed ones.
     pub(super) fn expire_h1(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
         let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        expire(&mut idle);
+        expire(&mut idle, now);
     }
 
+    /// A connection that can take a request now (closed and stale ones are left to the
+    /// sweep, so that a request reads no clock per pooled connection).
     fn idle_h1(&self) -> Option<H1Sender> {
         let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        expire(&mut idle);
         let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
         Some(idle.swap_remove(i).0)
     }
 
-    fn put_back(&self, sender: H1Sender) {
+    fn put_back(&self, sender: H1Sender, now: u64) {
         let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE_H1 {
+            expire(&mut idle, now);
+        }
         if idle.len() < MAX_IDLE_H1 {
-            idle.push((sender, Instant::now()));
+            idle.push((sender, now));
         }
     }
 
@@ -302,9 +311,11 @@ impl EndpointConns {
     }
 }
 
-fn expire(idle: &mut Vec<(H1Sender, Instant)>) {
-    let stale = |s: &H1Sender, at: &Instant| s.is_ready() && at.elapsed() > IDLE_TIMEOUT;
-    idle.retain(|(s, at)| !(s.is_closed() || stale(s, at)));
+/// Forgets closed connections and closes those idle for [`IDLE_TIMEOUT`] at `now` (ms).
+fn expire(idle: &mut Vec<(H1Sender, u64)>, now: u64) {
+    let limit = IDLE_TIMEOUT.as_millis() as u64;
+    let stale = |s: &H1Sender, at: u64| s.is_ready() && now.saturating_sub(at) > limit;
+    idle.retain(|(s, at)| !(s.is_closed() || stale(s, *at)));
 }
 
 fn metered(io: super::UpstreamIo, leg: &crate::metrics::Leg) -> Metered<super::UpstreamIo> {

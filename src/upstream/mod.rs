@@ -63,7 +63,9 @@ type SeenSet = (EndpointSet, Arc<[Arc<EndpointConns>]>);
 struct TargetState {
     cache: Mutex<Option<SeenSet>>,
     events: Arc<TargetEvents>,
-    no_ready_since: Mutex<Option<Instant>>,
+    /// Since when no endpoint was ready: milliseconds since the upstream's epoch plus one;
+    /// zero while some are.
+    none_ready_since: AtomicU64,
 }
 
 /// The upstream: discovery, the balancer, the connect path, and the endpoints' connections.
@@ -183,23 +185,27 @@ impl Upstream {
                 conns.warm(h2);
             }
             let ready = |i: usize| list[i].health.is_ready();
-            if let Some(i) = draw(list.len(), ready, |i| list[i].health.load_now()) {
-                let mut since = state
-                    .no_ready_since
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if since.is_some() {
-                    *since = None;
+            let now = Instant::now();
+            if let Some(i) = draw(list.len(), ready, |i| list[i].health.load_at(now)) {
+                if state.none_ready_since.load(Ordering::Relaxed) != 0 {
+                    state.none_ready_since.store(0, Ordering::Relaxed);
                 }
                 return Ok(list[i].clone());
             }
             let woken = state.events.ready_changed.notified();
-            let since = *state
-                .no_ready_since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert_with(Instant::now);
-            let Some(left) = self.balancer.failfast.checked_sub(since.elapsed()) else {
+            // Milliseconds since `epoch`, plus one so that zero means "some are ready".
+            let now_ms = self.epoch.elapsed().as_millis() as u64 + 1;
+            let since = match state.none_ready_since.compare_exchange(
+                0,
+                now_ms,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => now_ms,
+                Err(since) => since,
+            };
+            let waited = Duration::from_millis(now_ms.saturating_sub(since));
+            let Some(left) = self.balancer.failfast.checked_sub(waited) else {
                 tracing::debug!(%target, endpoints = list.len(), "no endpoint ready: fail-fast");
                 return Err(Refusal::FailFast);
             };
@@ -230,7 +236,7 @@ impl Upstream {
                 target.clone(),
                 self.connector.metrics.clone(),
             )),
-            no_ready_since: Mutex::new(None),
+            none_ready_since: AtomicU64::new(0),
         });
         targets.insert(target.clone(), state.clone());
         state
