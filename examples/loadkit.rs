@@ -12,6 +12,9 @@
 //!   `l5d-orig-proto: HTTP/1.1` when `orig-proto` is given. Prints one line of JSON:
 //!   `{"ok":N,"errors":M,"p50_ms":X,"p99_ms":Y,"secs":S}`.
 //! - `loadkit soak ...`: the soak behind `benches/soak.sh` (see [`soak`]).
+//! - `loadkit delayed ADDR DELAY_MS`: an HTTP/1.1 + h2c backend answering `ok` after
+//!   DELAY_MS; `GET /count` answers how many other requests it served (for
+//!   `benches/balancer.py`).
 
 mod common;
 mod soak;
@@ -31,7 +34,44 @@ async fn main() -> anyhow::Result<()> {
         Some("idle") => idle(&args[1..]).await,
         Some("linkerd") => linkerd(&args[1..]).await,
         Some("soak") => soak::run(&args[1..]).await,
-        _ => anyhow::bail!("usage: loadkit sink|stream|idle|linkerd|soak ..."),
+        Some("delayed") => delayed(&args[1..]).await,
+        _ => anyhow::bail!("usage: loadkit sink|stream|idle|linkerd|soak|delayed ..."),
+    }
+}
+
+async fn delayed(args: &[String]) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(args.len() == 2, "usage: loadkit delayed ADDR DELAY_MS");
+    let l = TcpListener::bind(&args[0]).await?;
+    let delay = Duration::from_millis(args[1].parse()?);
+    let served = Arc::new(AtomicU64::new(0));
+    loop {
+        let (s, _) = l.accept().await?;
+        let _ = s.set_nodelay(true);
+        let served = served.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<_>| {
+            let served = served.clone();
+            async move {
+                let body = if req.uri().path() == "/count" {
+                    served.load(Ordering::Relaxed).to_string()
+                } else {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    served.fetch_add(1, Ordering::Relaxed);
+                    "ok".to_string()
+                };
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(body),
+                )))
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), service)
+                .await;
+        });
     }
 }
 

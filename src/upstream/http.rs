@@ -125,7 +125,7 @@ impl EndpointConns {
     }
 
     /// Marks the endpoint used now; returns now, milliseconds since `epoch`.
-    fn touch(&self) -> u64 {
+    pub(super) fn touch(&self) -> u64 {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.last_used.store(now, Ordering::Relaxed);
         now

@@ -121,17 +121,22 @@ impl Upstream {
         let mut last = None;
         for k in 0..list.len() {
             let conns = &list[(first + k) % list.len()];
+            conns.touch();
             let mut in_flight = conns.health.start();
             match self.connector.connect(target, &conns.endpoint, None).await {
                 Ok(connected) => {
                     in_flight.first_byte();
+                    conns.health.connected();
                     return Ok(Opened {
                         connected,
                         addr: conns.endpoint.addr,
                         in_flight,
                     });
                 }
-                Err(r) => last = Some(r),
+                Err(r) => {
+                    conns.health.failed();
+                    last = Some(r);
+                }
             }
         }
         Err(last.unwrap_or(Refusal::Upstream("no endpoints".into())))
@@ -176,10 +181,12 @@ impl Upstream {
         rules: &Rules,
         h2: bool,
     ) -> Result<Arc<EndpointConns>, Refusal> {
-        let state = self.state(target);
+        let mut state = None;
         loop {
             let set = self.discovery.resolve(target, rules).await?;
-            let list = self.conns_of(&state, target, &set);
+            // Only a target that resolved gets state: a made-up name leaves nothing behind.
+            let state = state.get_or_insert_with(|| self.state(target));
+            let list = self.conns_of(state, target, &set);
             // New and failed endpoints connect in the background (a no-op when under way).
             for conns in list.iter().filter(|c| !c.health.is_ready()) {
                 conns.warm(h2);
@@ -319,7 +326,7 @@ impl Upstream {
                 let cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
                 cache
                     .as_ref()
-                    .is_none_or(|(_, conns)| !conns.iter().all(idle))
+                    .is_some_and(|(_, conns)| !conns.iter().all(idle))
             });
     }
 }
