@@ -5,8 +5,7 @@ crossgate as built (power of two choices over peak-EWMA latency) and a baseline 
 (CROSSGATE_BASELINE, e.g. commit 4b8ca8a: round robin over a pooled client). Load is shaped as
 a Linkerd source sends it (`loadkit linkerd`: transport header, HTTP/2, absolute form). Per
 gateway it prints the slow endpoint's share of the requests, p50/p99, req/s, and the gateway's
-CPU per request from /proc; a second scenario with three fast endpoints gives the CPU per
-request without a slow one. Gateways pinned to core 0, load and backends to core 1.
+CPU per request from /proc, for three scenarios (see `main`). Gateways pinned to core 0, load and backends to core 1.
 
   CROSSGATE_BASELINE=/path/to/old/crossgate benches/balancer.sh   (REPEATS=3, SECS=10)"""
 
@@ -50,12 +49,13 @@ key = "{pki}/gateway.key"
     return p
 
 
-def run(pki, port, pid, ports):
+def run(pki, port, pid, ports, orig):
     before = [count(p) for p in ports]
     c0 = cpu_ticks([pid])
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, LOADKIT, "linkerd", f"127.0.0.1:{port}", GW,
-         f"{pki}/ca.crt", f"{pki}/client.crt", f"{pki}/client.key", "4", "8", str(SECS), TARGET],
+         f"{pki}/ca.crt", f"{pki}/client.crt", f"{pki}/client.key", "4", "8", str(SECS), TARGET]
+        + (["orig-proto"] if orig else []),
         capture_output=True, text=True, check=True).stdout
     c1 = cpu_ticks([pid])
     import json
@@ -77,16 +77,22 @@ def main():
     for p in FAST + (SLOW,):
         wait_port(p)
     slow_set = [FAST[0], FAST[1], SLOW]
-    fast_set = list(FAST)
     results = {}
+    # slow: three endpoints, one 50 ms slower, HTTP/1.1 upstream (l5d-orig-proto), where the
+    # baseline spreads requests over its pooled connections to every endpoint; single: one
+    # endpoint over HTTP/2, where both keep one upstream connection (the cost of the code
+    # around the choice); three: three fast endpoints over HTTP/2 (the baseline pins its one
+    # pooled HTTP/2 connection to one of them, crossgate spreads over all three).
+    scenarios = (("slow", slow_set, True), ("single", [FAST[0]], False),
+                 ("three", list(FAST), False))
     try:
-        for scenario, eps in (("slow", slow_set), ("fast", fast_set)):
+        for scenario, eps, orig in scenarios:
             gws = {"crossgate": gateway(tmp, pki, BIN, 4143, eps),
                    "baseline": gateway(tmp, pki, BASELINE, 4183, eps)}
             ports = {"crossgate": 4143, "baseline": 4183}
             for rep in range(REPEATS):
                 for name in ("crossgate", "baseline"):
-                    r = run(pki, ports[name], gws[name].pid, eps)
+                    r = run(pki, ports[name], gws[name].pid, eps, orig)
                     results.setdefault((scenario, name), []).append(r)
                     print(f"# {scenario} {name} repeat {rep + 1}: {r}", flush=True)
             for g in gws.values():
@@ -96,13 +102,13 @@ def main():
         stop_all()
     print(f"\n{SECS} s x {REPEATS} repeats, 4 connections x 8 streams, medians\n")
     print(f"{'scenario':<10} {'gateway':<10} {'slow share':>10} {'p50 ms':>8} {'p99 ms':>8}"
-          f" {'req/s':>8} {'cpu us/req':>10}")
+          f" {'req/s':>8} {'cpu us/req':>10}  requests per endpoint (last repeat)")
     for (scenario, name), rs in results.items():
         med = lambda f: statistics.median(f(r) for r in rs)
         share = med(lambda r: r["served"][2] / max(sum(r["served"]), 1)) if scenario == "slow" else 0
         print(f"{scenario:<10} {name:<10} {share * 100:>9.1f}% {med(lambda r: r['p50_ms']):>8.2f}"
               f" {med(lambda r: r['p99_ms']):>8.2f} {med(lambda r: r['ok'] / r['secs']):>8.0f}"
-              f" {med(lambda r: r['cpu_us']):>10.1f}")
+              f" {med(lambda r: r['cpu_us']):>10.1f}  {rs[-1]['served']}")
 
 
 if __name__ == "__main__":
