@@ -228,6 +228,8 @@ where
         Ok(()) => Ok(()),
         // Closing by our own choice (idle, drain): a peer that hangs up first is not an error.
         Err(_) if closing => Ok(()),
+        // A client that closes without TLS close_notify has closed all the same.
+        Err(e) if closed_without_notify(&*e) => Ok(()),
         Err(e) => {
             conn.ctx.metrics.tcp.error("i/o");
             Err(ConnError::Io(error_chain(&*e)))
@@ -274,6 +276,9 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
     // In flight until its response body ends; then the idle clock restarts.
     let admitted = Admitted::new(permit, conn.activity.clone());
     let line = ctx.access.all().then(|| line(Some(&routed))).flatten();
+    // In `refusals` mode a request that fails upstream still gets its line: what it needs of
+    // the request is kept (a method is a cheap clone).
+    let method = (ctx.access == AccessLog::Refusals).then(|| req.method().clone());
     let decided = super::forward::Decided {
         conn: &conn,
         routed: &routed,
@@ -283,6 +288,10 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
         .instrument(span)
         .await;
     Ok(answer.unwrap_or_else(|(refusal, line)| {
+        let line = line.or_else(|| {
+            let method = method?;
+            conn.request_line(method, Some(&routed), start)
+        });
         respond_refusal(ctx, &routed, &refusal, grpc, start, line)
     }))
 }
@@ -353,6 +362,15 @@ impl Conn {
         routed: Option<&Routed>,
         start: Instant,
     ) -> Option<Box<RequestLine>> {
+        self.request_line(req.method().clone(), routed, start)
+    }
+
+    fn request_line(
+        &self,
+        method: http::Method,
+        routed: Option<&Routed>,
+        start: Instant,
+    ) -> Option<Box<RequestLine>> {
         if self.ctx.access == AccessLog::Off {
             return None;
         }
@@ -360,7 +378,7 @@ impl Conn {
             access: self.ctx.access,
             peer: self.client.addr,
             client_id: self.client.id.clone(),
-            method: req.method().clone(),
+            method,
             target: routed.map(|r| r.text.clone()),
             endpoint: None,
             protocol: self.protocol,
@@ -370,6 +388,21 @@ impl Conn {
             bytes_out: 0,
         }))
     }
+}
+
+/// True when `e` is, or was caused by, a TLS peer closing without `close_notify` (rustls'
+/// `UnexpectedEof`).
+fn closed_without_notify(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn is_grpc(req: &Request<Incoming>) -> bool {

@@ -3,7 +3,6 @@
 //! directions, and bytes counted on both legs as they pass.
 
 pub use crate::metered::{Counters, Metered};
-use prometheus_client::metrics::counter::Counter;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +20,9 @@ pub enum StreamError {
     Idle(Duration),
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+    /// A TLS peer closed without `close_notify`: an end, not an error.
+    #[error("closed without close_notify")]
+    ClosedWithoutNotify,
 }
 
 /// Copies both ways until both directions have closed. Returns the bytes copied
@@ -29,8 +31,8 @@ pub async fn proxy<C, U>(
     client: C,
     upstream: U,
     idle: Duration,
-    client_counters: (Counter, Counter),
-    upstream_counters: (Counter, Counter),
+    client_counters: impl Into<Counters>,
+    upstream_counters: impl Into<Counters>,
 ) -> Result<(u64, u64), StreamError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -47,7 +49,15 @@ where
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));
         let deadline = epoch + last + idle;
         tokio::select! {
-            res = &mut copy => return res.map_err(StreamError::Io),
+            res = &mut copy => return match res {
+                Ok(bytes) => Ok(bytes),
+                // A peer that closes without TLS close_notify has still closed: rustls says
+                // so as UnexpectedEof. Not a failure of the stream.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Err(StreamError::ClosedWithoutNotify)
+                }
+                Err(e) => Err(StreamError::Io(e)),
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 let now = Duration::from_millis(activity.load(Ordering::Relaxed));
                 if now == last {
@@ -61,6 +71,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::metrics::counter::Counter;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn counters() -> (Counter, Counter) {

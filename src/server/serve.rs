@@ -44,21 +44,21 @@ pub(super) async fn forward_opaque(
             return Ended::new("opaque", Some(&target), End::Refused(refusal));
         }
     };
+    // The connection's own byte counts, for its access line whatever its end.
+    let local = (Counter::default(), Counter::default());
     let result = crate::proxy::tcp::proxy(
         tls,
         stream,
         gw.settings.idle_timeout,
-        (leg.read.clone(), leg.write.clone()),
+        Counters::from((leg.read.clone(), leg.write.clone())).also(local.clone()),
         (up_leg.read.clone(), up_leg.write.clone()),
     )
     .await;
     let mut ended = Ended::new("opaque", Some(&target), End::Ok);
     ended.endpoint = Some(addr);
+    ended.bytes = (local.0.get(), local.1.get());
     match result {
-        Ok(bytes) => {
-            up_leg.succeeded();
-            ended.bytes = bytes;
-        }
+        Ok(_) | Err(crate::proxy::tcp::StreamError::ClosedWithoutNotify) => up_leg.succeeded(),
         Err(e) => {
             if matches!(e, crate::proxy::tcp::StreamError::Io(_)) {
                 gw.metrics.tcp.error("i/o");
@@ -104,10 +104,9 @@ pub(super) async fn serve_http(
         let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
         return ended;
     }
-    // The access line's byte counts, only when it will be written.
-    let local = gw
-        .access
-        .all()
+    // The access line's byte counts, whenever a line may be written (a failed connection's
+    // in `refusals` mode too).
+    let local = (gw.access != crate::access::AccessLog::Off)
         .then(|| (Counter::default(), Counter::default()));
     let counters = Counters::from((leg.read.clone(), leg.write.clone()));
     let counters = match &local {
