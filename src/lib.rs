@@ -269,6 +269,8 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         listeners.gateway,
         gw.lifecycle.stopping(),
     ));
+    // Serving from here on, before the admin port answers: its first `/ready` is true.
+    gw.lifecycle.start_serving();
     // The admin port takes narrow handles: readiness, the registry, the TLS acceptor.
     let (lifecycle, store) = (gw.lifecycle.clone(), gw.tls.store.clone());
     let (metrics, tls) = (gw.metrics.clone(), gw.tls.clone());
@@ -316,7 +318,6 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         .source
         .clone()
         .map(|source| tokio::spawn(reload::watch(gw.clone(), source)));
-    gw.lifecycle.start_serving();
     if gw.tls.store.has_leaf() {
         tracing::info!(identity = gw.identity(), "gateway ready");
     } else {

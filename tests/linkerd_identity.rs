@@ -110,8 +110,8 @@ async fn not_ready_and_handshakes_refused_until_the_first_leaf() {
 async fn renews_at_70_percent_without_a_failed_handshake() {
     let pki = Pki::new().unwrap();
     let stub = IdentityStub::plaintext(&pki, "t").await;
-    // Valid from a minute ago for 3 s more: renewal about 2 s after each Certify.
-    stub.set_answer(Answer::Issue(Duration::from_secs(3)));
+    // Valid from a minute ago for 4 s more: renewal about 2.5 s after each Certify.
+    stub.set_answer(Answer::Issue(Duration::from_secs(4)));
     let gw = start_gateway(pki, &stub, false, "t", "min_refresh = \"100ms\"\n").await;
     gw.until_ready().await;
     let first = gw.served_serial().await.unwrap();

@@ -202,14 +202,16 @@ fn key_and_csr(name: &str) -> Result<(Vec<u8>, Vec<u8>), rcgen::Error> {
     Ok((key.serialize_der(), csr.der().to_vec()))
 }
 
-/// When to renew a leaf that expires at `expiry` (Unix seconds), at `now`: at 70 % of the
-/// remaining life, never sooner than `min` nor later than `max`, as linkerd2-proxy does.
-pub fn refresh_in(expiry: i64, now: i64, min: Duration, max: Duration) -> Duration {
-    if expiry <= now {
-        return min;
-    }
-    let left = Duration::from_secs((expiry - now) as u64);
-    (left * 7 / 10).clamp(min, max)
+/// When to renew a leaf with `left` of its life (`None`: expired): at 70 % of it, never
+/// sooner than `min` nor later than `max`, as linkerd2-proxy does.
+pub fn refresh_in(left: Option<Duration>, min: Duration, max: Duration) -> Duration {
+    left.map_or(min, |left| (left * 7 / 10).clamp(min, max))
+}
+
+/// What is left of a life ending at `expiry` (Unix seconds), to the clock's precision.
+fn left_until(expiry: i64) -> Option<Duration> {
+    let end = std::time::UNIX_EPOCH + Duration::from_secs(expiry.max(0) as u64);
+    end.duration_since(std::time::SystemTime::now()).ok()
 }
 
 /// What the renewal loop reports besides swapping the leaf.
@@ -252,7 +254,7 @@ pub async fn run(
         match certifier.certify().await {
             Ok(issued) => {
                 let now = unix_now();
-                let wait = refresh_in(issued.expiry, now, min, max);
+                let wait = refresh_in(left_until(issued.expiry), min, max);
                 tracing::info!(
                     identity = store.identity(),
                     not_after = %super::utc(issued.creds.not_after),
@@ -295,11 +297,16 @@ mod tests {
     #[test]
     fn refresh_at_70_percent_clamped() {
         let (min, max) = (Duration::from_secs(10), Duration::from_secs(86_400));
-        assert_eq!(refresh_in(1100, 100, min, max), Duration::from_secs(700));
-        assert_eq!(refresh_in(105, 100, min, max), min, "below min_refresh");
-        assert_eq!(refresh_in(50, 100, min, max), min, "already expired");
-        let long = refresh_in(100 + 10 * 86_400, 100, min, max);
-        assert_eq!(long, max, "above max_refresh");
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(refresh_in(secs(1000), min, max), Duration::from_secs(700));
+        assert_eq!(refresh_in(secs(5), min, max), min, "below min_refresh");
+        assert_eq!(refresh_in(None, min, max), min, "already expired");
+        assert_eq!(
+            refresh_in(secs(10 * 86_400), min, max),
+            max,
+            "above max_refresh"
+        );
+        assert!(left_until(unix_now() - 1).is_none());
     }
 
     #[test]
