@@ -34,7 +34,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 echo "== kustomize: render each entry point"
-entries=(deploy deploy/base deploy/podmonitor deploy/cert-manager)
+entries=(deploy deploy/base deploy/podmonitor deploy/cert-manager deploy/linkerd-identity)
 for e in "${entries[@]}"; do
   kubectl kustomize "$e" > "$out/$(echo "$e" | tr / _).yaml"
 done

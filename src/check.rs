@@ -30,6 +30,20 @@ pub struct Report {
     pub admin: SocketAddr,
     pub metrics: Option<SocketAddr>,
     pub allow_sources: Option<Vec<ipnet::IpNet>>,
+    /// Which mode is in force: the files, or Linkerd's identity controller.
+    pub source: IdentitySource,
+}
+
+/// Where the gateway's leaf comes from.
+#[derive(Clone, Debug)]
+pub enum IdentitySource {
+    /// `identity.certificate` and `identity.key`, reloaded when they change.
+    Files {
+        certificate: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+    /// `[identity.linkerd]`: no leaf until `run` asks the controller.
+    Linkerd(crate::config::LinkerdIdentity),
 }
 
 /// Checks the configuration file and the identity files it names: they parse, the key
@@ -38,6 +52,9 @@ pub struct Report {
 /// with its dates.
 pub fn check(path: &Path) -> Result<Report, Vec<String>> {
     let config = Config::load(path, &Overrides::default()).map_err(|e| e.0)?;
+    if let Some(linkerd) = &config.identity.linkerd {
+        return check_linkerd(&config, linkerd);
+    }
     let now = crate::identity::unix_now();
     let validity = leaf_validity(&config.identity.certificate);
     let mut errors = Vec::new();
@@ -88,24 +105,91 @@ pub fn check(path: &Path) -> Result<Report, Vec<String>> {
         admin: config.server.admin,
         metrics: config.server.metrics,
         allow_sources: config.server.allow_sources,
+        source: IdentitySource::Files {
+            certificate: config.identity.certificate,
+            key: config.identity.key,
+        },
     })
+}
+
+/// Linkerd mode: the anchors load; the leaf is the controller's business at run time.
+fn check_linkerd(
+    config: &Config,
+    linkerd: &crate::config::LinkerdIdentity,
+) -> Result<Report, Vec<String>> {
+    let roots =
+        crate::identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
+    let mut statics: Vec<_> = config
+        .routing
+        .statics
+        .iter()
+        .map(|((name, port), eps)| (name.clone(), *port, eps.clone()))
+        .collect();
+    statics.sort();
+    Ok(Report {
+        identity: crate::names::normalize(config.identity.name.as_deref().unwrap_or_default()),
+        anchors: roots.len(),
+        not_before: 0,
+        not_after: 0,
+        cluster_domain: config.routing.cluster_domain.clone(),
+        statics,
+        rules: config.authorization.clone(),
+        listen: config.server.listen,
+        admin: config.server.admin,
+        metrics: config.server.metrics,
+        allow_sources: config.server.allow_sources.clone(),
+        source: IdentitySource::Linkerd(linkerd.clone()),
+    })
+}
+
+/// The line that says which identity mode is in force.
+fn mode_line(source: &IdentitySource) -> String {
+    match source {
+        IdentitySource::Files { certificate, key } => format!(
+            "identity mode: files: certificate {}, key {} (reloaded when they change)",
+            certificate.display(),
+            key.display()
+        ),
+        IdentitySource::Linkerd(l) => {
+            let transport = match &l.server_name {
+                Some(n) => format!("TLS to {n}"),
+                None => "plaintext (loopback)".to_string(),
+            };
+            format!(
+                "identity mode: linkerd: leaf from the identity controller at {} ({transport}), \
+                 token {} read at each Certify, key in memory only; renewed at 70 % of its life \
+                 within [{}, {}]; /ready answers 503 until the first leaf",
+                l.addr,
+                l.token_file.display(),
+                humantime::format_duration(l.min_refresh),
+                humantime::format_duration(l.max_refresh)
+            )
+        }
+    }
 }
 
 impl Report {
     /// The summary `check` prints: identity, validity, routing, rules; one fact a line.
     pub fn summary(&self, now: i64) -> Vec<String> {
-        let mut out = vec![
-            format!(
-                "ok: identity {} ({} trust anchor(s))",
-                self.identity, self.anchors
-            ),
-            format!(
+        let certificate = match &self.source {
+            IdentitySource::Linkerd(_) => {
+                "certificate: none yet: issued by the identity controller at run time".to_string()
+            }
+            IdentitySource::Files { .. } => format!(
                 "certificate: not_before {} not_after {} ({} left of {})",
                 utc(self.not_before),
                 utc(self.not_after),
                 span(self.not_after - now),
                 span(self.not_after - self.not_before)
             ),
+        };
+        let mut out = vec![
+            format!(
+                "ok: identity {} ({} trust anchor(s))",
+                self.identity, self.anchors
+            ),
+            certificate,
+            mode_line(&self.source),
             format!(
                 "routing: cluster domain {d}: targets <svc>.<ns>.svc.{d}, resolved by DNS \
                  unless a static route names them",
@@ -157,6 +241,9 @@ impl Report {
         let life = self.not_after - self.not_before;
         let left = self.not_after - now;
         let mut out = Vec::new();
+        if matches!(self.source, IdentitySource::Linkerd(_)) {
+            return out;
+        }
         if life > 0 && (left as f64) < (life as f64) * WARN_LIFE_LEFT {
             out.push(format!(
                 "the leaf expires at {} (in {}): less than 10 % of its {} lifetime left; \
@@ -223,6 +310,10 @@ mod tests {
             admin: "0.0.0.0:4191".parse().unwrap(),
             metrics: None,
             allow_sources: None,
+            source: IdentitySource::Files {
+                certificate: "tls.crt".into(),
+                key: "tls.key".into(),
+            },
         }
     }
 

@@ -29,7 +29,8 @@ pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Builds and caches client configurations over the gateway's credentials and anchors.
 pub struct ClientTls {
-    store: Arc<CredentialStore>,
+    /// `None`: no client certificate ([`ClientTls::without_client_cert`]).
+    store: Option<Arc<CredentialStore>>,
     provider: Arc<CryptoProvider>,
     roots: RwLock<Arc<RootCertStore>>,
     /// Configurations by (server id, ALPN offered), valid for the anchors in `roots`.
@@ -43,7 +44,21 @@ impl ClientTls {
         provider: Arc<CryptoProvider>,
     ) -> ClientTls {
         ClientTls {
-            store,
+            store: Some(store),
+            provider,
+            roots: RwLock::new(roots),
+            configs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same verification of the server, but presenting no certificate: for Linkerd's
+    /// identity controller, called before the gateway has a leaf of its own.
+    pub fn without_client_cert(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+    ) -> ClientTls {
+        ClientTls {
+            store: None,
             provider,
             roots: RwLock::new(roots),
             configs: Mutex::new(HashMap::new()),
@@ -76,12 +91,15 @@ impl ClientTls {
             expected: id.clone(),
             provider: self.provider.clone(),
         });
-        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+        let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("the provider supports TLS 1.3")
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_cert_resolver(self.store.clone());
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &self.store {
+            Some(store) => builder.with_client_cert_resolver(store.clone()),
+            None => builder.with_no_client_auth(),
+        };
         config.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
         // Linkerd's clients never resume; neither does the gateway.
         config.resumption = Resumption::disabled();

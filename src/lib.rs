@@ -91,8 +91,20 @@ impl Gateway {
     /// Loads the credentials and builds the parts. Errors name the files.
     pub fn build(config: &Config) -> Result<Arc<Gateway>, Vec<String>> {
         let provider = tls::provider();
-        let (roots, creds) = identity::load(&config.identity, &provider)?;
-        let store = Arc::new(CredentialStore::new(creds));
+        let (roots, store) = match (&config.identity.linkerd, &config.identity.name) {
+            // The leaf comes from the controller once running ([`identity::linkerd`]).
+            (Some(_), Some(name)) => {
+                let roots =
+                    identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
+                let name = names::normalize(name);
+                (roots, CredentialStore::empty(name))
+            }
+            _ => {
+                let (roots, creds) = identity::load(&config.identity, &provider)?;
+                (roots, CredentialStore::new(creds))
+            }
+        };
+        let store = Arc::new(store);
         let tls = TlsState::new(store.clone(), roots, provider, config.server.tls_resumption)
             .map_err(|e| vec![format!("TLS configuration: {e}")])?;
         let metrics = Arc::new(Metrics::with_target_cap(config.server.max_metric_targets));
@@ -103,7 +115,9 @@ impl Gateway {
                 .targets
                 .reached(&route::Target { name, port: *port });
         }
-        metrics.tls.cert_expiration.set(store.not_after() as f64);
+        if store.has_leaf() {
+            metrics.tls.cert_refreshed(store.not_after());
+        }
         let rules = Arc::new(RulesHandle::new(Rules::from_config(
             config,
             store.identity(),
@@ -255,6 +269,8 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         listeners.gateway,
         gw.lifecycle.stopping(),
     ));
+    // Serving from here on, before the admin port answers: its first `/ready` is true.
+    gw.lifecycle.start_serving();
     // The admin port takes narrow handles: readiness, the registry, the TLS acceptor.
     let (lifecycle, store) = (gw.lifecycle.clone(), gw.tls.store.clone());
     let (metrics, tls) = (gw.metrics.clone(), gw.tls.clone());
@@ -289,29 +305,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         });
         tokio::spawn(admin::serve(state, listener))
     });
-    let reloaded = gw.clone();
-    let counter = gw.metrics.clone();
-    let hooks = identity::WatchHooks {
-        reload_now: gw.identity_reload.clone(),
-        reloaded: Some(Arc::new(move |ok| counter.tls.identity_reloaded(ok))),
-    };
-    let watcher = tokio::spawn(identity::watch(
-        gw.tls.store.clone(),
-        gw.config.identity.clone(),
-        gw.tls.provider().clone(),
-        hooks,
-        move |store, roots| {
-            reloaded
-                .metrics
-                .tls
-                .cert_expiration
-                .set(store.not_after() as f64);
-            reloaded.client_tls.set_roots(roots.clone());
-            if let Err(e) = reloaded.tls.rebuild(roots) {
-                tracing::warn!(error = %e, "cannot rebuild TLS with the new anchors");
-            }
-        },
-    ));
+    let watcher = identity::keep::spawn(&gw);
     let upstream = gw.upstream.clone();
     let sweeper = tokio::spawn(async move {
         let mut every = tokio::time::interval(upstream::SWEEP_EVERY);
@@ -324,8 +318,14 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         .source
         .clone()
         .map(|source| tokio::spawn(reload::watch(gw.clone(), source)));
-    gw.lifecycle.start_serving();
-    tracing::info!(identity = gw.identity(), "gateway ready");
+    if gw.tls.store.has_leaf() {
+        tracing::info!(identity = gw.identity(), "gateway ready");
+    } else {
+        tracing::info!(
+            identity = gw.identity(),
+            "gateway serving; /ready answers 503 until the identity controller issues a leaf"
+        );
+    }
     shutdown.await;
     let delay = gw.settings.drain_delay;
     if !delay.is_zero() {

@@ -119,6 +119,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "identity.key" old.identity.key, new.identity.key;
         "identity.name" old.identity.name, new.identity.name;
         "identity.reload_interval" old.identity.reload_interval, new.identity.reload_interval;
+        "identity.linkerd" old.identity.linkerd, new.identity.linkerd;
         "routing.dns_servers" old.routing.dns_servers, new.routing.dns_servers;
         "log.access" old.log, new.log;
         "discovery" old.discovery, new.discovery;

@@ -84,7 +84,7 @@ pub fn default_context_token(env: impl Fn(&str) -> Option<String>) -> String {
 
 /// The host of a `host:port` address, when it has a port in 1..=65535; an IPv6 host is
 /// bracketed (`[::1]:8086`).
-fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+pub(super) fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         if sa.port() == 0 {
             return Err("port 0".into());
@@ -107,7 +107,7 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
 
 /// True for `localhost` and loopback IP literals: hosts where a plaintext stream stays on the
 /// machine.
-fn is_loopback(host: &str) -> bool {
+pub(super) fn is_loopback(host: &str) -> bool {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

@@ -3,6 +3,7 @@
 //! port is bound. Identity files are checked for presence here and parsed in `identity`.
 
 mod discovery;
+mod linkerd;
 mod parse;
 mod rules;
 
@@ -82,16 +83,38 @@ impl Default for Server {
     }
 }
 
-/// `[identity]`: the files of the gateway's own credentials.
+/// `[identity]`: where the gateway's own credentials come from: the files `certificate` and
+/// `key`, or (with `linkerd` set) Linkerd's identity controller.
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub trust_anchors: PathBuf,
+    /// The leaf file in file mode; empty with `linkerd`.
     pub certificate: PathBuf,
+    /// The key file in file mode; empty with `linkerd`.
     pub key: PathBuf,
-    /// Own identity; default the leaf's first SAN.
+    /// Own identity; default the leaf's first SAN. Always set with `linkerd`.
     pub name: Option<String>,
     /// How often the certificate and key files are checked for rotation.
     pub reload_interval: Duration,
+    /// `[identity.linkerd]`: the leaf comes from Linkerd's Identity API, not from files.
+    pub linkerd: Option<LinkerdIdentity>,
+}
+
+/// `[identity.linkerd]`: Linkerd's identity controller, named as linkerd2-proxy's
+/// `LINKERD2_PROXY_IDENTITY_*` variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkerdIdentity {
+    /// `host:port` of the controller as written (a name is resolved at each connect).
+    pub addr: String,
+    /// The controller's identity: SNI and the SAN its leaf must carry. `None` only for a
+    /// loopback `addr`, and then the call is plaintext.
+    pub server_name: Option<String>,
+    /// The ServiceAccount token sent with each Certify, read again at each call.
+    pub token_file: PathBuf,
+    /// Renewal never comes sooner than this after a new leaf; also the retry backoff's cap.
+    pub min_refresh: Duration,
+    /// Renewal never comes later than this.
+    pub max_refresh: Duration,
 }
 
 /// `[routing]`.

@@ -251,6 +251,7 @@ impl Parser<'_> {
                 "key",
                 "name",
                 "reload_interval",
+                "linkerd",
             ],
         );
         let file = |p: &mut Self, key: &str| -> Option<PathBuf> {
@@ -269,17 +270,33 @@ impl Parser<'_> {
             Some(path)
         };
         let trust_anchors = file(self, "trust_anchors");
+        let name = self.string(t, "name", "identity.name");
+        if t.contains_key("linkerd") {
+            let linkerd = self.linkerd_identity(t, base, name.is_some());
+            let name = self.identity_name(name);
+            let reload_interval = self
+                .duration(t, "reload_interval", "identity.reload_interval")
+                .unwrap_or(Duration::from_secs(10));
+            return Some(Identity {
+                trust_anchors: trust_anchors?,
+                certificate: PathBuf::new(),
+                key: PathBuf::new(),
+                name,
+                reload_interval,
+                linkerd: Some(linkerd?),
+            });
+        }
+        if !t.contains_key("certificate") && !t.contains_key("key") {
+            self.error(
+                "identity",
+                "no credentials: set identity.certificate and identity.key (files), or \
+                 [identity.linkerd] (Linkerd's identity controller)",
+            );
+            return None;
+        }
         let certificate = file(self, "certificate");
         let key = file(self, "key");
-        let name = self.string(t, "name", "identity.name");
-        if let Some(n) = &name
-            && !crate::names::is_identity_syntax(n)
-        {
-            self.error(
-                "identity.name",
-                format!("{n:?} is neither a DNS name nor a spiffe:// URI"),
-            );
-        }
+        let name = self.identity_name(name);
         let reload_interval = self
             .duration(t, "reload_interval", "identity.reload_interval")
             .unwrap_or(Duration::from_secs(10));
@@ -289,7 +306,21 @@ impl Parser<'_> {
             key: key?,
             name,
             reload_interval,
+            linkerd: None,
         })
+    }
+
+    /// `identity.name`, checked: a DNS name or a `spiffe://` URI.
+    fn identity_name(&mut self, name: Option<String>) -> Option<String> {
+        if let Some(n) = &name
+            && !crate::names::is_identity_syntax(n)
+        {
+            self.error(
+                "identity.name",
+                format!("{n:?} is neither a DNS name nor a spiffe:// URI"),
+            );
+        }
+        name
     }
 
     pub(super) fn log(&mut self, v: Option<&Value>) -> Log {

@@ -9,7 +9,7 @@
 //! [`Answer::Unavailable`]. A stream that fails is opened again with backoff while the last
 //! known set keeps serving; the new stream's first update replaces the set.
 
-mod connect;
+pub(crate) mod connect;
 mod stream;
 mod update;
 

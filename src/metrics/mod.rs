@@ -151,7 +151,13 @@ impl HttpMetrics {
 pub struct TlsMetrics {
     pub handshake_failures: Family<ReasonLabels, Counter>,
     pub cert_expiration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// When the leaf in use was last put in force (a file load or a Certify), Unix seconds.
+    pub cert_refresh: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Leaves put in force, the first included.
+    pub cert_refreshes: Counter,
     pub identity_reloads: Family<ResultLabels, Counter>,
+    /// Calls to Linkerd's `Identity.Certify`, by result (`ok`, `error`, `refused`).
+    pub certify_requests: Family<ResultLabels, Counter>,
 }
 
 impl TlsMetrics {
@@ -167,10 +173,39 @@ impl TlsMetrics {
             self.cert_expiration.clone(),
         );
         r.register(
+            "identity_cert_refresh_timestamp_seconds",
+            "When the gateway's own certificate was last replaced",
+            self.cert_refresh.clone(),
+        );
+        r.register(
+            "identity_cert_refreshes",
+            "Certificates put in force, by a file load or a Certify",
+            self.cert_refreshes.clone(),
+        );
+        r.register(
             "identity_reloads",
             "Reloads of the gateway's identity files, by result",
             self.identity_reloads.clone(),
         );
+        r.register(
+            "identity_certify_requests",
+            "Certify calls to Linkerd's identity controller, by result",
+            self.certify_requests.clone(),
+        );
+    }
+
+    /// A leaf went into force: its expiry, now as the refresh time, one more refresh.
+    pub fn cert_refreshed(&self, not_after: i64) {
+        self.cert_expiration.set(not_after as f64);
+        self.cert_refresh.set(crate::identity::unix_now() as f64);
+        self.cert_refreshes.inc();
+    }
+
+    /// Counts one Certify call.
+    pub fn certified(&self, result: &'static str) {
+        self.certify_requests
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts one reload of the identity files.

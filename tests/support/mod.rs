@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod destination;
+pub mod identity;
 pub mod meshed;
 
 use crossgate::certs::{GATEWAY_IDENTITY, Leaf, LeafSpec, Pki};

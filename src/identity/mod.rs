@@ -1,10 +1,15 @@
 //! Identities and credentials: PEM loading, a peer's identity from its leaf's SANs, and the
 //! gateway's own certificate. The anchors, leaf and key are reloaded when they change or on
-//! demand (SIGHUP); each result is reported for `identity_reloads_total`, and the leaf's end
-//! of life is logged ([`Lifetime`]). Counting and serving stay with the caller.
+//! demand (SIGHUP) ([`watch`]), or come from Linkerd's identity controller ([`linkerd`]);
+//! each result is reported for `identity_reloads_total`, and the leaf's end of life is logged
+//! ([`Lifetime`]). Counting and serving stay with the caller.
 
+pub(crate) mod keep;
+pub mod linkerd;
 mod utc;
+mod watch;
 pub use utc::utc;
+pub use watch::{Lifetime, WatchHooks, watch};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -73,11 +78,19 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// Loads what `[identity]` names: the trust anchors, then the gateway's credentials checked
-/// against them. Errors name the files.
+/// against them. Errors name the files. With `[identity.linkerd]` there are no files to load:
+/// an error (only `run` asks the controller, [`linkerd`]).
 pub fn load(
     config: &crate::config::Identity,
     provider: &Arc<CryptoProvider>,
 ) -> Result<(Arc<RootCertStore>, Credentials), Vec<String>> {
+    if config.linkerd.is_some() {
+        return Err(vec![
+            "identity.linkerd: the leaf comes from Linkerd's identity controller at run time; \
+             this command needs identity.certificate and identity.key"
+                .into(),
+        ]);
+    }
     let roots = load_anchors(&config.trust_anchors).map_err(|e| vec![e])?;
     let creds = Credentials::load(
         &config.certificate,
@@ -193,11 +206,13 @@ fn verify_own_chain(
 
 use rustls::client::danger::ServerCertVerifier;
 
-/// The gateway's current certificate, swapped in place when the files rotate. Serves every
-/// TLS handshake; the lock is held only to clone an `Arc`, never across an await.
+/// The gateway's current certificate, swapped in place when the files rotate or a new leaf is
+/// issued. Serves every TLS handshake; the lock is held only to clone an `Arc`, never across
+/// an await. Empty ([`CredentialStore::empty`]) until Linkerd's controller issues the first
+/// leaf: handshakes then fail (no certificate to present) and the leaf is not valid now.
 #[derive(Debug)]
 pub struct CredentialStore {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Option<Arc<CertifiedKey>>>,
     identity: String,
     not_before: AtomicI64,
     not_after: AtomicI64,
@@ -206,11 +221,26 @@ pub struct CredentialStore {
 impl CredentialStore {
     pub fn new(creds: Credentials) -> CredentialStore {
         CredentialStore {
-            current: RwLock::new(creds.key),
+            current: RwLock::new(Some(creds.key)),
             identity: creds.identity,
             not_before: AtomicI64::new(creds.not_before),
             not_after: AtomicI64::new(creds.not_after),
         }
+    }
+
+    /// A store for `identity` with no leaf yet (validity 0..0: never valid).
+    pub fn empty(identity: String) -> CredentialStore {
+        CredentialStore {
+            current: RwLock::new(None),
+            identity,
+            not_before: AtomicI64::new(0),
+            not_after: AtomicI64::new(0),
+        }
+    }
+
+    /// True once a leaf is in the store.
+    pub fn has_leaf(&self) -> bool {
+        self.key().is_some()
     }
 
     /// The gateway's own identity.
@@ -235,7 +265,7 @@ impl CredentialStore {
     }
 
     /// The current leaf and key (an `Arc` clone; the lock is not held).
-    fn key(&self) -> Arc<CertifiedKey> {
+    fn key(&self) -> Option<Arc<CertifiedKey>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -243,7 +273,7 @@ impl CredentialStore {
     }
 
     fn replace(&self, creds: Credentials) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = creds.key;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(creds.key);
         self.not_before.store(creds.not_before, Ordering::Relaxed);
         self.not_after.store(creds.not_after, Ordering::Relaxed);
     }
@@ -251,7 +281,7 @@ impl CredentialStore {
 
 impl ResolvesServerCert for CredentialStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.key())
+        self.key()
     }
 }
 
@@ -262,142 +292,10 @@ impl rustls::client::ResolvesClientCert for CredentialStore {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.key())
+        self.key()
     }
 
     fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-/// What the watch listens to and reports besides a new certificate.
-#[derive(Clone, Default)]
-pub struct WatchHooks {
-    /// Notified (on SIGHUP): read the files again now, changed or not.
-    pub reload_now: Arc<tokio::sync::Notify>,
-    /// Called with each reload's result: true when the new leaf is in force.
-    pub reloaded: Option<Arc<dyn Fn(bool) + Send + Sync>>,
-}
-
-/// Watches the files `[identity]` names (anchors, certificate, key) and, when any changes or
-/// `hooks.reload_now` is notified, loads them again: the new leaf goes into `store` and
-/// `on_change` gets the new anchors (to rebuild the TLS configurations). Files that do not
-/// load, or a leaf naming another identity, are logged, counted as an error once per set of
-/// file stamps, and the current credentials kept. Each tick also checks the leaf's lifetime
-/// ([`Lifetime`]). Runs until dropped.
-pub async fn watch(
-    store: Arc<CredentialStore>,
-    files: crate::config::Identity,
-    provider: Arc<CryptoProvider>,
-    hooks: WatchHooks,
-    on_change: impl Fn(&CredentialStore, Arc<RootCertStore>) + Send,
-) {
-    let stamps = {
-        let files = files.clone();
-        move || {
-            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            [
-                stamp(&files.trust_anchors),
-                stamp(&files.certificate),
-                stamp(&files.key),
-            ]
-        }
-    };
-    let counted = |ok: bool| {
-        if let Some(f) = &hooks.reloaded {
-            f(ok)
-        }
-    };
-    let mut last = stamps();
-    // The stamps of files that did not load: not counted again until they change.
-    let mut failed = None;
-    let mut lifetime = Lifetime::default();
-    let mut tick = tokio::time::interval(files.reload_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            _ = hooks.reload_now.notified() => true,
-        };
-        lifetime.check(&store, unix_now());
-        let Ok(now) = tokio::task::spawn_blocking(stamps.clone()).await else {
-            continue;
-        };
-        if !forced && (now == last || failed == Some(now)) {
-            continue;
-        }
-        let (f, p) = (files.clone(), provider.clone());
-        let loaded = tokio::task::spawn_blocking(move || load(&f, &p)).await;
-        match loaded {
-            Ok(Ok((_, creds))) if creds.identity != store.identity() => {
-                tracing::warn!(
-                    found = %creds.identity,
-                    expected = store.identity(),
-                    "rotated certificate names another identity; keeping the current one"
-                );
-                counted(false);
-                failed = Some(now);
-            }
-            Ok(Ok((roots, creds))) => {
-                tracing::info!(
-                    not_after = creds.not_after,
-                    anchors = roots.len(),
-                    forced,
-                    "identity reloaded"
-                );
-                store.replace(creds);
-                on_change(&store, roots);
-                counted(true);
-                lifetime.check(&store, unix_now());
-                last = now;
-                failed = None;
-            }
-            Ok(Err(errors)) => {
-                // Files may be mid-rotation (cert written, key not yet): tried again when
-                // their stamps change.
-                tracing::warn!(errors = ?errors, "rotated identity files do not load; keeping the current certificate");
-                counted(false);
-                failed = Some(now);
-            }
-            Err(e) => tracing::warn!(error = %e, "reload task failed"),
-        }
-    }
-}
-
-/// Logs, once per certificate, that the leaf in force has less than 10 % of its lifetime
-/// left (`warn`) or has expired (`error`; `/ready` answers 503 meanwhile).
-#[derive(Default)]
-pub struct Lifetime {
-    warned: Option<i64>,
-    expired: Option<i64>,
-}
-
-impl Lifetime {
-    /// Checks the store's leaf at `now` (Unix seconds); true when it logged.
-    pub fn check(&mut self, store: &CredentialStore, now: i64) -> bool {
-        let (not_before, not_after) = (store.not_before(), store.not_after());
-        let not_after_utc = crate::identity::utc(not_after);
-        if now >= not_after {
-            if self.expired == Some(not_after) {
-                return false;
-            }
-            self.expired = Some(not_after);
-            tracing::error!(
-                not_after = %not_after_utc,
-                "the gateway's own certificate has expired: /ready answers 503 until it is replaced"
-            );
-            return true;
-        }
-        let life = (not_after - not_before).max(1);
-        if (not_after - now) * 10 >= life || self.warned == Some(not_after) {
-            return false;
-        }
-        self.warned = Some(not_after);
-        tracing::warn!(
-            not_after = %not_after_utc,
-            left_secs = not_after - now,
-            "the gateway's own certificate has less than 10 % of its lifetime left"
-        );
         true
     }
 }
