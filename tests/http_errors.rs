@@ -19,11 +19,12 @@ const SECRET: &str = "http://secret.other.svc.cluster.local:80";
 const PODINFO_URI: &str = "http://podinfo.test.svc.cluster.local:9898";
 
 /// A gateway with `podinfo` on `backend`, `closed` on a port nobody listens on (failing fast
-/// after 300 ms), and one rule: FRONTEND may reach `*.test.svc.cluster.local`.
+/// after 150 ms, below the 300 ms response timeouts of some tests), and one rule: FRONTEND
+/// may reach `*.test.svc.cluster.local`.
 async fn refusing_gateway(backend: &Backend, server_keys: &str) -> TestGateway {
     let routes = static_routes(&[(PODINFO, backend.addr), (CLOSED, closed_port())]);
     start(&format!(
-        "{server_keys}\n{routes}[discovery]\nfailfast_timeout = \"300ms\"\n\
+        "{server_keys}\n{routes}[discovery]\nfailfast_timeout = \"150ms\"\n\
          [[authorization]]\nidentities = [\"{FRONTEND}\"]\nservices = [\"*.test.svc.cluster.local\"]\n"
     ))
     .await
