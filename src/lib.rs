@@ -250,6 +250,15 @@ pub fn stop_signal() -> impl Future<Output = ()> {
 /// gracefully, TCP streams may finish, all within `drain_timeout`. The last log line says whether every connection closed or how many
 /// the deadline cut.
 pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let bound = |l: Option<&TcpListener>| {
+        l.and_then(|l| l.local_addr().ok())
+            .map_or("none".to_string(), |a| a.to_string())
+    };
+    let addrs = (
+        bound(Some(&listeners.gateway)),
+        bound(Some(&listeners.admin)),
+        bound(listeners.metrics.as_ref()),
+    );
     let accept = tokio::spawn(server::accept_loop(
         gw.clone(),
         listeners.gateway,
@@ -325,7 +334,13 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         .clone()
         .map(|source| tokio::spawn(reload::watch(gw.clone(), source)));
     gw.lifecycle.start_serving();
-    tracing::info!(identity = gw.identity(), "gateway ready");
+    tracing::info!(
+        identity = gw.identity(),
+        listen = %addrs.0,
+        admin = %addrs.1,
+        metrics = %addrs.2,
+        "gateway ready"
+    );
     shutdown.await;
     let delay = gw.settings.drain_delay;
     if !delay.is_zero() {
