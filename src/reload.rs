@@ -126,9 +126,18 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         h2_max_concurrent_streams, tls_resumption, drain_timeout, drain_delay,
         admin_max_connections, admin_idle_timeout, max_metric_targets, metrics,
     } except allow_sources);
-    each!("identity", &old.identity, &new.identity, crate::config::Identity {
-        trust_anchors, certificate, key, name, reload_interval,
-    });
+    each!(
+        "identity",
+        &old.identity,
+        &new.identity,
+        crate::config::Identity {
+            trust_anchors,
+            certificate,
+            key,
+            name,
+            reload_interval,
+        }
+    );
     each!("routing", &old.routing, &new.routing, crate::config::Routing {
         dns_servers,
     } except cluster_domain, statics);

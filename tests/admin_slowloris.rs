@@ -77,13 +77,23 @@ async fn ready_answers_within_100ms_under_slowloris() {
     }
     took.sort();
     let (p50, p99) = (took[took.len() / 2], took[took.len() * 99 / 100]);
-    eprintln!("attacker connections: {}", CONNECTS.load(std::sync::atomic::Ordering::Relaxed));
-    let failed = took.iter().filter(|t| **t >= Duration::from_secs(2)).count();
+    eprintln!(
+        "attacker connections: {}",
+        CONNECTS.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let failed = took
+        .iter()
+        .filter(|t| **t >= Duration::from_secs(2))
+        .count();
     eprintln!(
         "/ready under slowloris: p50 {p50:?} p99 {p99:?} max {:?}, {failed} failed",
         took[took.len() - 1]
     );
     assert!(p99 < Duration::from_millis(100), "p50 {p50:?} p99 {p99:?}");
     gw.terminate().await;
-    assert!(test.elapsed() < Duration::from_secs(20), "{:?}", test.elapsed());
+    assert!(
+        test.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        test.elapsed()
+    );
 }

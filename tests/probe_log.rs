@@ -34,7 +34,9 @@ async fn ready_server(listener: tokio::net::TcpListener) {
             let mut buf = [0u8; 1024];
             let _ = tcp.read(&mut buf).await;
             let _ = tcp
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nready\n")
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nready\n",
+                )
                 .await;
         });
     }
