@@ -53,12 +53,12 @@ def base_checks(objs):
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     cfg = tomllib.loads(cm["data"]["crossgate.toml"])
 
-    check(dep["spec"]["replicas"] == 2, "Deployment: replicas 2")
     check(selects(dep["spec"]["selector"], labels), "Deployment: selector does not match its pods")
     # Config: ports and the file the container is told to read.
     check(cfg["server"]["listen"] == "0.0.0.0:4143", "config: listen 0.0.0.0:4143")
     check(cfg["server"]["admin"] == "0.0.0.0:4191", "config: admin 0.0.0.0:4191")
-    check(ports == {"mc-gateway": 4143, "mc-probe": 4191}, f"container ports {ports}")
+    check(ports == {"mc-gateway": 4143, "mc-probe": 4191, "metrics": 9191}, f"container ports {ports}")
+    check(cfg["server"].get("metrics") == "0.0.0.0:9191", "config: [server] metrics 0.0.0.0:9191 (else 4191 serves /metrics)")
     args = c["args"]
     conf_path = args[args.index("--config") + 1]
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
@@ -91,8 +91,8 @@ def base_checks(objs):
     check(f"{sa}.{ns}.serviceaccount.identity.linkerd.cluster.local" == GATEWAY_ID,
           "the service account's Linkerd identity is not the gateway identity")
     ann = pod["metadata"].get("annotations", {})
-    check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == "4191"
-          and ann.get("prometheus.io/path") == "/metrics", "pod: prometheus.io annotations for 4191 /metrics")
+    check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == "9191"
+          and ann.get("prometheus.io/path") == "/metrics", "pod: prometheus.io annotations for 9191 /metrics")
     # Service as a Link reads it.
     s = svc["spec"]
     check(svc["metadata"]["name"] == "linkerd-gateway", "Service name linkerd-gateway")
@@ -100,6 +100,8 @@ def base_checks(objs):
     check(selects({"matchLabels": s["selector"]}, labels), "Service selector does not match the pods")
     sports = {p["name"]: (p["port"], ports.get(p["targetPort"], p["targetPort"])) for p in s["ports"]}
     check(sports == {"mc-gateway": (4143, 4143), "mc-probe": (4191, 4191)}, f"Service ports {sports}")
+    metrics_port = int(cfg["server"]["metrics"].rsplit(":", 1)[1])
+    check(all(t != metrics_port for _, t in sports.values()), "the /metrics port is exposed by the Service")
     want = {
         "mirror.linkerd.io/gateway-identity": GATEWAY_ID,
         "mirror.linkerd.io/probe-path": c["readinessProbe"]["httpGet"]["path"],
@@ -111,8 +113,8 @@ def base_checks(objs):
     # Disruption budget and autoscaler.
     pdb = one(objs, "PodDisruptionBudget")
     check(selects(pdb["spec"]["selector"], labels), "PodDisruptionBudget does not select the pods")
-    check(pdb["spec"].get("maxUnavailable", 0) < dep["spec"]["replicas"], "PDB allows evicting every replica")
     hpa = one(objs, "HorizontalPodAutoscaler")
+    check(pdb["spec"].get("maxUnavailable", 0) < hpa["spec"]["minReplicas"], "PDB allows evicting every replica")
     ref = hpa["spec"]["scaleTargetRef"]
     check(ref["kind"] == "Deployment" and ref["name"] == dep["metadata"]["name"], "HPA targets the Deployment")
     check(hpa["spec"]["minReplicas"] >= 2, "HPA minReplicas >= 2")
@@ -130,7 +132,7 @@ def podmonitor_checks(objs):
     check(pm["metadata"]["namespace"] == dep["metadata"]["namespace"], "PodMonitor in the gateway's namespace")
     check(selects(pm["spec"]["selector"], labels), "PodMonitor selector does not match the pods")
     (ep,) = pm["spec"]["podMetricsEndpoints"]
-    check(ports.get(ep["port"]) == 4191 and ep["path"] == "/metrics", "PodMonitor scrapes /metrics on 4191")
+    check(ports.get(ep["port"]) == 9191 and ep["path"] == "/metrics", "PodMonitor scrapes /metrics on the private 9191")
     check(labels.get(pm["spec"].get("jobLabel")) == "crossgate", "PodMonitor jobLabel gives job=crossgate (rules.yaml)")
 
 
@@ -164,8 +166,21 @@ def cert_manager_checks(objs, issuer):
     check(spec["secretName"] in secret_names, "the Certificate's Secret is not projected into the identity volume")
 
 
+def no_replicas_beside_an_hpa(objs):
+    """A workload an HPA scales must not set `replicas`: every apply would reset the scale."""
+    for (kind, name), o in objs.items():
+        if kind != "HorizontalPodAutoscaler":
+            continue
+        ref = o["spec"]["scaleTargetRef"]
+        target = objs.get((ref["kind"], ref["name"]), {})
+        check("replicas" not in target.get("spec", {}),
+              f"{ref['kind']} {ref['name']} sets replicas beside the HPA {name}")
+
+
 def main():
     base, podmon, certman, issuer_file = sys.argv[1:5]
+    for rendered in (base, podmon, certman):
+        no_replicas_beside_an_hpa(load(rendered))
     base_checks(load(base))
     podmonitor_checks(load(podmon))
     cert_manager_checks(load(certman), yaml.safe_load(open(issuer_file)))

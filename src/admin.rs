@@ -1,6 +1,11 @@
 //! The admin port: `/live`, `/ready`, `/metrics`. One socket serves plaintext HTTP (kubelet,
 //! Prometheus) and mTLS HTTP (the remote service-mirror probing through its meshed proxy),
-//! told apart by the first byte; each in HTTP/1.1 and HTTP/2. `[[authorization]]` rules do not
+//! told apart by the first byte; each in HTTP/1.1 and HTTP/2. Open to anyone who reaches the
+//! LoadBalancer, so no client can make a probe wait: a request head must be complete within
+//! [`HEAD_DEADLINE`] (or `header_timeout`, if shorter), and a connection past the cap is not
+//! left in the backlog but accepted on [`PROBATION`]: it must send a complete head at once and
+//! is closed after one request. Slow clients hold at most the capped slots, for seconds;
+//! a kubelet or prober is answered whatever they do. `[[authorization]]` rules do not
 //! apply here: an mTLS client needs only a chain to the anchors. The same code serves the
 //! private plaintext metrics port (`[server] metrics`); the admin port then answers `/metrics`
 //! with 404.
@@ -17,6 +22,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+
+mod requests;
+
+use requests::Requests;
+
+/// The longest a connection may take for a request head on the admin port, from its accept
+/// or its last request: kubelet, Prometheus and a prober send a head in one segment right
+/// after connecting (or the handshake), so seconds are only ever taken by a slow client.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Past `max_connections`, the time a new connection has from its accept to a complete
+/// request head (the mTLS handshake included): enough for a prober across a WAN, short
+/// enough that slow clients cycling through it hold few descriptors.
+pub const PROBATION: Duration = Duration::from_secs(1);
 
 /// The first byte of a TLS ClientHello record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -36,10 +55,10 @@ pub struct AdminState {
     pub tls: Option<Arc<dyn Fn() -> TlsAcceptor + Send + Sync>>,
     /// Deadline for the first byte and, over mTLS, for the handshake.
     pub handshake_timeout: Duration,
-    /// Deadline for an HTTP/1 request head.
+    /// Deadline for a request head (at most [`HEAD_DEADLINE`]).
     pub header_timeout: Duration,
-    /// Open connections at most; more wait in the listen backlog, so a flood of idle admin
-    /// connections cannot take the descriptors the data plane needs.
+    /// Connections served as usual at most, so a flood of admin connections cannot hold the
+    /// descriptors the data plane needs; more are accepted on [`PROBATION`].
     pub max_connections: usize,
     /// A connection with no request in flight for this long is closed (HTTP/1 and HTTP/2,
     /// before the first request and between requests).
@@ -49,18 +68,20 @@ pub struct AdminState {
 /// Serves the admin port until the task is aborted: it keeps answering while the gateway
 /// drains, so `/ready` says 503 and `/live` 200 until the process ends.
 pub async fn serve(state: Arc<AdminState>, listener: TcpListener) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(state.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.max_connections));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         match listener.accept().await {
             Ok((tcp, _)) => {
+                // None: past the cap, on probation.
+                let slot = slots.clone().try_acquire_owned().ok();
+                let requests = Arc::new(Requests::new(tokio::time::Instant::now()));
                 let state = state.clone();
                 tokio::spawn(async move {
-                    serve_connection(state, tcp).await;
-                    drop(permit);
+                    serve_connection(state, tcp, requests, slot.is_none()).await;
+                    drop(slot);
                 });
+                // Lets the new connection read its head before the next accept.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -115,23 +136,32 @@ impl Dedicated {
     }
 }
 
-async fn serve_connection(state: Arc<AdminState>, tcp: TcpStream) {
+async fn serve_connection(
+    state: Arc<AdminState>,
+    tcp: TcpStream,
+    activity: Arc<Requests>,
+    probation: bool,
+) {
     let _ = tcp.set_nodelay(true);
-    let deadline = state.handshake_timeout;
+    let deadline = if probation {
+        state.handshake_timeout.min(PROBATION)
+    } else {
+        state.handshake_timeout
+    };
     let mut first = [0u8; 1];
     match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         _ => return,
     }
     if first[0] != TLS_HANDSHAKE {
-        return http(state, TokioIo::new(tcp)).await;
+        return http(state, TokioIo::new(tcp), activity, probation).await;
     }
     let Some(acceptor) = state.tls.as_ref().map(|tls| tls()) else {
         tracing::debug!("admin TLS ClientHello on a plaintext-only port; closed");
         return;
     };
     match tokio::time::timeout(deadline, acceptor.accept(tcp).into_fallible()).await {
-        Ok(Ok(tls)) => http(state, TokioIo::new(tls)).await,
+        Ok(Ok(tls)) => http(state, TokioIo::new(tls), activity, probation).await,
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             tracing::debug!(reason, error = %e, "admin mTLS handshake refused");
@@ -143,14 +173,20 @@ async fn serve_connection(state: Arc<AdminState>, tcp: TcpStream) {
     }
 }
 
-async fn http<I>(state: Arc<AdminState>, io: I)
+/// Serves HTTP until the client closes, the idle timeout, or the head deadline. On probation:
+/// the head must be complete within [`PROBATION`] of the accept, and the connection closes
+/// after its first request.
+async fn http<I>(state: Arc<AdminState>, io: I, activity: Arc<Requests>, probation: bool)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let idle = state.idle_timeout;
-    let activity = Arc::new(Requests::default());
+    let idle = if probation {
+        Duration::ZERO
+    } else {
+        state.idle_timeout
+    };
     let counted = activity.clone();
-    let header_timeout = state.header_timeout;
+    let header_timeout = state.header_timeout.min(HEAD_DEADLINE);
     let service = service_fn(move |req| {
         let (state, counted) = (state.clone(), counted.clone());
         async move {
@@ -165,8 +201,24 @@ where
         .header_read_timeout(header_timeout);
     let mut served = std::pin::pin!(builder.serve_connection(io, service));
     let mut closing_since: Option<tokio::time::Instant> = None;
+    // The first head's deadline runs from the accept and covers what hyper's header timeout
+    // does not: the bytes read to tell HTTP/1 from HTTP/2, and an HTTP/2 preface.
+    let accepted = activity.last();
+    let first_deadline = accepted
+        + if probation {
+            header_timeout.min(PROBATION)
+        } else {
+            header_timeout
+        };
     loop {
         let last = activity.last();
+        let first_head = last == accepted && activity.in_flight() == 0;
+        // While a request is in flight, look again shortly rather than spin on a past instant.
+        let idle_check = if activity.in_flight() > 0 {
+            tokio::time::Instant::now() + Duration::from_millis(5)
+        } else {
+            last + idle
+        };
         tokio::select! {
             r = served.as_mut() => {
                 if let Err(e) = r {
@@ -174,11 +226,18 @@ where
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(last + idle), if closing_since.is_none() => {
+            // On probation only after its one request.
+            _ = tokio::time::sleep_until(idle_check), if closing_since.is_none() && !(probation && first_head) => {
                 if activity.idle_since(last) {
                     tracing::debug!(?idle, "idle admin connection closed");
                     served.as_mut().graceful_shutdown();
                     closing_since = Some(tokio::time::Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(first_deadline), if first_head => {
+                if activity.idle_since(accepted) {
+                    tracing::debug!(?header_timeout, "admin request head not complete in time");
+                    return;
                 }
             }
             _ = tokio::time::sleep(Duration::from_secs(1)), if closing_since.is_some() => {
@@ -186,49 +245,6 @@ where
                 return;
             }
         }
-    }
-}
-
-/// Requests in flight on one admin connection, and when the last one ended.
-struct Requests {
-    in_flight: std::sync::atomic::AtomicUsize,
-    last: std::sync::Mutex<tokio::time::Instant>,
-}
-
-impl Default for Requests {
-    fn default() -> Requests {
-        Requests {
-            in_flight: Default::default(),
-            last: std::sync::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-}
-
-impl Requests {
-    fn begin(self: &Arc<Self>) -> RequestGuard {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RequestGuard(self.clone())
-    }
-
-    fn last(&self) -> tokio::time::Instant {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// No request in flight, and none ended since `last`.
-    fn idle_since(&self, last: tokio::time::Instant) -> bool {
-        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 && self.last() == last
-    }
-}
-
-struct RequestGuard(Arc<Requests>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -264,6 +264,15 @@ pub fn stop_signal() -> impl Future<Output = ()> {
 /// gracefully, TCP streams may finish, all within `drain_timeout`. The last log line says whether every connection closed or how many
 /// the deadline cut.
 pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let bound = |l: Option<&TcpListener>| {
+        l.and_then(|l| l.local_addr().ok())
+            .map_or("none".to_string(), |a| a.to_string())
+    };
+    let addrs = (
+        bound(Some(&listeners.gateway)),
+        bound(Some(&listeners.admin)),
+        bound(listeners.metrics.as_ref()),
+    );
     let accept = tokio::spawn(server::accept_loop(
         gw.clone(),
         listeners.gateway,
@@ -319,10 +328,19 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         .clone()
         .map(|source| tokio::spawn(reload::watch(gw.clone(), source)));
     if gw.tls.store.has_leaf() {
-        tracing::info!(identity = gw.identity(), "gateway ready");
+        tracing::info!(
+            identity = gw.identity(),
+            listen = %addrs.0,
+            admin = %addrs.1,
+            metrics = %addrs.2,
+            "gateway ready"
+        );
     } else {
         tracing::info!(
             identity = gw.identity(),
+            listen = %addrs.0,
+            admin = %addrs.1,
+            metrics = %addrs.2,
             "gateway serving; /ready answers 503 until the identity controller issues a leaf"
         );
     }

@@ -61,6 +61,8 @@ enum Command {
     Demo,
     /// Probe linked gateways ([[link]]) and export gateway_* metrics on the admin port.
     Probe {
+        /// The prober's TOML file: [server] admin, [identity] (its client certificate, when a
+        /// link uses mTLS) and one [[link]] per gateway; every problem is reported, exit 64.
         #[arg(long)]
         config: PathBuf,
     },

@@ -1,9 +1,10 @@
 //! Rules that reload without a restart. On SIGHUP (the binary calls [`reload`]) and when the
 //! configuration file changes (polled every `[identity] reload_interval`, like the identity
-//! files), the whole file is read and validated again. Valid: `[routing]` and
-//! `[[authorization]]` are swapped in one step for every new connection and request. Invalid:
-//! the old rules stay and every problem is logged with file and key, as at start. Keys that
-//! only take effect at a restart are named in a log line when they differ.
+//! files), the whole file is read and validated again. Valid: `[routing]`,
+//! `[[authorization]]` and `[server] allow_sources` are swapped in one step for every new
+//! connection and request. Invalid: the old rules stay and every problem is logged with file
+//! and key, as at start. Every other
+//! setting takes effect only at a restart; those that differ are named in a log line.
 
 use crate::Gateway;
 use crate::config::{Config, Source};
@@ -55,6 +56,7 @@ pub async fn reload(gw: &Gateway) -> bool {
         config.routing.statics.len(),
         config.authorization.len(),
         config.routing.cluster_domain.clone(),
+        config.server.allow_sources.as_ref().map(Vec::len),
     );
     gw.rules.swap(rules);
     gw.metrics.config.reloaded(true);
@@ -62,6 +64,7 @@ pub async fn reload(gw: &Gateway) -> bool {
         static_routes = summary.0,
         authorization_rules = summary.1,
         cluster_domain = %summary.2,
+        allow_sources = %summary.3.map_or("any".to_string(), |n| format!("{n} networks")),
         "configuration reloaded"
     );
     true
@@ -90,40 +93,67 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The keys whose change a reload does not apply.
-fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (a, b) = (&old.server, &new.server);
+/// The settings whose change a reload does not apply: every setting of the old and new
+/// configuration is compared by its `Debug` text, except the rules (`[routing]` table and
+/// domain, `[[authorization]]`, `[server] allow_sources`), which reload. Each struct is
+/// destructured without `..`, so a new key fails to compile until it is listed here.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
-    macro_rules! compare {
-        ($($section:literal $x:expr, $y:expr;)*) => {
-            $(if $x != $y { keys.push($section); })*
-        };
+    let mut differ = |key: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+        if format!("{a:?}") != format!("{b:?}") {
+            keys.push(key.to_string());
+        }
+    };
+    macro_rules! each {
+        ($section:literal, $a:expr, $b:expr, $ty:path { $($field:ident),* $(,)? } $(except $($skip:ident),*)?) => {{
+            let $ty { $($field: _,)* $($($skip: _,)*)? } = $a;
+            $(differ(concat!($section, ".", stringify!($field)), &$a.$field, &$b.$field);)*
+        }};
     }
-    compare! {
-        "server.listen" a.listen, b.listen;
-        "server.admin" a.admin, b.admin;
-        "server.threads" a.threads, b.threads;
-        "server.handshake_timeout" a.handshake_timeout, b.handshake_timeout;
-        "server.header_timeout" a.header_timeout, b.header_timeout;
-        "server.connect_timeout" a.connect_timeout, b.connect_timeout;
-        "server.idle_timeout" a.idle_timeout, b.idle_timeout;
-        "server.http_idle_timeout" a.http_idle_timeout, b.http_idle_timeout;
-        "server.response_timeout" a.response_timeout, b.response_timeout;
-        "server.max_connections" a.max_connections, b.max_connections;
-        "server.max_in_flight" a.max_in_flight, b.max_in_flight;
-        "server.h2_max_concurrent_streams" a.h2_max_concurrent_streams, b.h2_max_concurrent_streams;
-        "server.tls_resumption" a.tls_resumption, b.tls_resumption;
-        "server.drain_timeout" a.drain_timeout, b.drain_timeout;
-        "identity.trust_anchors" old.identity.trust_anchors, new.identity.trust_anchors;
-        "identity.certificate" old.identity.certificate, new.identity.certificate;
-        "identity.key" old.identity.key, new.identity.key;
-        "identity.name" old.identity.name, new.identity.name;
-        "identity.reload_interval" old.identity.reload_interval, new.identity.reload_interval;
-        "identity.linkerd" old.identity.linkerd, new.identity.linkerd;
-        "routing.dns_servers" old.routing.dns_servers, new.routing.dns_servers;
-        "log.access" old.log, new.log;
-        "discovery" old.discovery, new.discovery;
-    }
+    let Config {
+        server: _,
+        identity: _,
+        routing: _,
+        authorization: _, // rules: reloaded
+        log: _,
+        discovery: _,
+        balancer: _,
+        source: _, // where it was read from, not a setting
+    } = old;
+    each!("server", &old.server, &new.server, crate::config::Server {
+        listen, admin, threads, handshake_timeout, header_timeout, connect_timeout, idle_timeout,
+        http_idle_timeout, response_timeout, max_connections, max_in_flight,
+        h2_max_concurrent_streams, tls_resumption, drain_timeout, drain_delay,
+        admin_max_connections, admin_idle_timeout, max_metric_targets, metrics,
+    } except allow_sources);
+    each!(
+        "identity",
+        &old.identity,
+        &new.identity,
+        crate::config::Identity {
+            trust_anchors,
+            certificate,
+            key,
+            name,
+            reload_interval,
+            linkerd,
+        }
+    );
+    each!("routing", &old.routing, &new.routing, crate::config::Routing {
+        dns_servers,
+    } except cluster_domain, statics);
+    each!("log", &old.log, &new.log, crate::config::Log { access });
+    // The balancer's fields are named apart from their keys.
+    let crate::config::Balancer {
+        default_rtt,
+        decay,
+        failfast,
+    } = &old.balancer;
+    let b = &new.balancer;
+    differ("discovery.ewma_default_rtt", default_rtt, &b.default_rtt);
+    differ("discovery.ewma_decay", decay, &b.decay);
+    differ("discovery.failfast_timeout", failfast, &b.failfast);
+    differ("discovery", &old.discovery, &new.discovery);
     keys
 }
 
@@ -154,6 +184,22 @@ mod tests {
         assert_eq!(
             needs_restart(&old, &moved),
             vec!["server.listen", "server.threads", "log.access"]
+        );
+        // The keys a hand-written list once missed; allow_sources is a rule and reloads.
+        let missed = parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\ndrain_delay = \"5s\"\nadmin_idle_timeout = \"1s\"\n\
+             admin_max_connections = 7\nmax_metric_targets = 9\nmetrics = \"127.0.0.1:3\"\n\
+             allow_sources = [\"10.0.0.0/8\"]\n[routing]\ncluster_domain = \"example.org\"\n",
+        );
+        assert_eq!(
+            needs_restart(&old, &missed),
+            vec![
+                "server.drain_delay",
+                "server.admin_max_connections",
+                "server.admin_idle_timeout",
+                "server.max_metric_targets",
+                "server.metrics",
+            ]
         );
         let discovered = parse("[discovery]\ndestination_addr = \"127.0.0.1:8086\"\n");
         assert_eq!(

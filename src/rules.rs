@@ -1,5 +1,5 @@
-//! The rules a connection is judged by: the routing table and the authorization policy (and,
-//! later, the source-network allow list), held as one value and swapped whole when the
+//! The rules a connection is judged by: the routing table, the authorization policy and the
+//! source-network allow list (`[server] allow_sources`), held as one value and swapped whole when the
 //! configuration reloads. A connection or request loads the current value once (a few
 //! nanoseconds, no lock) and decides with it; an opaque stream authorized under old rules keeps
 //! running after a swap.
@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Rules {
     pub routes: Routes,
     pub policy: Policy,
+    /// `[server] allow_sources`: networks a peer must be in to connect; `None`: any.
+    pub allow_sources: Option<Vec<ipnet::IpNet>>,
     /// Counts up at each swap; caches of routing decisions compare it.
     pub generation: u64,
 }
@@ -32,6 +34,7 @@ impl Rules {
                 own_identity: own_identity.to_string(),
                 rules: config.authorization.clone(),
             },
+            allow_sources: config.server.allow_sources.clone(),
             generation: 0,
         }
     }

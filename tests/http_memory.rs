@@ -31,6 +31,7 @@ fn context(backend: std::net::SocketAddr) -> Arc<HttpContext> {
             own_identity: GATEWAY.into(),
             rules: vec![],
         },
+        allow_sources: None,
         generation: 0,
     }));
     let settings = crossgate::config::Server::default();
@@ -184,6 +185,7 @@ async fn swapped_rules_apply_to_the_next_request_on_the_same_connection() {
                 services: vec![crossgate::authz::Pattern::Any],
             }],
         },
+        allow_sources: None,
         generation: 0,
     };
     ctx.rules.swap(denied);

@@ -1,7 +1,8 @@
 //! Rules that reload without a restart, on the real binary: a SIGHUP after the config file
 //! turns an allowed identity into a denied one refuses its next connection (closed, counted)
 //! while an opaque stream it opened before keeps running; a file that does not validate keeps
-//! the old rules; an edit is also picked up without a signal, by the file watch.
+//! the old rules; an edit is also picked up without a signal, by the file watch;
+//! `[server] allow_sources` is a rule too, and a changed restart-only key is named.
 
 mod http_support;
 mod support;
@@ -109,6 +110,58 @@ async fn sighup_swaps_rules_and_keeps_running_streams() {
     echo(&mut again, b"allowed again").await;
     assert!(gw.stderr().contains("server.threads"), "{}", gw.stderr());
     drop((running, east_stream, again));
+    gw.terminate().await;
+}
+
+/// A raw TCP client: true when the gateway closes without sending a byte.
+async fn closed_at_accept(gw: &BinaryGateway) -> bool {
+    let mut tcp = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    // A ClientHello's first bytes; an allowed source would answer with an alert or wait.
+    let _ = tcp.write_all(b"\x16\x03\x01").await;
+    let mut buf = [0u8; 64];
+    matches!(within(5, "close", tcp.read(&mut buf)).await, Ok(0) | Err(_))
+}
+
+#[tokio::test]
+async fn sighup_applies_allow_sources_and_names_restart_keys() {
+    let (echo_addr, _) = support::echo_backend().await;
+    let frontend = format!("\"{FRONTEND}\"");
+    let gw = BinaryGateway::start("", &rules(echo_addr, &frontend)).await;
+    let mut before = open(&gw, FRONTEND).await;
+    echo(&mut before, b"any source").await;
+
+    // 127.0.0.1 is outside the new list: closed at accept from the reload on.
+    gw.rewrite_config(
+        "allow_sources = [\"10.0.0.0/8\"]\ndrain_delay = \"1s\"",
+        &rules(echo_addr, &frontend),
+    );
+    gw.signal("HUP").await;
+    gw.wait_metric("config_reloads_total{result=\"ok\"} 1")
+        .await;
+    assert!(closed_at_accept(&gw).await);
+    gw.wait_metric("inbound_tcp_errors_total{error=\"unauthorized source\"} 1")
+        .await;
+    let log = gw.stderr();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("take effect only at a restart"))
+        .unwrap_or_else(|| panic!("no restart warning:\n{log}"));
+    assert!(warning.contains("server.drain_delay"), "{warning}");
+    assert!(!warning.contains("allow_sources"), "{warning}");
+
+    // Back inside the list: served again.
+    gw.rewrite_config(
+        "allow_sources = [\"127.0.0.0/8\"]\ndrain_delay = \"1s\"",
+        &rules(echo_addr, &frontend),
+    );
+    gw.signal("HUP").await;
+    gw.wait_metric("config_reloads_total{result=\"ok\"} 2")
+        .await;
+    let mut after = open(&gw, FRONTEND).await;
+    echo(&mut after, b"allowed again").await;
+    gw.wait_metric("inbound_tcp_errors_total{error=\"unauthorized source\"} 1")
+        .await;
+    drop((before, after));
     gw.terminate().await;
 }
 

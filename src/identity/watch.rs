@@ -77,7 +77,7 @@ pub async fn watch(
             }
             Ok(Ok((roots, creds))) => {
                 tracing::info!(
-                    not_after = creds.not_after,
+                    not_after = %super::utc(creds.not_after),
                     anchors = roots.len(),
                     forced,
                     "identity reloaded"

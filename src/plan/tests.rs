@@ -24,6 +24,7 @@ fn rules(authorization: Vec<Rule>) -> Rules {
             own_identity: GW.into(),
             rules: authorization,
         },
+        allow_sources: None,
         generation: 0,
     }
 }

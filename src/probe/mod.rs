@@ -161,15 +161,27 @@ pub async fn run(prober: Arc<Prober>, admin: TcpListener, shutdown: impl Future<
         tls,
     });
     for link in &prober.config.links {
+        tracing::info!(
+            link = %link.name,
+            address = %link.address,
+            port = link.port,
+            path = %link.path,
+            identity = link.identity.as_deref().unwrap_or("none (plaintext)"),
+            period = ?link.period,
+            failure_threshold = link.failure_threshold,
+            "probing link"
+        );
         let handles = prober.metrics.link(&link.name, link.services.len());
         tasks.spawn(prober::run(link.clone(), ctx.clone(), handles));
     }
     prober.running.store(true, Ordering::Relaxed);
     tracing::info!(links = prober.config.links.len(), "prober running");
     shutdown.await;
+    tracing::info!("prober shutting down");
     prober.running.store(false, Ordering::Relaxed);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    tracing::info!("prober stopped");
 }
 
 /// Reloads the prober's identity when its files change; new anchors rebuild the client config.

@@ -54,12 +54,17 @@ impl Liveness {
 }
 
 /// Probes `link` every period (plus up to 10 % jitter), the first time at once, until dropped.
+/// Each change of liveness is logged once at info: alive (at the first success, and again
+/// after being dead), dead (after `failure_threshold` failures, never alive included) with the
+/// last failure's reason.
 pub async fn run(link: Link, ctx: Arc<ProbeContext>, metrics: LinkMetrics) {
     let span = tracing::info_span!("probe", link = %link.name, address = %link.address);
     let mut state = Liveness::default();
+    // What was last logged: None before the first verdict.
+    let mut announced: Option<bool> = None;
     loop {
         let outcome = probe(&link, &ctx).await;
-        match outcome {
+        match &outcome {
             Ok(latency) => {
                 let ms = latency.as_secs_f64() * 1000.0;
                 metrics.latency.set(ms);
@@ -67,15 +72,31 @@ pub async fn run(link: Link, ctx: Arc<ProbeContext>, metrics: LinkMetrics) {
                 metrics.succeeded.inc();
                 tracing::debug!(parent: &span, latency_ms = ms, "probe succeeded");
             }
-            Err((reason, ref detail)) => {
-                metrics.failure(reason).inc();
+            Err((reason, detail)) => {
+                metrics.failure(*reason).inc();
                 metrics.failed.inc();
                 tracing::debug!(parent: &span, reason = reason.label(), error = %detail, "probe failed");
             }
         }
         let next = state.after(outcome.is_ok(), link.failure_threshold);
-        if next.alive != state.alive {
-            tracing::info!(parent: &span, alive = next.alive, "gateway liveness changed");
+        let verdict = match (next.alive, next.failures >= link.failure_threshold) {
+            (true, _) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => announced,
+        };
+        if verdict != announced {
+            match (&outcome, announced) {
+                (Ok(_), None) => tracing::info!(parent: &span, "gateway alive"),
+                (Ok(_), Some(_)) => tracing::info!(parent: &span, "gateway alive again"),
+                (Err((reason, detail)), _) => tracing::info!(
+                    parent: &span,
+                    reason = reason.label(),
+                    error = %detail,
+                    failures = next.failures,
+                    "gateway dead"
+                ),
+            }
+            announced = verdict;
         }
         // Counted first, then the gauge: a scrape that sees alive 0 also sees the failures.
         metrics.alive.set(i64::from(next.alive));

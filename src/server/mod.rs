@@ -58,7 +58,7 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
-                if !source_allowed(gw.settings.allow_sources.as_deref(), peer) {
+                if !source_allowed(gw.rules.load().allow_sources.as_deref(), peer) {
                     // Before any TLS: the peer learns nothing but a closed connection.
                     // Counted and logged (debug, under the `conn` span) by `refused`.
                     let _conn = tracing::info_span!("conn", %peer).entered();
