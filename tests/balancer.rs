@@ -147,6 +147,13 @@ async fn a_slow_endpoint_gets_little_of_the_traffic() {
         fast[1].served()
     );
     assert_eq!(fast[0].served() + fast[1].served() + slow.served(), 2000);
+    // The split is in the metrics, per endpoint.
+    gw.wait_metric(&format!(
+        "outbound_http_balancer_requests_total{{authority=\"{WEB}:80\",target_addr=\"{}\"}} {}",
+        slow.addr,
+        slow.served()
+    ))
+    .await;
     gw.wait_metric(&format!(
         "outbound_http_balancer_endpoints{{authority=\"{WEB}:80\",endpoint_state=\"ready\"}} 3"
     ))

@@ -262,9 +262,19 @@ pub struct Metrics {
     pub discovery: discovery::DestinationMetrics,
     /// `outbound_http_balancer_endpoints{authority, endpoint_state}`.
     balancer: Family<BalancerLabels, Gauge>,
+    /// `outbound_http_balancer_requests_total{authority, target_addr}`: requests each endpoint
+    /// was given.
+    endpoint_requests: Family<EndpointLabels, Counter>,
     /// Which target names may be labels (bounded; the rest are `other`).
     pub targets: TargetLabels,
     registry: Registry,
+}
+
+/// `authority` and `target_addr` of `outbound_http_balancer_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub authority: String,
+    pub target_addr: String,
 }
 
 /// `authority` and `endpoint_state` of `outbound_http_balancer_endpoints`.
@@ -295,6 +305,7 @@ impl Metrics {
             config: ConfigMetrics::default(),
             discovery: discovery::DestinationMetrics::default(),
             balancer: Family::default(),
+            endpoint_requests: Family::default(),
             targets: TargetLabels::new(max_targets),
             registry: Registry::default(),
         };
@@ -312,6 +323,11 @@ impl Metrics {
             "outbound_http_balancer_endpoints",
             "Endpoints of each target by balancer state: ready (connected) or pending",
             m.balancer.clone(),
+        );
+        m.registry.register(
+            "outbound_http_balancer_requests",
+            "HTTP requests the balancer gave each endpoint of a target",
+            m.endpoint_requests.clone(),
         );
         let build = Family::<VersionLabels, Gauge>::default();
         build
@@ -334,6 +350,14 @@ impl Metrics {
         self.balancer.get_or_create_owned(&BalancerLabels {
             authority: authority.to_string(),
             endpoint_state: state,
+        })
+    }
+
+    /// The counter of requests given to endpoint `target_addr` of `authority`.
+    pub fn endpoint_requests(&self, authority: String, target_addr: String) -> Counter {
+        self.endpoint_requests.get_or_create_owned(&EndpointLabels {
+            authority,
+            target_addr,
         })
     }
 

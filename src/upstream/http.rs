@@ -51,6 +51,9 @@ pub(super) struct EndpointConns {
     epoch: Instant,
     /// What the balancer weighs: round trip, requests in flight, ready or pending.
     pub(super) health: Arc<Health>,
+    /// `outbound_http_balancer_requests_total` of this endpoint, taken at its first answer
+    /// (the target is then known to be real, so its name is the label).
+    requests: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl EndpointConns {
@@ -70,7 +73,21 @@ impl EndpointConns {
             last_used: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             epoch,
             health: Arc::new(health),
+            requests: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts a request this endpoint answered.
+    pub(super) fn answered(&self) {
+        self.requests
+            .get_or_init(|| {
+                let m = &self.connector.metrics;
+                m.endpoint_requests(
+                    m.targets.authority(&self.target),
+                    self.endpoint.addr.to_string(),
+                )
+            })
+            .inc();
     }
 
     /// Connects in the background, unless a connect or a back-off is under way: the endpoint

@@ -161,7 +161,10 @@ impl Upstream {
                 .pick(target, rules, req.version() == Version::HTTP_2)
                 .await?;
             match send_to(&conns, req).await {
-                Ok(sent) => return Ok(sent),
+                Ok(sent) => {
+                    conns.answered();
+                    return Ok(sent);
+                }
                 Err(SendError::Failed(refusal)) => return Err(refusal),
                 Err(SendError::NotSent(refusal, back)) => {
                     tracing::debug!(%target, addr = %conns.endpoint.addr, error = %refusal, "not sent; choosing again");
