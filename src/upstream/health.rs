@@ -88,6 +88,8 @@ pub(super) struct Health {
     in_flight: AtomicU32,
     ready: AtomicBool,
     failures: AtomicU32,
+    /// After a failure: when a connect is worth trying again, ms since `epoch`.
+    retry_at: std::sync::atomic::AtomicU64,
     /// A connect (or a wait before one) is under way in the background.
     pub(super) warming: AtomicBool,
     epoch: Instant,
@@ -104,6 +106,7 @@ impl Health {
             in_flight: AtomicU32::new(0),
             ready: AtomicBool::new(false),
             failures: AtomicU32::new(0),
+            retry_at: std::sync::atomic::AtomicU64::new(0),
             warming: AtomicBool::new(false),
             epoch,
             decay_ns: settings.decay.as_nanos() as f64,
@@ -115,13 +118,8 @@ impl Health {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The load the balancer weighs (HTTP asks it of ready endpoints only; opaque TCP of
-    /// every endpoint).
-    pub(super) fn load_now(&self) -> f64 {
-        self.load_at(Instant::now())
-    }
-
-    /// [`Health::load_now`] as of `now` (one clock read for every endpoint weighed).
+    /// The load the balancer weighs as of `now` (one clock read for every endpoint weighed):
+    /// the round-trip estimate times (requests in flight + 1).
     pub(super) fn load_at(&self, now: Instant) -> f64 {
         let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let rtt = self.rtt.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,7 +151,17 @@ impl Health {
         }
         let n = self.failures.fetch_add(1, Ordering::Relaxed);
         let wait = BACKOFF_MIN.saturating_mul(1 << n.min(20)).min(BACKOFF_MAX);
+        let retry = self.epoch.elapsed().saturating_add(wait).as_millis() as u64;
+        self.retry_at.store(retry, Ordering::Relaxed);
         (wait, n == 0)
+    }
+
+    /// Worth a connect now: it has not failed since it last connected, or its back-off has
+    /// passed (opaque TCP, which keeps no connections to warm, tries those first).
+    pub(super) fn usable(&self, now: Instant) -> bool {
+        self.failures.load(Ordering::Relaxed) == 0
+            || now.saturating_duration_since(self.epoch).as_millis() as u64
+                >= self.retry_at.load(Ordering::Relaxed)
     }
 
     /// A request is sent to this endpoint: counted until the guard is dropped.
@@ -244,12 +252,12 @@ mod tests {
     fn requests_in_flight_weigh_until_their_body_is_done() {
         let h = Arc::new(Health::new(&Balancer::default(), Instant::now(), events()));
         h.connected();
-        let idle = h.load_now();
+        let idle = h.load_at(Instant::now());
         let a = h.start();
         let b = h.start();
-        let busy = h.load_now();
+        let busy = h.load_at(Instant::now());
         assert!(busy > 2.9 * idle, "{busy} vs {idle}");
         drop((a, b));
-        assert!(h.load_now() <= idle);
+        assert!(h.load_at(Instant::now()) <= idle);
     }
 }

@@ -111,16 +111,21 @@ impl Upstream {
     }
 
     /// One connection to `target`, for opaque TCP and `CONNECT`: no session protocol follows
-    /// a transport header. The endpoint is the lighter of two (P2C, every endpoint of the set
-    /// weighed); a refused connect fails over to the others. Connect and handshake time is
-    /// the endpoint's round trip.
+    /// a transport header. The endpoint is the lighter of two (P2C) among those worth a
+    /// connect (not failing, or past their back-off); a refused connect fails over to the
+    /// others, the failing ones last. Connect and handshake time is the endpoint's round trip.
     pub async fn open(&self, target: &Target, rules: &Rules) -> Result<Opened, Refusal> {
         let set = self.endpoints_of(target, rules).await?;
         let list = self.conns_of(&self.state(target), target, &set);
-        let first = draw(list.len(), |_| true, |i| list[i].health.load_now()).unwrap_or(0);
+        let now = Instant::now();
+        let usable = |i: usize| list[i].health.usable(now);
+        let first = draw(list.len(), usable, |i| list[i].health.load_at(now)).unwrap_or(0);
+        // The choice, then the others worth a connect, then those backing off.
+        let mut order: Vec<usize> = (0..list.len()).map(|k| (first + k) % list.len()).collect();
+        order.sort_by_key(|&i| (i != first, !usable(i)));
         let mut last = None;
-        for k in 0..list.len() {
-            let conns = &list[(first + k) % list.len()];
+        for i in order {
+            let conns = &list[i];
             conns.touch();
             let mut in_flight = conns.health.start();
             match self.connector.connect(target, &conns.endpoint, None).await {
