@@ -161,6 +161,14 @@ pub fn authorize(client: &str, target: &Target, policy: &Policy) -> Result<(), R
     }
 }
 
+/// Whether `peer` may connect under `[server] allow_sources` (`None`: any source). An
+/// IPv4-mapped IPv6 peer (`::ffff:a.b.c.d`, from a dual-stack listener) is checked as IPv4.
+pub fn source_allowed(allow: Option<&[ipnet::IpNet]>, peer: std::net::SocketAddr) -> bool {
+    let Some(nets) = allow else { return true };
+    let ip = peer.ip().to_canonical();
+    nets.iter().any(|net| net.contains(&ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +283,28 @@ mod tests {
             Err(Refusal::Unauthorized)
         );
         assert_eq!(authorize(GW, &ok, &policy), Err(Refusal::GatewayLoop));
+    }
+
+    #[test]
+    fn allow_sources() {
+        let nets: Vec<ipnet::IpNet> = ["10.0.0.0/8", "2001:db8::/32"]
+            .iter()
+            .map(|n| n.parse().expect("literal"))
+            .collect();
+        let allowed = |peer: &str| source_allowed(Some(&nets), peer.parse().expect("literal"));
+        assert!(allowed("10.1.2.3:5000"));
+        assert!(allowed("[2001:db8::1]:5000"));
+        assert!(allowed("[::ffff:10.0.0.1]:5000"));
+        assert!(!allowed("127.0.0.1:5000"));
+        assert!(!allowed("[::1]:5000"));
+        assert!(!allowed("[2001:db9::1]:5000"));
+        assert!(source_allowed(
+            None,
+            "192.0.2.1:1".parse().expect("literal")
+        ));
+        assert!(!source_allowed(
+            Some(&[]),
+            "192.0.2.1:1".parse().expect("literal")
+        ));
     }
 }

@@ -75,6 +75,53 @@ pub(super) async fn spawn_pod(
     Ok(addr)
 }
 
+/// Step 8: HTTP/2, then HTTP/1.1 (riding the pod's HTTP/2 connection) to the meshed pod
+/// through the gateway; the pod must have seen the gateway's identity.
+pub(super) async fn step(
+    gw_addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<()> {
+    use super::{POD, http_via};
+    use crate::certs::GATEWAY_IDENTITY;
+    use crate::transport_header::{SessionProtocol, TransportHeader};
+    use anyhow::ensure;
+    let pod_uri = format!("http://{POD}:8443/meshed");
+    let pod_header = |protocol| TransportHeader {
+        port: 8443,
+        name: Some(POD.into()),
+        protocol: Some(protocol),
+    };
+    let (status, _, body) = http_via(
+        gw_addr,
+        client.clone(),
+        Some(pod_header(SessionProtocol::Http2)),
+        true,
+        &pod_uri,
+        None,
+    )
+    .await?;
+    println!("   h2:       {status}: {body}");
+    ensure!(
+        status == 200 && body.contains(&format!("from {GATEWAY_IDENTITY}")),
+        "the meshed pod did not see the gateway's identity"
+    );
+    let (status, _, body) = http_via(
+        gw_addr,
+        client.clone(),
+        Some(pod_header(SessionProtocol::Http1)),
+        false,
+        "/meshed",
+        None,
+    )
+    .await?;
+    println!("   http/1.1: {status}: {body}");
+    ensure!(
+        status == 200 && body.contains("l5d-orig-proto=HTTP/1.1"),
+        "HTTP/1.1 did not ride the pod's HTTP/2 connection"
+    );
+    Ok(())
+}
+
 fn anchors_store(pem: &str) -> anyhow::Result<Arc<rustls::RootCertStore>> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;

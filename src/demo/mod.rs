@@ -229,40 +229,7 @@ pub async fn demo() -> anyhow::Result<()> {
     println!(
         "\n8. a meshed pod from the Destination API, dialled over mTLS as the gateway (HTTP/2, and HTTP/1.1 riding it with l5d-orig-proto)"
     );
-    let pod_uri = format!("http://{POD}:8443/meshed");
-    let pod_header = |protocol| TransportHeader {
-        port: 8443,
-        name: Some(POD.into()),
-        protocol: Some(protocol),
-    };
-    let (status, _, body) = http_via(
-        gw_addr,
-        client.clone(),
-        Some(pod_header(SessionProtocol::Http2)),
-        true,
-        &pod_uri,
-        None,
-    )
-    .await?;
-    println!("   h2:       {status}: {body}");
-    ensure!(
-        status == 200 && body.contains(&format!("from {GATEWAY_IDENTITY}")),
-        "the meshed pod did not see the gateway's identity"
-    );
-    let (status, _, body) = http_via(
-        gw_addr,
-        client.clone(),
-        Some(pod_header(SessionProtocol::Http1)),
-        false,
-        "/meshed",
-        None,
-    )
-    .await?;
-    println!("   http/1.1: {status}: {body}");
-    ensure!(
-        status == 200 && body.contains("l5d-orig-proto=HTTP/1.1"),
-        "HTTP/1.1 did not ride the pod's HTTP/2 connection"
-    );
+    meshed::step(gw_addr, client.clone()).await?;
 
     println!("\n9. the admin port");
     let ready = admin_get(admin_addr, "/ready").await?;

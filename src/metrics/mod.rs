@@ -6,6 +6,7 @@
 //! is the one place a refusal is counted and logged. Handles are taken once per connection or
 //! target, then incremented lock-free.
 
+mod balancer;
 pub mod discovery;
 mod labels;
 mod process;
@@ -260,28 +261,11 @@ pub struct Metrics {
     pub config: ConfigMetrics,
     /// The Destination client's updates and streams.
     pub discovery: discovery::DestinationMetrics,
-    /// `outbound_http_balancer_endpoints{authority, endpoint_state}`.
-    balancer: Family<BalancerLabels, Gauge>,
-    /// `outbound_http_balancer_requests_total{authority, target_addr}`: requests each endpoint
-    /// was given.
-    endpoint_requests: Family<EndpointLabels, Counter>,
+    /// The balancer's endpoint states and per-endpoint requests.
+    pub balancer: balancer::BalancerMetrics,
     /// Which target names may be labels (bounded; the rest are `other`).
     pub targets: TargetLabels,
     registry: Registry,
-}
-
-/// `authority` and `target_addr` of `outbound_http_balancer_requests_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct EndpointLabels {
-    pub authority: String,
-    pub target_addr: String,
-}
-
-/// `authority` and `endpoint_state` of `outbound_http_balancer_endpoints`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct BalancerLabels {
-    pub authority: String,
-    pub endpoint_state: &'static str,
 }
 
 impl Default for Metrics {
@@ -304,8 +288,7 @@ impl Metrics {
             tls: TlsMetrics::default(),
             config: ConfigMetrics::default(),
             discovery: discovery::DestinationMetrics::default(),
-            balancer: Family::default(),
-            endpoint_requests: Family::default(),
+            balancer: balancer::BalancerMetrics::default(),
             targets: TargetLabels::new(max_targets),
             registry: Registry::default(),
         };
@@ -319,16 +302,7 @@ impl Metrics {
         m.tls.register(&mut m.registry);
         m.config.register(&mut m.registry);
         m.discovery.register(&mut m.registry);
-        m.registry.register(
-            "outbound_http_balancer_endpoints",
-            "Endpoints of each target by balancer state: ready (connected) or pending",
-            m.balancer.clone(),
-        );
-        m.registry.register(
-            "outbound_http_balancer_requests",
-            "HTTP requests the balancer gave each endpoint of a target",
-            m.endpoint_requests.clone(),
-        );
+        m.balancer.register(&mut m.registry);
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -343,22 +317,6 @@ impl Metrics {
         m.registry
             .register_collector(Box::new(process::ProcessCollector));
         m
-    }
-
-    /// The gauge of `authority`'s endpoints in `state` (`ready`, `pending`).
-    pub fn balancer_endpoints(&self, authority: &str, state: &'static str) -> Gauge {
-        self.balancer.get_or_create_owned(&BalancerLabels {
-            authority: authority.to_string(),
-            endpoint_state: state,
-        })
-    }
-
-    /// The counter of requests given to endpoint `target_addr` of `authority`.
-    pub fn endpoint_requests(&self, authority: String, target_addr: String) -> Counter {
-        self.endpoint_requests.get_or_create_owned(&EndpointLabels {
-            authority,
-            target_addr,
-        })
     }
 
     /// The OpenMetrics text of every family.

@@ -16,6 +16,21 @@ use tokio::time::Instant;
 
 pub use crate::refusal::error_chain;
 
+/// True when `e` is, or was caused by, a TLS peer closing without `close_notify` (rustls'
+/// `UnexpectedEof`).
+pub(super) fn closed_without_notify(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Counts, logs and answers a refusal made before the request was admitted.
 pub(super) fn refuse(
     ctx: &HttpContext,

@@ -8,7 +8,7 @@
 //! [`super::answer`]; `Upgrade` and `CONNECT` continue in [`super::tunnel`]; bodies, metrics
 //! and access lines are observed in [`super::observe`].
 
-use super::answer::{error_chain, refuse, respond_refusal};
+use super::answer::{closed_without_notify, error_chain, refuse, respond_refusal};
 use super::headers::{self, L5D_DST_CANONICAL};
 use super::observe::{Activity, Admitted, Observed, RequestLine, RouteMetrics};
 use super::tcp::{Counters, Metered};
@@ -388,21 +388,6 @@ impl Conn {
             bytes_out: 0,
         }))
     }
-}
-
-/// True when `e` is, or was caused by, a TLS peer closing without `close_notify` (rustls'
-/// `UnexpectedEof`).
-fn closed_without_notify(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 fn is_grpc(req: &Request<Incoming>) -> bool {

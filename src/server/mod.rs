@@ -26,24 +26,10 @@ use tracing::{Instrument, Span, debug, field};
 
 mod serve;
 
-/// What HTTP serving takes of the gateway: its narrow handles.
-fn http_context(gw: &Gateway) -> HttpContext {
-    HttpContext {
-        settings: gw.settings.clone(),
-        rules: gw.rules.clone(),
-        upstream: gw.upstream.clone(),
-        metrics: gw.metrics.clone(),
-        in_flight: gw.in_flight.clone(),
-        lifecycle: gw.lifecycle.clone(),
-        access: gw.access,
-        own_identity: gw.identity().into(),
-    }
-}
-
 /// Accepts on `listener` until `stop` turns true, one task per connection, at most
 /// `max_connections` at once (further clients wait in the listen backlog).
 pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let http = Arc::new(http_context(&gw));
+    let http = Arc::new(serve::http_context(&gw));
     let mut backoff = Duration::from_millis(5);
     loop {
         let permits = gw.lifecycle.connections.clone();
@@ -58,7 +44,7 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
-                if !source_allowed(gw.rules.load().allow_sources.as_deref(), peer) {
+                if !crate::authz::source_allowed(gw.rules.load().allow_sources.as_deref(), peer) {
                     // Before any TLS: the peer learns nothing but a closed connection.
                     // Counted and logged (debug, under the `conn` span) by `refused`.
                     let _conn = tracing::info_span!("conn", %peer).entered();
@@ -90,14 +76,6 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watc
             }
         }
     }
-}
-
-/// Whether `peer` may connect under `[server] allow_sources` (`None`: any source). An
-/// IPv4-mapped IPv6 peer (`::ffff:a.b.c.d`, from a dual-stack listener) is checked as IPv4.
-pub fn source_allowed(allow: Option<&[ipnet::IpNet]>, peer: SocketAddr) -> bool {
-    let Some(nets) = allow else { return true };
-    let ip = peer.ip().to_canonical();
-    nets.iter().any(|net| net.contains(&ip))
 }
 
 /// How a connection ended, for its access line.
@@ -391,32 +369,4 @@ fn count_allow(gw: &Gateway, client: &ClientInfo, target: &Target) {
 fn refuse_connection(gw: &Gateway, client: &ClientInfo, target: Option<&Target>, r: &Refusal) {
     let peer = target.map(|t| peer_labels(gw, client, t));
     gw.metrics.refused(Scope::Connection, peer.as_ref(), r);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::source_allowed;
-
-    #[test]
-    fn allow_sources() {
-        let nets: Vec<ipnet::IpNet> = ["10.0.0.0/8", "2001:db8::/32"]
-            .iter()
-            .map(|n| n.parse().expect("literal"))
-            .collect();
-        let allowed = |peer: &str| source_allowed(Some(&nets), peer.parse().expect("literal"));
-        assert!(allowed("10.1.2.3:5000"));
-        assert!(allowed("[2001:db8::1]:5000"));
-        assert!(allowed("[::ffff:10.0.0.1]:5000"));
-        assert!(!allowed("127.0.0.1:5000"));
-        assert!(!allowed("[::1]:5000"));
-        assert!(!allowed("[2001:db9::1]:5000"));
-        assert!(source_allowed(
-            None,
-            "192.0.2.1:1".parse().expect("literal")
-        ));
-        assert!(!source_allowed(
-            Some(&[]),
-            "192.0.2.1:1".parse().expect("literal")
-        ));
-    }
 }

@@ -17,6 +17,20 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
+/// What HTTP serving takes of the gateway: its narrow handles.
+pub(super) fn http_context(gw: &Gateway) -> HttpContext {
+    HttpContext {
+        settings: gw.settings.clone(),
+        rules: gw.rules.clone(),
+        upstream: gw.upstream.clone(),
+        metrics: gw.metrics.clone(),
+        in_flight: gw.in_flight.clone(),
+        lifecycle: gw.lifecycle.clone(),
+        access: gw.access,
+        own_identity: gw.identity().into(),
+    }
+}
+
 pub(super) async fn forward_opaque(
     gw: &Gateway,
     rules: &Rules,

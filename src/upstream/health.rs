@@ -41,8 +41,8 @@ impl TargetEvents {
         TargetEvents {
             ready_changed: Notify::new(),
             gauges: Mutex::new(Gauges {
-                ready: (metrics.balancer_endpoints(&label, "ready"), 0),
-                pending: (metrics.balancer_endpoints(&label, "pending"), 0),
+                ready: (metrics.balancer.endpoints(&label, "ready"), 0),
+                pending: (metrics.balancer.endpoints(&label, "pending"), 0),
                 label,
             }),
             target,
@@ -59,7 +59,7 @@ impl TargetEvents {
             let label = self.metrics.targets.authority(&self.target);
             for (state, (gauge, n)) in [("ready", &mut g.ready), ("pending", &mut g.pending)] {
                 gauge.dec_by(*n);
-                *gauge = self.metrics.balancer_endpoints(&label, state);
+                *gauge = self.metrics.balancer.endpoints(&label, state);
                 gauge.inc_by(*n);
             }
             g.label = label;

@@ -82,7 +82,7 @@ impl EndpointConns {
         self.requests
             .get_or_init(|| {
                 let m = &self.connector.metrics;
-                m.endpoint_requests(
+                m.balancer.requests(
                     m.targets.authority(&self.target),
                     self.endpoint.addr.to_string(),
                 )

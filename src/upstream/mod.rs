@@ -12,22 +12,23 @@ mod body;
 mod connect;
 mod health;
 mod http;
+mod send;
 
 pub use body::{RequestBody, ResponseBody};
 pub use connect::{Connected, Connector, UpstreamIo, transport_header_for};
 pub use health::{Balancer, InFlight};
 
 use crate::client_tls::ClientTls;
-use crate::discovery::{Discovery, Endpoint, EndpointSet, ProtocolHint};
+use crate::discovery::{Discovery, Endpoint, EndpointSet};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::rules::Rules;
-use ::http::header::{HeaderValue, TRANSFER_ENCODING};
-use ::http::{Method, Request, Response, Uri, Version};
+use ::http::{Request, Response, Version};
 use balance::{Draws, p2c};
 use health::{Health, TargetEvents};
 use http::{EndpointConns, SendError};
+use send::send_to;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -353,81 +354,4 @@ fn draw(n: usize, ready: impl Fn(usize) -> bool, load: impl Fn(usize) -> f64) ->
         let mut d = d.borrow_mut();
         p2c(n, ready, load, &mut || d.draw())
     })
-}
-
-/// Sends `req` over `conns`' connection for it, undoing the HTTP/2 upgrade on the answer.
-async fn send_to(
-    conns: &Arc<EndpointConns>,
-    mut req: Request<RequestBody>,
-) -> Result<(Response<ResponseBody>, SocketAddr), SendError> {
-    let in_flight = conns.health.start();
-    let addr = conns.endpoint.addr;
-    let version = req.version();
-    let upgrade = version != Version::HTTP_2
-        && conns.endpoint.hint == ProtocolHint::Http2
-        && upgradable(&req);
-    if version != Version::HTTP_2 && !upgrade {
-        let absolute = req.uri().clone();
-        origin_form(&mut req);
-        return match conns.send_h1(req).await {
-            Ok(response) => Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr)),
-            Err(SendError::NotSent(refusal, mut back)) => {
-                *back.uri_mut() = absolute;
-                Err(SendError::NotSent(refusal, back))
-            }
-            Err(e) => Err(e),
-        };
-    }
-    if upgrade {
-        let orig = orig_proto(version, req.extensions().get::<AbsoluteForm>().is_some());
-        *req.version_mut() = Version::HTTP_2;
-        let h = req.headers_mut();
-        h.remove(TRANSFER_ENCODING);
-        h.insert(L5D_ORIG_PROTO, orig);
-    }
-    let mut response = match conns.send_h2(req).await {
-        Ok(r) => r,
-        Err(SendError::NotSent(refusal, mut back)) if upgrade => {
-            // Given back as it came: HTTP/1 again for whichever endpoint takes it next.
-            *back.version_mut() = version;
-            back.headers_mut().remove(L5D_ORIG_PROTO);
-            return Err(SendError::NotSent(refusal, back));
-        }
-        Err(e) => return Err(e),
-    };
-    if upgrade {
-        response.headers_mut().remove(L5D_ORIG_PROTO);
-        *response.version_mut() = Version::HTTP_11;
-    }
-    Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr))
-}
-
-/// HTTP/1 requests that may ride HTTP/2: not `CONNECT`, not an `Upgrade`.
-fn upgradable(req: &Request<RequestBody>) -> bool {
-    req.method() != Method::CONNECT && !req.headers().contains_key(::http::header::UPGRADE)
-}
-
-fn orig_proto(version: Version, absolute: bool) -> HeaderValue {
-    let text = match (version == Version::HTTP_10, absolute) {
-        (true, false) => "HTTP/1.0",
-        (true, true) => "HTTP/1.0; absolute-form",
-        (false, false) => "HTTP/1.1",
-        (false, true) => "HTTP/1.1; absolute-form",
-    };
-    HeaderValue::from_static(text)
-}
-
-/// An HTTP/1.1 connection's request line carries the path only; `Host` names the target.
-fn origin_form(req: &mut Request<RequestBody>) {
-    if req.method() == Method::CONNECT {
-        return;
-    }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    if let Ok(uri) = Uri::try_from(path) {
-        *req.uri_mut() = uri;
-    }
 }
