@@ -3,7 +3,7 @@
 //! as the gateway, requiring the controller's identity, or plaintext to a loopback address
 //! (the configuration allows no other). Each connect runs under one deadline.
 
-use crate::client_tls::{ClientStream, ClientTls};
+use crate::client_tls::{ClientIo, ClientTls};
 use crate::discovery::ServerId;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -12,7 +12,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// TCP keepalive on the controller connection, as linkerd2-proxy's control clients use: a
@@ -28,16 +27,10 @@ pub(crate) struct Connector {
     pub(crate) timeout: Duration,
 }
 
-/// A connection to the controller.
-pub(crate) enum Conn {
-    Plain(TcpStream),
-    Tls(Box<ClientStream>),
-}
-
 impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<Conn>;
+    type Response = TokioIo<ClientIo>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Conn>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<ClientIo>>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -60,7 +53,7 @@ impl tower_service::Service<http::Uri> for Connector {
 }
 
 impl Connector {
-    async fn connect(&self) -> io::Result<Conn> {
+    async fn connect(&self) -> io::Result<ClientIo> {
         let addrs: Vec<_> = tokio::net::lookup_host(&*self.addr).await?.collect();
         let start = if addrs.is_empty() {
             0
@@ -80,74 +73,16 @@ impl Connector {
         Err(last)
     }
 
-    async fn secure(&self, tcp: TcpStream) -> io::Result<Conn> {
+    async fn secure(&self, tcp: TcpStream) -> io::Result<ClientIo> {
         tcp.set_nodelay(true)?;
         let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE);
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
         match &self.tls {
-            None => Ok(Conn::Plain(tcp)),
+            None => Ok(ClientIo::Tcp(tcp)),
             Some((tls, id)) => {
                 let stream = tls.connect(tcp, id, Some(b"h2")).await?;
-                Ok(Conn::Tls(Box::new(stream)))
+                Ok(ClientIo::Tls(Box::new(stream)))
             }
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
         }
     }
 }
