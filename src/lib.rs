@@ -327,23 +327,18 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         .source
         .clone()
         .map(|source| tokio::spawn(reload::watch(gw.clone(), source)));
-    if gw.tls.store.has_leaf() {
-        tracing::info!(
-            identity = gw.identity(),
-            listen = %addrs.0,
-            admin = %addrs.1,
-            metrics = %addrs.2,
-            "gateway ready"
-        );
+    let state = if gw.tls.store.has_leaf() {
+        "gateway ready"
     } else {
-        tracing::info!(
-            identity = gw.identity(),
-            listen = %addrs.0,
-            admin = %addrs.1,
-            metrics = %addrs.2,
-            "gateway serving; /ready answers 503 until the identity controller issues a leaf"
-        );
-    }
+        "gateway serving; /ready answers 503 until the identity controller issues a leaf"
+    };
+    tracing::info!(
+        identity = gw.identity(),
+        listen = %addrs.0,
+        admin = %addrs.1,
+        metrics = %addrs.2,
+        "{state}"
+    );
     shutdown.await;
     let delay = gw.settings.drain_delay;
     if !delay.is_zero() {

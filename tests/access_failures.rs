@@ -8,22 +8,13 @@ mod http_support;
 mod support;
 
 use crossgate::transport_header::TransportHeader;
-use http_support::{ALPN_H1, BinaryGateway, closed_port};
+use http_support::{ALPN_H1, BinaryGateway, access_lines, closed_port};
 use serde_json::Value;
 use std::time::Duration;
 use support::{ALPN_TRANSPORT, DnsServer, FRONTEND, GATEWAY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ECHO: &str = "tcpecho.test.svc.cluster.local";
-
-fn access_lines(gw: &BinaryGateway) -> Vec<Value> {
-    gw.stderr()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "crossgate::access")
-        .map(|v| v["fields"].clone())
-        .collect()
-}
 
 /// The first access line `pick` accepts, waiting up to 5 s.
 async fn line(gw: &BinaryGateway, pick: impl Fn(&Value) -> bool) -> Value {

@@ -7,23 +7,13 @@ mod http_support;
 mod support;
 
 use crossgate::transport_header::TransportHeader;
-use http_support::{ALPN_H1, Backend, BinaryGateway, static_routes};
+use http_support::{ALPN_H1, Backend, BinaryGateway, access_lines, static_routes};
 use serde_json::Value;
 use std::time::Duration;
 use support::{ALPN_TRANSPORT, FRONTEND, GATEWAY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WEB: &str = "web.demo.svc.cluster.local:8080";
-
-/// The access lines the gateway wrote so far, as JSON objects (their `fields`).
-fn access_lines(gw: &BinaryGateway) -> Vec<Value> {
-    gw.stderr()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "crossgate::access")
-        .map(|v| v["fields"].clone())
-        .collect()
-}
 
 async fn wait_lines(gw: &BinaryGateway, n: usize) -> Vec<Value> {
     for _ in 0..250 {

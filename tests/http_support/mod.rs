@@ -862,3 +862,14 @@ impl BinaryGateway {
         assert!(status.success(), "exit {status:?}\n{}", self.stderr());
     }
 }
+
+/// The access lines a binary gateway started with `--log-format json` wrote so far, as JSON
+/// objects (their `fields`).
+pub fn access_lines(gw: &BinaryGateway) -> Vec<serde_json::Value> {
+    gw.stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "crossgate::access")
+        .map(|v| v["fields"].clone())
+        .collect()
+}
