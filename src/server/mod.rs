@@ -14,7 +14,7 @@ use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::tls::Accepted;
 use crate::transport_header::{self, HeaderError, SessionProtocol, TransportHeader};
-use serve::{forward_opaque, serve_http};
+use serve::{close_silent, forward_opaque, http_ended, serve_http};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,7 +122,7 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
             duration: start.elapsed(),
         })
     };
-    let tls = match handshake(gw, tcp).await {
+    let mut tls = match handshake(gw, tcp).await {
         Ok(tls) => tls,
         Err(reason) => {
             gw.metrics.tls.handshake_failure(reason);
@@ -141,9 +141,12 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
             client_id: client.id.clone(),
         },
     );
+    // Until the client speaks, the connection holds its TLS state and this small task, no
+    // protocol's state: that is what thousands of idle connections cost.
+    let first = first_bytes(gw, &mut tls, client.alpn == Alpn::Transport).await;
     // Boxed: a connection's task then holds only the state it reached, not the largest
-    // state of every path, which matters with many idle connections.
-    let ended = Box::pin(serve(gw, http, tls, &client, &leg)).await;
+    // state of every path.
+    let ended = Box::pin(serve(gw, http, tls, &client, &leg, first)).await;
     let outcome = match &ended.end {
         End::Ok => {
             leg.succeeded();
@@ -168,11 +171,13 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
 /// The mTLS handshake under its deadline, or the reason it failed.
 async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static str> {
     let deadline = gw.settings.handshake_timeout;
-    // Boxed, and freed once done: the task then keeps only what serving needs.
+    // Boxed, and freed once done; the stream is boxed inside it, so that neither the 1.2 KB
+    // stream nor the handshake's state is part of the connection's task.
     let accept = gw.tls.gateway().accept(tcp).into_fallible();
+    let accept = async { accept.await.map(Box::new) };
     let handshake = Box::pin(tokio::time::timeout(deadline, accept));
     match handshake.await {
-        Ok(Ok(tls)) => Ok(Box::new(tls)),
+        Ok(Ok(tls)) => Ok(tls),
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             debug!(reason, error = %e, "mTLS handshake refused");
@@ -221,6 +226,44 @@ fn rejected_by_client(gw: &Gateway, e: &std::io::Error) {
     }
 }
 
+/// What a client did after its handshake, before any protocol was given the connection.
+#[derive(Clone, Copy)]
+enum FirstBytes {
+    /// It spoke; what follows (the transport header) is due by `deadline`.
+    Arrived { deadline: Instant },
+    /// Its deadline passed first, or (HTTP) the gateway began to stop.
+    Silent,
+}
+
+/// Waits for the client's first bytes: a transport header's (`header`), by its deadline, or
+/// HTTP's, by the longer of the idle and request-head deadlines and no longer than the
+/// gateway runs.
+async fn first_bytes(gw: &Gateway, tls: &mut Accepted, header: bool) -> FirstBytes {
+    let s = &gw.settings;
+    let wait = match header {
+        true => s.header_timeout,
+        false => s.http_idle_timeout.max(s.header_timeout),
+    };
+    let deadline = Instant::now() + wait;
+    let readable = tokio::time::timeout_at(deadline, crate::tls::until_readable(tls));
+    let spoke = match header {
+        // A header in progress is read to its deadline, stopping or not.
+        true => readable.await.is_ok(),
+        false => {
+            let mut stop = gw.lifecycle.stopping();
+            tokio::select! {
+                biased;
+                r = readable => r.is_ok(),
+                _ = stop.wait_for(|s| *s) => false,
+            }
+        }
+    };
+    match spoke {
+        true => FirstBytes::Arrived { deadline },
+        false => FirstBytes::Silent,
+    }
+}
+
 /// The client as the handshake established it; `None` when its leaf names no identity.
 fn client_info(tls: &Accepted, addr: SocketAddr) -> Option<ClientInfo> {
     let (_, conn) = tls.get_ref();
@@ -241,9 +284,10 @@ async fn serve(
     mut tls: Accepted,
     client: &ClientInfo,
     leg: &Leg,
+    first: FirstBytes,
 ) -> Ended {
     let header = match client.alpn {
-        Alpn::Transport => match read_header(gw, &mut tls).await {
+        Alpn::Transport => match read_header(gw, &mut tls, first).await {
             Ok((header, len)) => {
                 leg.read.inc_by(len as u64);
                 Some(header)
@@ -285,22 +329,32 @@ async fn serve(
             }
             // HTTP takes the rules in force at each request.
             drop(rules);
-            Box::pin(serve_http(gw, http, tls, client, mode, target, leg)).await
+            // Behind a header, HTTP's own first bytes are awaited the same way.
+            let first = match header {
+                Some(_) => first_bytes(gw, &mut tls, false).await,
+                None => first,
+            };
+            match first {
+                FirstBytes::Silent => close_silent(tls, http_ended(mode, &target)).await,
+                FirstBytes::Arrived { .. } => {
+                    Box::pin(serve_http(gw, http, tls, client, mode, target, leg)).await
+                }
+            }
         }
     }
 }
 
-/// Waits for the client's first bytes and reads the transport header, under one deadline.
+/// Reads the transport header by the deadline the client's first bytes had.
 async fn read_header(
     gw: &Gateway,
     tls: &mut Accepted,
+    first: FirstBytes,
 ) -> Result<(TransportHeader, usize), HeaderError> {
     let wait = gw.settings.header_timeout;
-    let read = async {
-        crate::tls::until_readable(tls).await;
-        transport_header::read_unbounded(tls).await
+    let FirstBytes::Arrived { deadline } = first else {
+        return Err(HeaderError::Timeout(wait));
     };
-    match tokio::time::timeout(wait, read).await {
+    match tokio::time::timeout_at(deadline, transport_header::read_unbounded(tls)).await {
         Ok(Ok((TransportHeader { name: None, .. }, _))) => Err(HeaderError::NoName),
         Ok(r) => r,
         Err(_) => Err(HeaderError::Timeout(wait)),

@@ -84,40 +84,39 @@ pub(super) async fn forward_opaque(
     ended
 }
 
+/// An HTTP connection's access-line start: its protocol, and its target when fixed.
+pub(super) fn http_ended(mode: HttpMode, target: &HttpTarget) -> Ended {
+    let fixed = match target {
+        HttpTarget::Fixed { target, .. } => Some(target),
+        HttpTarget::PerRequest => None,
+    };
+    Ended::new(target.protocol_label(mode), fixed, End::Ok)
+}
+
 /// How long an idle close waits for a `close_notify` to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// A client that never spoke, or was still silent when the gateway began to stop: closed
+/// with a `close_notify` and no protocol state ever built.
+pub(super) async fn close_silent(mut tls: Accepted, ended: Ended) -> Ended {
+    debug!("HTTP connection closed before a request");
+    // Nothing is buffered: close_notify goes out at once, unless the socket is stuck.
+    let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+    ended
+}
+
+/// Serves HTTP to a client that has spoken (hyper allocates its buffers as soon as it is
+/// polled, so it starts only then).
 pub(super) async fn serve_http(
     gw: &Gateway,
     http: &Arc<HttpContext>,
-    mut tls: Accepted,
+    tls: Accepted,
     client: &ClientInfo,
     mode: HttpMode,
     target: HttpTarget,
     leg: &Leg,
 ) -> Ended {
-    let protocol = target.protocol_label(mode);
-    let fixed = match &target {
-        HttpTarget::Fixed { target, .. } => Some(target.clone()),
-        HttpTarget::PerRequest => None,
-    };
-    let mut ended = Ended::new(protocol, fixed.as_ref(), End::Ok);
-    // hyper allocates its buffers as soon as it is polled: start it once the client speaks.
-    let first_request = gw
-        .settings
-        .http_idle_timeout
-        .max(gw.settings.header_timeout);
-    let mut stop = gw.lifecycle.stopping();
-    let spoke = tokio::select! {
-        r = tokio::time::timeout(first_request, crate::tls::until_readable(&mut tls)) => r.is_ok(),
-        _ = stop.wait_for(|s| *s) => false,
-    };
-    if !spoke {
-        debug!(?first_request, "HTTP connection closed before a request");
-        // Nothing is buffered: close_notify goes out at once, unless the socket is stuck.
-        let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
-        return ended;
-    }
+    let mut ended = http_ended(mode, &target);
     // The access line's byte counts, whenever a line may be written (a failed connection's
     // in `refusals` mode too).
     let local = (gw.access != crate::access::AccessLog::Off)
