@@ -48,6 +48,7 @@ pub mod server;
 pub mod tls;
 pub mod transport_header;
 pub mod upstream;
+pub mod verified_chains;
 
 use crate::config::Config;
 use crate::identity::CredentialStore;
@@ -105,9 +106,11 @@ impl Gateway {
             }
         };
         let store = Arc::new(store);
-        let tls = TlsState::new(store.clone(), roots, provider, config.server.tls_resumption)
-            .map_err(|e| vec![format!("TLS configuration: {e}")])?;
         let metrics = Arc::new(Metrics::with_target_cap(config.server.max_metric_targets));
+        let chains = metrics.tls.chain_counters();
+        let resumption = config.server.tls_resumption;
+        let tls = TlsState::new(store.clone(), roots, provider, resumption, chains)
+            .map_err(|e| vec![format!("TLS configuration: {e}")])?;
         // Configured targets are real: their names are labels from the start.
         for (name, port) in config.routing.statics.keys() {
             let name = names::normalize(name).into();

@@ -2,6 +2,7 @@
 //! against the trust anchors), and the naming of handshake failures for metrics and logs.
 
 use crate::identity::CredentialStore;
+use crate::verified_chains::{CachedChains, ChainCounters};
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{CertificateError, ClientConfig, Error, RootCertStore, ServerConfig};
@@ -25,17 +26,19 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// A server configuration presenting `store`'s certificate and requiring a client certificate
-/// that chains to `roots`.
+/// that chains to `roots` (chains already verified are remembered, counted in `chains`).
 pub fn server_config(
     store: Arc<CredentialStore>,
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
     alpn: &[&[u8]],
     resumption: bool,
+    chains: &ChainCounters,
 ) -> Result<Arc<ServerConfig>, Error> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| Error::General(e.to_string()))?;
+    let verifier = Arc::new(CachedChains::new(verifier, chains.clone()));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -167,6 +170,7 @@ pub struct TlsState {
     pub store: Arc<CredentialStore>,
     provider: Arc<CryptoProvider>,
     resumption: bool,
+    chains: ChainCounters,
 }
 
 impl TlsState {
@@ -175,37 +179,47 @@ impl TlsState {
         roots: Arc<RootCertStore>,
         provider: Arc<CryptoProvider>,
         resumption: bool,
+        chains: ChainCounters,
     ) -> Result<TlsState, Error> {
-        let acceptors = Self::build(&store, roots.clone(), &provider, resumption)?;
         Ok(TlsState {
-            acceptors: std::sync::RwLock::new(acceptors),
+            acceptors: std::sync::RwLock::new(Self::build_with(
+                &store, &roots, &provider, resumption, &chains,
+            )?),
             roots: std::sync::RwLock::new(roots),
             store,
             provider,
             resumption,
+            chains,
         })
     }
 
-    fn build(
+    /// Both acceptors over `roots`, each with a fresh cache of verified chains: new anchors
+    /// never meet a chain that only the old ones verified.
+    fn build_with(
         store: &Arc<CredentialStore>,
-        roots: Arc<RootCertStore>,
+        roots: &Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
         resumption: bool,
+        chains: &ChainCounters,
     ) -> Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor), Error> {
-        let gateway = server_config(
-            store.clone(),
-            roots.clone(),
-            provider.clone(),
-            GATEWAY_ALPN,
-            resumption,
-        )?;
-        let admin = server_config(store.clone(), roots, provider.clone(), ADMIN_ALPN, false)?;
+        let config = |alpn, resumption| {
+            let (store, roots, provider) = (store.clone(), roots.clone(), provider.clone());
+            server_config(store, roots, provider, alpn, resumption, chains)
+        };
+        let gateway = config(GATEWAY_ALPN, resumption)?;
+        let admin = config(ADMIN_ALPN, false)?;
         Ok((gateway.into(), admin.into()))
     }
 
     /// Rebuilds both acceptors with new anchors; on error the current ones stay.
     pub fn rebuild(&self, roots: Arc<RootCertStore>) -> Result<(), Error> {
-        let built = Self::build(&self.store, roots.clone(), &self.provider, self.resumption)?;
+        let built = Self::build_with(
+            &self.store,
+            &roots,
+            &self.provider,
+            self.resumption,
+            &self.chains,
+        )?;
         *self.acceptors.write().unwrap_or_else(|e| e.into_inner()) = built;
         *self.roots.write().unwrap_or_else(|e| e.into_inner()) = roots;
         Ok(())

@@ -51,6 +51,7 @@ const ACCEPTED_FINDINGS: &[&str] = &[
     "inbound_http_errors_total no help text",
     "inbound_tcp_errors_total no help text",
     "inbound_tls_handshake_failures_total no help text",
+    "inbound_tls_chain_cache_total no help text",
     "inbound_tcp_transport_header_connections_total no help text",
     "metric_targets_folded_total no help text",
     "config_reloads_total no help text",

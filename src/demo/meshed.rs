@@ -30,7 +30,8 @@ pub(super) async fn spawn_pod(
     let creds = crate::identity::Credentials::load(&cert, &key, None, &roots, &provider)
         .map_err(|e| anyhow::anyhow!(e.join("; ")))?;
     let store = Arc::new(crate::identity::CredentialStore::new(creds));
-    let config = crate::tls::server_config(store, roots, provider, &[b"h2"], false)?;
+    let config =
+        crate::tls::server_config(store, roots, provider, &[b"h2"], false, &Default::default())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let l = TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;

@@ -159,6 +159,23 @@ pub struct TlsMetrics {
     pub identity_reloads: Family<ResultLabels, Counter>,
     /// Calls to Linkerd's `Identity.Certify`, by result (`ok`, `error`, `refused`).
     pub certify_requests: Family<ResultLabels, Counter>,
+    /// Client chains found among those already verified (`hit`) or verified in full (`miss`).
+    pub chain_cache: Family<ResultLabels, Counter>,
+}
+
+impl TlsMetrics {
+    /// The counters the verified-chain cache increments.
+    pub fn chain_counters(&self) -> crate::verified_chains::ChainCounters {
+        let counter = |result| {
+            self.chain_cache
+                .get_or_create(&ResultLabels { result })
+                .clone()
+        };
+        crate::verified_chains::ChainCounters {
+            hits: counter("hit"),
+            misses: counter("miss"),
+        }
+    }
 }
 
 impl TlsMetrics {
@@ -167,6 +184,11 @@ impl TlsMetrics {
             "inbound_tls_handshake_failures",
             "mTLS handshakes refused, by reason",
             self.handshake_failures.clone(),
+        );
+        r.register(
+            "inbound_tls_chain_cache",
+            "Client certificate chains found already verified (hit) or verified in full (miss)",
+            self.chain_cache.clone(),
         );
         r.register(
             "identity_cert_expiration_timestamp_seconds",
