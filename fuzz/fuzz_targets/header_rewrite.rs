@@ -4,8 +4,9 @@
 //! (`keep-alive`, `proxy-connection`, `transfer-encoding`, `trailer`, `proxy-authorization`;
 //! `connection`, `upgrade` and the headers `Connection` names unless the upgrade is kept; `te`
 //! unless every value is exactly `trailers`), and every other header is untouched.
-//! `orig_proto` answers only for `HTTP/1.1` and `HTTP/1.0`. The element the gateway appends
-//! is always detected as its own.
+//! With the upgrade kept, `Connection` is exactly `upgrade` and `Upgrade` survives, but no other
+//! header `Connection` names. `orig_proto` answers only for `HTTP/1.1` and `HTTP/1.0`. The
+//! element the gateway appends is always detected as its own.
 #![no_main]
 
 use crossgate::proxy::headers::{forwarded_by, forwarded_element, orig_proto, strip_hop_by_hop};
@@ -103,7 +104,17 @@ fn check_strip(before: &HeaderMap, keep_upgrade: bool) {
     .into_iter()
     .map(HeaderName::from_static)
     .collect();
-    if !keep_upgrade {
+    if keep_upgrade {
+        // An upgrade keeps `Upgrade` and the gateway's own `Connection: upgrade`, nothing else
+        // `Connection` names.
+        hop.extend(
+            nominated(before)
+                .into_iter()
+                .filter(|n| n != "te" && n != "upgrade" && n != "connection"),
+        );
+        let connection: Vec<_> = after.get_all(http::header::CONNECTION).iter().collect();
+        assert_eq!(connection, ["upgrade"], "{before:?} -> {after:?}");
+    } else {
         hop.extend(["connection", "upgrade"].map(HeaderName::from_static));
         hop.extend(nominated(before).into_iter().filter(|n| n != "te"));
     }
@@ -125,7 +136,7 @@ fn check_strip(before: &HeaderMap, keep_upgrade: bool) {
     }
     // Everything else is untouched, values and order.
     for name in before.keys() {
-        if !hop.contains(name) && name != "te" {
+        if !hop.contains(name) && name != "te" && name != "connection" {
             let b: Vec<_> = before.get_all(name).iter().collect();
             let a: Vec<_> = after.get_all(name).iter().collect();
             assert_eq!(a, b, "{name} changed");
