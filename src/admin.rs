@@ -250,7 +250,11 @@ where
 
 fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        // RFC 9110 15.5.6: a 405 says which methods are served.
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = header::HeaderValue::from_static("GET, HEAD");
+        r.headers_mut().insert(header::ALLOW, allow);
+        return r;
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n"),
