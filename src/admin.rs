@@ -198,7 +198,9 @@ where
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        // On probation HTTP/1 answers one request and closes, however fast the next one comes.
+        .keep_alive(!probation);
     let mut served = std::pin::pin!(builder.serve_connection(io, service));
     let mut closing_since: Option<tokio::time::Instant> = None;
     // The first head's deadline runs from the accept and covers what hyper's header timeout
