@@ -35,6 +35,7 @@ struct Reloading {
 }
 
 async fn start_reloading(pki: &Pki) -> Reloading {
+    watch_src_panics();
     let leaf = pki.leaf(GATEWAY).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
@@ -63,7 +64,8 @@ async fn start_reloading(pki: &Pki) -> Reloading {
 impl Reloading {
     async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        join_within(self.task, Duration::from_secs(10), "the gateway's run task").await;
+        assert_no_src_panic();
     }
 }
 
