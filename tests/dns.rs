@@ -147,7 +147,8 @@ async fn refused_names_ask_dns_nothing() {
     // Plain HTTP mode: 403, 404, 404, and a loop by `Forwarded` (508).
     let own = crossgate::certs::GATEWAY_IDENTITY;
     let loop_by = format!("by={own}");
-    let requests: [(&str, &[(&str, &str)], u16); 4] = [
+    type Refused<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+    let requests: [Refused; 4] = [
         ("http://denied.other.svc.cluster.local:80/", &[], 403),
         ("http://echo.example.com:80/", &[], 404),
         ("http://127.0.0.1:80/", &[], 404),

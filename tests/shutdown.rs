@@ -144,7 +144,9 @@ async fn drain_deadline_cuts_an_open_stream_and_says_so_last() {
     // ...until the deadline cuts it: the client reads its end then, not before, not much later.
     let rest = support::read_until_closed(&mut tls, Duration::from_secs(5)).await;
     let cut = term.elapsed();
-    eprintln!("drain deadline: the client read its EOF {cut:?} after SIGTERM (drain_timeout 500ms)");
+    eprintln!(
+        "drain deadline: the client read its EOF {cut:?} after SIGTERM (drain_timeout 500ms)"
+    );
     assert_eq!(rest.as_deref(), Some(&[][..]), "the stream was never cut");
     assert!(
         cut >= Duration::from_millis(500),
