@@ -198,7 +198,9 @@ where
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        // On probation HTTP/1 answers one request and closes, however fast the next one comes.
+        .keep_alive(!probation);
     let mut served = std::pin::pin!(builder.serve_connection(io, service));
     let mut closing_since: Option<tokio::time::Instant> = None;
     // The first head's deadline runs from the accept and covers what hyper's header timeout
@@ -250,7 +252,11 @@ where
 
 fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        // RFC 9110 15.5.6: a 405 says which methods are served.
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = header::HeaderValue::from_static("GET, HEAD");
+        r.headers_mut().insert(header::ALLOW, allow);
+        return r;
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n"),

@@ -1,8 +1,9 @@
 //! Targets that are not static resolve through DNS (`[routing] dns_servers`), answers are
 //! cached for their TTL, and a name that does not exist is the refusal `no such service`:
 //! 502 `upstream: no such service` over HTTP, a closed connection in opaque mode, counted as
-//! `error="no such service"`. The DNS server is a minimal one in `support` (UDP, A records,
-//! TTL 5).
+//! `error="no such service"`. A name refused by routing or authorization (or a loop) asks
+//! DNS nothing. The DNS server is a minimal one in `support` (UDP, A records, TTL 5) that
+//! records every question.
 
 mod http_support;
 mod support;
@@ -108,5 +109,91 @@ async fn unknown_name_over_http_is_502_no_such_service() {
         "{a:?}"
     );
     gw.wait_metric(&http_error_line("no such service", 1)).await;
+    gw.shutdown().await;
+}
+
+/// A name refused by routing or authorization costs no DNS question: the refusal comes before
+/// any resolution, over a transport header and in plain HTTP mode, and an allowed name then
+/// shows the server is the one asked.
+#[tokio::test]
+async fn refused_names_ask_dns_nothing() {
+    let dns = DnsServer::start(&[
+        (&format!("{ECHO}."), Ipv4Addr::LOCALHOST),
+        ("denied.other.svc.cluster.local.", Ipv4Addr::LOCALHOST),
+    ])
+    .await;
+    let (echo, accepted) = echo_backend().await;
+    let gw = start(&format!(
+        "[routing]\ndns_servers = [\"{}\"]\n\
+         [[authorization]]\nidentities = [\"{FRONTEND}\"]\nservices = [\"*.test.svc.cluster.local\"]\n",
+        dns.addr
+    ))
+    .await;
+    // Transport header, opaque: not authorized; outside the domain; an IP literal; one label
+    // short of <svc>.<ns>.svc.<domain>.
+    let opaque = [
+        "denied.other.svc.cluster.local",
+        "echo.example.com",
+        "10.0.0.1",
+        "test.svc.cluster.local",
+    ];
+    for name in opaque {
+        assert_eq!(
+            roundtrip(&gw, name, echo.port(), b"x").await,
+            Some(vec![]),
+            "{name}"
+        );
+    }
+    // Plain HTTP mode: 403, 404, 404, and a loop by `Forwarded` (508).
+    let own = crossgate::certs::GATEWAY_IDENTITY;
+    let loop_by = format!("by={own}");
+    type Refused<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+    let requests: [Refused; 4] = [
+        ("http://denied.other.svc.cluster.local:80/", &[], 403),
+        ("http://echo.example.com:80/", &[], 404),
+        ("http://127.0.0.1:80/", &[], 404),
+        (
+            "http://echo.test.svc.cluster.local:80/",
+            &[("forwarded", loop_by.as_str())],
+            508,
+        ),
+    ];
+    for (uri, headers, status) in requests {
+        let a = plain_h2(gw.addr, gw.client(FRONTEND, ALPN_H2), get(uri, headers)).await;
+        assert_eq!(a.status, status, "{uri}: {a:?}");
+    }
+    // The gateway's own identity as the client: refused as a loop before any resolution.
+    let a = plain_h2(
+        gw.addr,
+        gw.client(GATEWAY, ALPN_H2),
+        get("http://echo.test.svc.cluster.local:80/", &[]),
+    )
+    .await;
+    assert_eq!(a.status, 508, "{a:?}");
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("inbound_tcp_authz_deny_total{") && m.contains("inbound_http_authz_deny_total{"),
+        "{m}"
+    );
+    assert_eq!(dns.questions(), vec![], "refused names were looked up");
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+
+    // The control: an allowed name is asked of this server, and reaches the backend.
+    assert_eq!(
+        roundtrip(&gw, ECHO, echo.port(), b"allowed").await,
+        Some(b"allowed".to_vec())
+    );
+    assert!(
+        dns.asked(&format!("{ECHO}."), DNS_A) >= 1,
+        "{:?}",
+        dns.questions()
+    );
+    assert!(
+        dns.questions()
+            .iter()
+            .all(|(n, _)| n == &format!("{ECHO}.")),
+        "{:?}",
+        dns.questions()
+    );
     gw.shutdown().await;
 }

@@ -23,6 +23,7 @@ use support::{FRONTEND, GATEWAY};
 const WEB: &str = "web.demo.svc.cluster.local";
 
 fn context(backend: std::net::SocketAddr) -> Arc<HttpContext> {
+    support::watch_src_panics();
     let mut statics = HashMap::new();
     statics.insert((WEB.to_string(), 8080), vec![backend]);
     let rules = Arc::new(RulesHandle::new(Rules {
@@ -69,15 +70,16 @@ fn client() -> ClientInfo {
     }
 }
 
-/// Serves `mode`/`target` on one end of a duplex; returns the other end.
+/// Serves `mode`/`target` on one end of a duplex; returns the other end and the serving task,
+/// which the test joins with [`served`] once its client is gone.
 fn serve_on_duplex(
     ctx: &Arc<HttpContext>,
     mode: HttpMode,
     target: HttpTarget,
-) -> tokio::io::DuplexStream {
+) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
     let (client_end, gateway_end) = tokio::io::duplex(64 * 1024);
     let ctx = ctx.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let r = serve(
             &ctx,
             gateway_end,
@@ -89,7 +91,14 @@ fn serve_on_duplex(
         .await;
         assert!(r.is_ok(), "{r:?}");
     });
-    client_end
+    (client_end, task)
+}
+
+/// Joins the serving task after the client closed: it must end, within 5 s, without a panic
+/// (its assertion that the connection ended cleanly included).
+async fn served(task: tokio::task::JoinHandle<()>) {
+    support::join_within(task, std::time::Duration::from_secs(5), "serve").await;
+    support::assert_no_src_panic();
 }
 
 #[tokio::test]
@@ -103,7 +112,7 @@ async fn fixed_target_upgraded_http1_as_linkerd_sends_it() {
         },
         authorized: true,
     };
-    let io = serve_on_duplex(&ctx, HttpMode::Http2, target);
+    let (io, task) = serve_on_duplex(&ctx, HttpMode::Http2, target);
     let mut send = h2_client(io).await;
     // What a Linkerd source proxy sends after the H2 hint: absolute form, no Host.
     let req = get(
@@ -130,13 +139,15 @@ async fn fixed_target_upgraded_http1_as_linkerd_sends_it() {
         )),
         "{metrics}"
     );
+    drop(send);
+    served(task).await;
 }
 
 #[tokio::test]
 async fn plain_mode_routes_each_request_and_refuses_in_http() {
     let backend = Backend::start().await;
     let ctx = context(backend.addr);
-    let io = serve_on_duplex(&ctx, HttpMode::Sniff, HttpTarget::PerRequest);
+    let (io, task) = serve_on_duplex(&ctx, HttpMode::Sniff, HttpTarget::PerRequest);
     let mut send = h1_client(io).await;
     let ok = get(
         "/a",
@@ -162,13 +173,15 @@ async fn plain_mode_routes_each_request_and_refuses_in_http() {
     );
     assert_eq!(send_h1(&mut send, looped).await.status, 508);
     assert_eq!(backend.count(), 1);
+    drop(send);
+    served(task).await;
 }
 
 #[tokio::test]
 async fn swapped_rules_apply_to_the_next_request_on_the_same_connection() {
     let backend = Backend::start().await;
     let ctx = context(backend.addr);
-    let io = serve_on_duplex(&ctx, HttpMode::Http1, HttpTarget::PerRequest);
+    let (io, task) = serve_on_duplex(&ctx, HttpMode::Http1, HttpTarget::PerRequest);
     let mut send = h1_client(io).await;
     let req = || get("/", &[("host", "web.demo.svc.cluster.local:8080")]);
     assert_eq!(send_h1(&mut send, req()).await.status, 200);
@@ -194,4 +207,6 @@ async fn swapped_rules_apply_to_the_next_request_on_the_same_connection() {
     assert_eq!(answer.status, 403);
     assert_eq!(answer.header("l5d-proxy-error"), Some("unauthorized"));
     assert_eq!(backend.count(), 1);
+    drop(send);
+    served(task).await;
 }

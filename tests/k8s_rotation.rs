@@ -138,6 +138,7 @@ async fn one_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_volume_data_swap_under_load() {
+    watch_src_panics();
     let pki = Pki::new().unwrap();
     let first = pki.leaf(GATEWAY).unwrap();
     let second = pki.leaf(GATEWAY).unwrap();
@@ -257,5 +258,6 @@ async fn secret_volume_data_swap_under_load() {
     assert!(after >= CLIENTS, "too few requests after the swap: {after}");
 
     let _ = stop_gw.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+    join_within(served, Duration::from_secs(10), "the gateway's run task").await;
+    assert_no_src_panic();
 }

@@ -72,7 +72,10 @@ fn tool(name: &str) -> Option<PathBuf> {
             !required,
             "{name} is not on PATH and CROSSGATE_REQUIRE_TOOLS=1 (apt-get install prometheus)"
         );
-        eprintln!(
+        // Past the test harness's capture: a plain `cargo test` shows it.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIP: {name} is not on PATH (apt-get install prometheus); \
              CROSSGATE_REQUIRE_TOOLS=1 makes this a failure"
         );

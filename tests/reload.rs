@@ -1,5 +1,7 @@
 //! Certificate rotation: the gateway picks up a rotated leaf and key from disk without a
-//! restart, and keeps its current certificate when the new files name another identity.
+//! restart, and keeps its current certificate when the new files name another identity
+//! (proven by `identity_reloads_total{result="error"}` counting that very set, and the leaf
+//! still served).
 
 mod support;
 use crossgate::certs::{LeafSpec, Pki};
@@ -35,6 +37,7 @@ struct Reloading {
 }
 
 async fn start_reloading(pki: &Pki) -> Reloading {
+    watch_src_panics();
     let leaf = pki.leaf(GATEWAY).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
@@ -63,7 +66,8 @@ async fn start_reloading(pki: &Pki) -> Reloading {
 impl Reloading {
     async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        join_within(self.task, Duration::from_secs(10), "the gateway's run task").await;
+        assert_no_src_panic();
     }
 }
 
@@ -102,13 +106,43 @@ async fn rotated_files_are_served_and_foreign_identities_refused() {
     let expiry_after = expiry_line(&metrics().await);
     assert_ne!(expiry_after, expiry_before, "expiry gauge not updated");
 
-    // A leaf naming another identity is not taken: the rotated one stays.
+    // A leaf naming another identity is not taken: the rotated one stays. Its key first:
+    // that set (the rotated leaf, the foreign key) does not load, one error. Then its leaf:
+    // the watch loads that set only once the stamps changed again, so the next error is the
+    // foreign identity refused, counted, and nothing else.
+    let reloads = |result: &str| {
+        let series = format!("identity_reloads_total{{result=\"{result}\"}}");
+        async move {
+            let m = metrics().await;
+            let value = m
+                .lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<u64>().ok());
+            value.unwrap_or(0)
+        }
+    };
+    let wait_errors = |n: u64| async move {
+        for _ in 0..500 {
+            if reloads("error").await == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("identity_reloads_total{{result=\"error\"}} never reached {n}");
+    };
+    let (errors, oks) = (reloads("error").await, reloads("ok").await);
     let foreign = pki
         .leaf("someone-else.west.serviceaccount.identity.linkerd.cluster.local")
         .unwrap();
-    std::fs::write(dir.join("tls.key"), &foreign.key_pem).unwrap();
-    std::fs::write(dir.join("tls.crt"), &foreign.cert_pem).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // six reload periods
+    // Each file renamed into place: its stamp changes once, with the whole file.
+    let install = |name: &str, text: &str| {
+        std::fs::write(dir.join("next.tmp"), text).unwrap();
+        std::fs::rename(dir.join("next.tmp"), dir.join(name)).unwrap();
+    };
+    install("tls.key", &foreign.key_pem);
+    wait_errors(errors + 1).await;
+    install("tls.crt", &foreign.cert_pem);
+    wait_errors(errors + 2).await;
+    assert_eq!(reloads("ok").await, oks, "a reload was counted as ok");
     assert_eq!(served_leaf(addr, client.clone()).await, now);
     assert_eq!(expiry_line(&metrics().await), expiry_after);
     assert!(http_get(admin, "/ready").await.starts_with("HTTP/1.1 200"));

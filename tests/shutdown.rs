@@ -1,7 +1,8 @@
 //! Shutdown as a load balancer sees it (the binary, SIGTERM): `/ready` turns 503 at once
 //! while new connections are still accepted and served for `drain_delay`; then the gateway
 //! stops accepting, drains, exits 0, and its last log line names the outcome. A second
-//! SIGTERM cuts `drain_delay` short.
+//! SIGTERM cuts `drain_delay` short. A stream still open at `drain_timeout` keeps working while
+//! the gateway drains and is cut at the deadline, as its client measures.
 
 mod http_support;
 mod support;
@@ -127,7 +128,34 @@ async fn drain_deadline_cuts_an_open_stream_and_says_so_last() {
     .unwrap();
     assert_eq!(&echoed, b"still here");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let term = Instant::now();
     gw.signal("TERM").await;
+    // Draining: the stream still carries bytes both ways...
+    tls.write_all(b"draining").await.unwrap();
+    let mut echoed = [0u8; 8];
+    within(
+        5,
+        "the echo while draining",
+        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut echoed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&echoed, b"draining");
+    // ...until the deadline cuts it: the client reads its end then, not before, not much later.
+    let rest = support::read_until_closed(&mut tls, Duration::from_secs(5)).await;
+    let cut = term.elapsed();
+    eprintln!(
+        "drain deadline: the client read its EOF {cut:?} after SIGTERM (drain_timeout 500ms)"
+    );
+    assert_eq!(rest.as_deref(), Some(&[][..]), "the stream was never cut");
+    assert!(
+        cut >= Duration::from_millis(500),
+        "cut {cut:?} after SIGTERM, before drain_timeout (500ms)"
+    );
+    assert!(
+        cut < Duration::from_millis(2500),
+        "cut {cut:?} after SIGTERM: drain_timeout is 500ms"
+    );
     let status = gw.wait_exit(15).await;
     let stderr = gw.stderr();
     assert!(status.success(), "exit {status:?}\n{stderr}");
@@ -136,5 +164,4 @@ async fn drain_deadline_cuts_an_open_stream_and_says_so_last() {
         last.contains("drain deadline passed: 1 connections cut"),
         "last line: {last}\n{stderr}"
     );
-    drop(tls);
 }

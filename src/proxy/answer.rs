@@ -3,7 +3,7 @@
 //! table in [`crate::refusal`].
 
 use super::headers::L5D_PROXY_ERROR;
-use super::http::{HttpContext, RespBody, Routed};
+use super::http::{ConnError, HttpContext, RespBody, Routed};
 use super::observe::{Recorder, RequestLine};
 use crate::access::Outcome;
 use crate::metrics::Scope;
@@ -29,6 +29,23 @@ pub(super) fn closed_without_notify(e: &(dyn std::error::Error + 'static)) -> bo
         source = s.source();
     }
     false
+}
+
+/// When hyper could not parse the client's HTTP/1 request head (its line, its headers, their
+/// framing: two different `Content-Length`s, a `Transfer-Encoding` not ending in `chunked`),
+/// it has answered 400 (414, 431) itself and closed: the client's error, counted as `client`
+/// as a malformed body is, not as an i/o failure. The connection's failure, if so.
+pub(super) fn malformed_head(
+    ctx: &HttpContext,
+    e: &(dyn std::error::Error + 'static),
+) -> Option<ConnError> {
+    let hyper = e.downcast_ref::<hyper::Error>()?;
+    if !hyper.is_parse() {
+        return None;
+    }
+    let refusal = Refusal::Client("malformed request head".into());
+    ctx.metrics.refused(Scope::Request, None, &refusal);
+    Some(ConnError::MalformedHead(error_chain(e)))
 }
 
 /// Counts, logs and answers a refusal made before the request was admitted.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() != Version::HTTP_2 && req.headers().contains_key(http::header::UPGRADE)
+    req.version() != Version::HTTP_2 && headers::asks_upgrade(req.headers())
 }
 
 pub(super) type Forwarded = Result<Response<RespBody>, (Refusal, Option<Box<RequestLine>>)>;

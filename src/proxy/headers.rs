@@ -14,24 +14,37 @@ pub const FORWARDED: HeaderName = header::FORWARDED;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The header names a `Connection` header lists, split as bytes: a value with obs-text still
+/// names the ASCII tokens around it.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+}
+
+/// An HTTP/1 upgrade request or `101` response: `Upgrade`, and `upgrade` among the
+/// `Connection` options (RFC 9110 7.8); an `Upgrade` header alone is only a hop-by-hop header.
+pub fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_options(headers).any(|n| n == "upgrade")
+}
+
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named by `Connection`.
-/// `te: trailers` survives (gRPC needs it); with `keep_upgrade`, `Connection`/`Upgrade` survive
-/// so a WebSocket handshake can pass.
+/// `te: trailers` survives (gRPC needs it); with `keep_upgrade`, `Upgrade` and a
+/// `Connection: upgrade` of the gateway's own survive so a WebSocket handshake can pass.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if !keep_upgrade {
-        // Split as bytes: a value with obs-text still names the ASCII tokens around it.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-            .collect();
-        for n in named {
-            if n != header::TE {
-                headers.remove(n);
-            }
+    let named: Vec<HeaderName> = connection_options(headers).collect();
+    for n in named {
+        if n != header::TE && !(keep_upgrade && n == header::UPGRADE) {
+            headers.remove(n);
         }
-        headers.remove(header::CONNECTION);
+    }
+    headers.remove(header::CONNECTION);
+    if keep_upgrade {
+        let upgrade = header::HeaderValue::from_static("upgrade");
+        headers.insert(header::CONNECTION, upgrade);
+    } else {
         headers.remove(header::UPGRADE);
     }
     headers.remove(KEEP_ALIVE);
@@ -153,6 +166,21 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert!(!h.contains_key(header::TE));
         assert!(h.contains_key(header::UPGRADE) && h.contains_key(header::CONNECTION));
+        // An upgrade keeps `Connection: upgrade` and `Upgrade`, not the other options.
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, Upgrade, x-secret".parse().unwrap(),
+        );
+        h.insert("x-secret", "1".parse().unwrap());
+        assert!(asks_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        // `Upgrade` without the `upgrade` option is no upgrade.
+        h.insert(header::CONNECTION, "x-secret".parse().unwrap());
+        assert!(!asks_upgrade(&h));
     }
 
     #[test]

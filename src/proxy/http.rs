@@ -8,7 +8,7 @@
 //! [`super::answer`]; `Upgrade` and `CONNECT` continue in [`super::tunnel`]; bodies, metrics
 //! and access lines are observed in [`super::observe`].
 
-use super::answer::{closed_without_notify, error_chain, refuse, respond_refusal};
+use super::answer::{closed_without_notify, error_chain, malformed_head, refuse, respond_refusal};
 use super::headers::{self, L5D_DST_CANONICAL};
 use super::observe::{Activity, Admitted, Observed, RequestLine, RouteMetrics};
 use super::tcp::{Counters, Metered};
@@ -67,6 +67,9 @@ pub struct HttpContext {
 pub enum ConnError {
     #[error("request head incomplete after the idle timeout")]
     HeadIncomplete,
+    /// hyper answered the head it could not parse (400, 414 or 431) and closed.
+    #[error("client: malformed request head: {0}")]
+    MalformedHead(String),
     #[error("i/o: {0}")]
     Io(String),
 }
@@ -230,10 +233,10 @@ where
         Err(_) if closing => Ok(()),
         // A client that closes without TLS close_notify has closed all the same.
         Err(e) if closed_without_notify(&*e) => Ok(()),
-        Err(e) => {
+        Err(e) => Err(malformed_head(&conn.ctx, &*e).unwrap_or_else(|| {
             conn.ctx.metrics.tcp.error("i/o");
-            Err(ConnError::Io(error_chain(&*e)))
-        }
+            ConnError::Io(error_chain(&*e))
+        })),
     }
 }
 

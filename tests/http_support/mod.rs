@@ -840,11 +840,24 @@ impl BinaryGateway {
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
-    /// Waits up to `secs` for the process to exit on its own; its exit status.
+    /// Waits up to `secs` for the process to exit on its own; its exit status. A panic the
+    /// process printed fails the test.
     pub async fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
-        within(secs, "gateway exit", self.child.wait())
+        let status = within(secs, "gateway exit", self.child.wait())
             .await
-            .unwrap()
+            .unwrap();
+        self.assert_no_panic();
+        status
+    }
+
+    /// Fails when the gateway printed a panic (a connection task's panic does not end the
+    /// process, so only its stderr tells).
+    pub fn assert_no_panic(&self) {
+        let stderr = self.stderr();
+        assert!(
+            !stderr.contains("panicked at"),
+            "the gateway panicked:\n{stderr}"
+        );
     }
 
     /// SIGTERM (the `kill` command), then waits up to 15 s for exit status 0.
@@ -860,6 +873,7 @@ impl BinaryGateway {
             .await
             .unwrap();
         assert!(status.success(), "exit {status:?}\n{}", self.stderr());
+        self.assert_no_panic();
     }
 }
 

@@ -13,19 +13,34 @@ pub struct TestProber {
     pub admin: SocketAddr,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestProber {
+    /// Stops the prober; a prober task that ended by itself mid-test (a panic) fails the test.
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+        if let Some(mut t) = self.task.take()
+            && t.is_finished()
+            && !std::thread::panicking()
+        {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(Err(e)) = std::pin::Pin::new(&mut t).poll(&mut cx)
+                && let Ok(payload) = e.try_into_panic()
+            {
+                std::panic::resume_unwind(payload);
+            }
+        }
+        support::assert_no_src_panic();
     }
 }
 
 /// Starts a prober with the client identity `files` (if any) and `links` (`[probe]` and
 /// `[[link]]` tables), its admin port on 127.0.0.1:0.
 pub async fn start_prober(files: Option<&support::ClientFiles>, links: &str) -> TestProber {
+    support::watch_src_panics();
     let dir = tempfile::tempdir().unwrap();
     let identity = files.map_or(String::new(), |f| {
         format!(
@@ -40,13 +55,14 @@ pub async fn start_prober(files: Option<&support::ClientFiles>, links: &str) -> 
     let listener = tokio::net::TcpListener::bind(config.admin).await.unwrap();
     let admin = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(crossgate::probe::run(prober, listener, async {
+    let task = tokio::spawn(crossgate::probe::run(prober, listener, async {
         let _ = rx.await;
     }));
     TestProber {
         admin,
         _dir: dir,
         stop: Some(tx),
+        task: Some(task),
     }
 }
 
@@ -155,6 +171,7 @@ pub struct RunningGateway {
 
 impl RunningGateway {
     pub async fn start(pki: &Pki, dir: &Path, admin: &str) -> RunningGateway {
+        support::watch_src_panics();
         let leaf = pki.leaf(support::GATEWAY).unwrap();
         std::fs::write(dir.join("ca.crt"), pki.anchor_pem()).unwrap();
         std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
@@ -187,6 +204,7 @@ impl RunningGateway {
     /// Stops the gateway and waits until its ports are closed.
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        support::join_within(self.task, Duration::from_secs(10), "the gateway's run task").await;
+        support::assert_no_src_panic();
     }
 }

@@ -272,6 +272,7 @@ pub async fn start_gateway(
     token_text: &str,
     linkerd: &str,
 ) -> TestGateway {
+    super::watch_src_panics();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
     std::fs::write(dir.path().join("token"), token_text).unwrap();

@@ -47,6 +47,7 @@ pub async fn start_with(pki: Pki, leaf: Leaf, extra: &str) -> TestGateway {
 
 /// [`start_with`], listening and serving admin on `host` (`127.0.0.1`, `[::1]`) port 0.
 pub async fn start_at(host: &str, pki: Pki, leaf: Leaf, extra: &str) -> TestGateway {
+    watch_src_panics();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.crt"), pki.anchor_pem()).unwrap();
     std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
@@ -126,14 +127,83 @@ impl TestGateway {
         panic!("gateway never ready");
     }
 
+    /// Stops the gateway and waits (10 s at most) for its run task to end: a panic there, or
+    /// in crossgate's code on any task (a connection's), fails the test, as does a gateway
+    /// that does not stop.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            join_within(t, Duration::from_secs(10), "the gateway's run task").await;
+        }
+        assert_no_src_panic();
+    }
+}
+
+impl Drop for TestGateway {
+    /// A gateway task that ended by itself mid-test ended in a panic or an error: the test's.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(mut t) = self.task.take()
+            && t.is_finished()
+        {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(Err(e)) = std::pin::Pin::new(&mut t).poll(&mut cx) {
+                resume_panic(e, "the gateway's run task");
+            }
         }
     }
+}
+
+/// Awaits `task` for at most `bound`: its output, or the test fails with its panic (resumed,
+/// so the message is the task's) or with `what` not done in time.
+pub async fn join_within<T>(task: tokio::task::JoinHandle<T>, bound: Duration, what: &str) -> T {
+    match tokio::time::timeout(bound, task).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => resume_panic(e, what),
+        Err(_) => panic!("{what} did not end within {bound:?}"),
+    }
+}
+
+fn resume_panic(e: tokio::task::JoinError, what: &str) -> ! {
+    match e.try_into_panic() {
+        Ok(payload) => std::panic::resume_unwind(payload),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// Panics raised in crossgate's own code (`src/`) in this test process, on any thread or task
+/// (a connection task's panic is otherwise only printed by tokio, and the test would pass).
+static SRC_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts panics located in `src/` from now on (installed once per test process).
+pub fn watch_src_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info
+                .location()
+                .is_some_and(|l| l.file().starts_with("src/"))
+            {
+                SRC_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info)
+        }));
+    });
+}
+
+/// Fails when crossgate's code panicked anywhere in this test process (its message and place
+/// were printed where it happened).
+pub fn assert_no_src_panic() {
+    let n = SRC_PANICS.load(Ordering::SeqCst);
+    assert_eq!(
+        n, 0,
+        "crossgate panicked {n} times in src/ (see the panic messages above)"
+    );
 }
 
 /// Plain HTTP/1.1 GET with `connection: close`; the whole response as text.
@@ -226,11 +296,19 @@ impl TestGateway {
         }
     }
 
-    /// Waits up to `bound` for the gateway's run task to end; whether it ended.
+    /// Waits up to `bound` for the gateway's run task to end; whether it ended. A panic in
+    /// it fails the test.
     pub async fn wait_stopped(&mut self, bound: Duration) -> bool {
-        match self.task.take() {
-            Some(t) => tokio::time::timeout(bound, t).await.is_ok(),
-            None => true,
+        let Some(mut t) = self.task.take() else {
+            return true;
+        };
+        match tokio::time::timeout(bound, &mut t).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => resume_panic(e, "the gateway's run task"),
+            Err(_) => {
+                self.task = Some(t);
+                false
+            }
         }
     }
 

@@ -1,12 +1,12 @@
 //! Shared by the targets: the rules they judge by, names worth choosing from, and the
-//! invariants every routed target must hold. Included with `#[path]`, not a crate.
+//! invariants every routed target must hold.
 #![allow(dead_code)]
 
+use arbitrary::{Result, Unstructured};
 use crossgate::authz::{Pattern, Policy, Rule};
 use crossgate::names::{is_dns_name, is_ip_literal, normalize};
 use crossgate::route::{Routes, Target};
 use crossgate::rules::Rules;
-use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use std::collections::HashMap;
 
 pub const GW: &str =
@@ -117,6 +117,7 @@ pub fn rules(open_policy: bool) -> Rules {
                 }]
             },
         },
+        allow_sources: None,
         generation: 0,
     }
 }
