@@ -38,6 +38,7 @@ pub mod metered;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod probe;
 pub mod proxy;
 pub mod refusal;
