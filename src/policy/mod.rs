@@ -275,4 +275,6 @@ pub fn check_request<B>(
 }
 
 #[cfg(test)]
+mod http_tests;
+#[cfg(test)]
 mod tests;

@@ -240,3 +240,6 @@ impl LocalRateLimit {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
