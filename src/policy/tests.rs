@@ -1,7 +1,7 @@
 //! linkerd2-proxy's inbound policy tests, row by row, against the pure decision:
 //! `app/inbound/src/policy.rs` (`is_tls_authorized`), `policy/tcp/tests.rs`
-//! (`check_authorized`), `policy/http/tests.rs` (routes, gRPC routes, rate limits). Where
-//! the proxy's case cannot arise at the gateway (a client without TLS), it says so.
+//! (`check_authorized`); its HTTP ones are in `http_tests.rs`. Where the proxy's case cannot
+//! arise at the gateway (a client without TLS), it says so.
 
 use super::http_tests::{http_routes, rule};
 use super::*;
