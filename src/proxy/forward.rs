@@ -49,9 +49,10 @@ pub(super) async fn forward(
         rules,
     } = decided;
     let ctx = &conn.ctx;
+    let caller = conn.caller(routed);
     if req.method() == Method::CONNECT {
         // Boxed: CONNECT is rare, and its connect future would enlarge every request.
-        return Box::pin(connect_tunnel(ctx, routed, rules, req))
+        return Box::pin(connect_tunnel(ctx, routed, rules, &caller, req))
             .await
             .map_err(|r| (r, line));
     }
@@ -97,7 +98,7 @@ pub(super) async fn forward(
         l.bytes_in = bytes_in.clone();
     }
     let request = Request::from_parts(parts, RequestBody::new(body, bytes_in));
-    let sent = ctx.upstream.send(&routed.target, rules, request);
+    let sent = ctx.upstream.send(&routed.target, rules, &caller, request);
     let response = match ctx.settings.response_timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,

@@ -10,7 +10,7 @@ use crate::proxy::tcp::Counters;
 use crate::route::Target;
 use crate::rules::Rules;
 use crate::tls::Accepted;
-use crate::upstream::{Connected, Opened};
+use crate::upstream::{Caller, Connected, Opened};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,12 @@ pub(super) async fn forward_opaque(
     target: Target,
     leg: &Leg,
 ) -> Ended {
-    let opened = gw.upstream.open(&target, rules).await;
+    let caller = Caller {
+        id: client.id.clone(),
+        addr: client.addr,
+        peer: None,
+    };
+    let opened = gw.upstream.open(&target, rules, &caller).await;
     // Counted after the dial, so that a target reached for the first time is labelled by
     // its name rather than `other`.
     count_allow(gw, client, &target);
