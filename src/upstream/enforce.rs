@@ -40,7 +40,8 @@ impl Upstream {
         Some(conns.policy.get_or_init(|| w).clone())
     }
 
-    /// Holds one HTTP request of `caller` to the chosen endpoint's pod policy.
+    /// Holds one HTTP request of `caller` to the chosen endpoint's pod policy (an allow is
+    /// counted at once).
     pub(super) async fn enforce_request<B>(
         &self,
         conns: &EndpointConns,
@@ -48,35 +49,54 @@ impl Upstream {
         req: &http::Request<B>,
     ) -> Result<(), Refusal> {
         let now = tokio::time::Instant::now().into_std();
-        self.enforce(conns, caller, Scope::Request, |p, port, who| {
+        let decide = |p: &ServerPolicy, port, who: &policy::Caller| {
             policy::check_request(p, port, who, req, now)
-        })
-        .await
+        };
+        let allowed = self.enforce(conns, caller, decide).await?;
+        self.count_allowed(conns, caller, Scope::Request, allowed.as_ref());
+        Ok(())
     }
 
     /// Holds one connection of `caller` (opaque TCP, `CONNECT`) to the chosen endpoint's pod
-    /// policy.
+    /// policy; what admitted it, for [`Upstream::count_allowed`] once dialled (a target
+    /// reached is then labelled by its name).
     pub(super) async fn enforce_connection(
         &self,
         conns: &EndpointConns,
         caller: &Caller,
-    ) -> Result<(), Refusal> {
-        self.enforce(conns, caller, Scope::Connection, policy::check_connection)
-            .await
+    ) -> Result<Option<Labels>, Refusal> {
+        self.enforce(conns, caller, policy::check_connection).await
     }
 
-    async fn enforce(
+    /// Counts what a pod's policy admitted (`None`: not subject to one, or let through by
+    /// `unknown`) in the scope's authorization allow family.
+    pub(super) fn count_allowed(
         &self,
         conns: &EndpointConns,
         caller: &Caller,
         scope: Scope,
+        allowed: Option<&Labels>,
+    ) {
+        if let Some(labels) = allowed {
+            let m = &self.connector.metrics;
+            m.policy
+                .allowed(m, scope, &self.peer(caller, conns), labels);
+        }
+    }
+
+    /// The decision for `caller` on `conns`' pod: `Ok(Some(labels))` admitted by its policy,
+    /// `Ok(None)` not subject to one (or `unknown = "allow"`).
+    async fn enforce(
+        &self,
+        conns: &EndpointConns,
+        caller: &Caller,
         decide: impl FnOnce(&ServerPolicy, u16, &policy::Caller) -> Result<Labels, Denied>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Labels>, Refusal> {
         let Some(policies) = &self.policies else {
-            return Ok(());
+            return Ok(None);
         };
         if conns.endpoint.workload.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let port = conns.endpoint.addr.port();
         let current = match self.policy_watch(conns) {
@@ -92,12 +112,7 @@ impl Upstream {
             addr: caller.addr.ip(),
         };
         match decide(&policy, port, &who) {
-            Ok(labels) => {
-                let peer = self.peer(caller, conns);
-                let m = &self.connector.metrics;
-                m.policy.allowed(m, scope, &peer, &labels);
-                Ok(())
-            }
+            Ok(labels) => Ok(Some(labels)),
             Err(denied) => {
                 tracing::debug!(client_id = %caller.id, endpoint = %conns.endpoint.addr, ?denied, "pod policy refused");
                 Err(refusal(denied))
@@ -113,12 +128,12 @@ impl Upstream {
         port: u16,
         why: &str,
         conns: &EndpointConns,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Labels>, Refusal> {
         let allowed = unknown == Unknown::Allow;
         self.connector.metrics.policy.unknown(allowed);
         tracing::debug!(endpoint = %conns.endpoint.addr, reason = why, allowed, "pod policy unknown");
         if allowed {
-            return Ok(());
+            return Ok(None);
         }
         Err(Refusal::PolicyUnauthorized(Box::new(Labels {
             server: Meta::default_named("deny"),

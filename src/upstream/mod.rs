@@ -23,7 +23,7 @@ pub use health::{Balancer, InFlight};
 use crate::client_tls::ClientTls;
 use crate::discovery::policy::Policies;
 use crate::discovery::{Discovery, Endpoint, EndpointSet};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Scope};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::rules::Rules;
@@ -146,9 +146,11 @@ impl Upstream {
         for i in order {
             let conns = &list[i];
             conns.touch();
-            self.enforce_connection(conns, caller).await?;
+            let allowed = self.enforce_connection(conns, caller).await?;
             let mut in_flight = conns.health.start();
-            match self.connector.connect(target, &conns.endpoint, None).await {
+            let connected = self.connector.connect(target, &conns.endpoint, None).await;
+            self.count_allowed(conns, caller, Scope::Connection, allowed.as_ref());
+            match connected {
                 Ok(connected) => {
                     in_flight.first_byte();
                     conns.health.connected();
