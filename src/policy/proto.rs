@@ -61,11 +61,14 @@ pub fn server_policy(pb: api::Server, epoch: Instant) -> Result<ServerPolicy, St
     })
 }
 
+/// Reads one route of the API, given the server's authorizations.
+type ReadRoute<R, M> = fn(R, &Arc<[Authorization]>) -> Result<Route<M>, String>;
+
 /// The routes of a protocol; none means the proxy's default route.
 fn routes<R, M>(
     pb: Vec<R>,
     server: &Arc<[Authorization]>,
-    read: fn(R, &Arc<[Authorization]>) -> Result<Route<M>, String>,
+    read: ReadRoute<R, M>,
 ) -> Result<Arc<[Route<M>]>, String> {
     if pb.is_empty() {
         let policy = RoutePolicy {

@@ -325,7 +325,8 @@ fn policy_workload_from_the_namespace_and_pod_labels() {
     let longest = format!("{label}.{label}.{label}.{}", "p".repeat(61)); // 253 bytes
     assert!(with(&ns, &[("pod", &longest)]).is_some());
     let too_long = format!("{longest}p");
-    let none: [(&[(&str, &str)], &[(&str, &str)]); 6] = [
+    type Labels<'a> = &'a [(&'a str, &'a str)];
+    let none: [(Labels, Labels); 6] = [
         (&ns, &[]),                                    // no pod
         (&[], &[("pod", "p-0")]),                      // no namespace
         (&ns, &[("pod", "P-0")]),                      // not a Kubernetes name
