@@ -1,7 +1,8 @@
 //! `[policy]`, continued: the pod's local rate limit keyed by the caller's identity (one
 //! caller limited, 429 with `Retry-After`, another not); the controller unreachable with
 //! `unknown = "deny"` and `"allow"`; a pod the controller gives no `pod` label is not checked;
-//! an opaque connection the pod's policy refuses is closed before any byte reaches the pod.
+//! an opaque connection the pod's policy refuses is closed before any byte reaches the pod,
+//! and an open one is cut when the policy changes and no longer admits it.
 
 mod http_support;
 mod support;
@@ -158,7 +159,7 @@ async fn a_pod_without_labels_is_not_checked() {
 }
 
 #[tokio::test]
-async fn an_opaque_connection_refused_by_the_pods_policy_is_closed() {
+async fn an_opaque_connection_the_pods_policy_refuses_is_closed_or_cut() {
     let server = opaque("web-tcp", vec![mesh_tls("callers", &[FRONTEND], &[], ALL)]);
     let w = World::start(Opts {
         mode: Mode::Inbound,
@@ -193,4 +194,22 @@ async fn an_opaque_connection_refused_by_the_pods_policy_is_closed() {
     );
     w.gw.wait_metric(&allow).await;
     assert_eq!(w.policy.watches(WORKLOAD, 9898), 1);
+
+    // The policy changes: the open stream it no longer admits is cut, as the pod's proxy cuts
+    // it; the newly admitted caller gets through.
+    let now = opaque("web-tcp", vec![mesh_tls("callers", &[OTHER], &[], ALL)]);
+    w.policy.set(WORKLOAD, 9898, now);
+    support::assert_closed_without_bytes(&mut ok).await;
+    let terminated = format!(
+        "inbound_tcp_authz_terminate_total{{{}}} 1",
+        w.server_labels(FRONTEND, "web-tcp")
+    );
+    w.gw.wait_metric(&terminated).await;
+    let mut other = connect_tls(w.gw.addr, w.gw.client(OTHER, ALPN_TRANSPORT), Some(&hdr)).await;
+    other.write_all(b"now admitted").await.unwrap();
+    let mut back = [0u8; 12];
+    within(5, "echo", other.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back, b"now admitted");
 }

@@ -168,10 +168,41 @@ impl PortWatch {
         }
     }
 
+    /// The policies the controller sends from now on.
+    pub fn updates(&self) -> Updates {
+        let mut known = self.known.clone();
+        let last = known.borrow_and_update().policy.clone();
+        Updates { known, last }
+    }
+
     fn timeout(&self) -> Duration {
         self.shared
             .upgrade()
             .map_or(Duration::ZERO, |s| s.initial_timeout)
+    }
+}
+
+/// A pod's policies as they change ([`PortWatch::updates`]).
+pub struct Updates {
+    known: watch::Receiver<Known>,
+    last: Option<Arc<ServerPolicy>>,
+}
+
+impl Updates {
+    /// The next policy the controller sends; pending forever once the watch has ended.
+    pub async fn next(&mut self) -> Arc<ServerPolicy> {
+        loop {
+            if self.known.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let policy = self.known.borrow_and_update().policy.clone();
+            if let Some(p) = policy
+                && !self.last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &p))
+            {
+                self.last = Some(p.clone());
+                return p;
+            }
+        }
     }
 }
 

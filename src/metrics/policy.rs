@@ -1,5 +1,6 @@
 //! What holding callers to the target pods' policies counts: Linkerd's
-//! `inbound_http_route_not_found_total` and `inbound_http_local_ratelimit_total` (with
+//! `inbound_http_route_not_found_total`, `inbound_tcp_authz_terminate_total` and
+//! `inbound_http_local_ratelimit_total` (with
 //! `client_id` and `authority` beside its `srv_*` and `ratelimit_*` labels; the allow and
 //! deny counts go to the authorization families, [`super::AuthzLabels::Policy`]), the
 //! requests decided by `[policy] unknown`, and the policy watches: their state and the
@@ -60,6 +61,7 @@ impl EncodeLabelSet for OneLabel {
 #[derive(Clone, Debug)]
 pub struct PolicyMetrics {
     route_not_found: Family<ServerLabels, Counter>,
+    terminate: Family<ServerLabels, Counter>,
     ratelimit: Family<RateLimitLabels, Counter>,
     unknown: Family<OneLabel, Counter>,
     watches: Family<OneLabel, Gauge>,
@@ -88,6 +90,7 @@ impl Default for PolicyMetrics {
             read,
             invalid,
             route_not_found: Family::default(),
+            terminate: Family::default(),
             ratelimit: Family::default(),
             unknown: Family::default(),
             watches,
@@ -102,6 +105,11 @@ impl PolicyMetrics {
             "inbound_http_route_not_found",
             "Requests that matched no route of the target pod's policy",
             self.route_not_found.clone(),
+        );
+        r.register(
+            "inbound_tcp_authz_terminate",
+            "Connections cut when the target pod's policy changed and no longer admitted them",
+            self.terminate.clone(),
         );
         r.register(
             "inbound_http_local_ratelimit",
@@ -161,6 +169,14 @@ impl PolicyMetrics {
             _ => return false,
         }
         true
+    }
+
+    /// Counts an open connection cut because the pod's policy no longer admits it.
+    pub fn terminated(&self, peer: &PeerLabels, refusal: &Refusal) {
+        if let Refusal::PolicyUnauthorized(labels) = refusal {
+            let key = ServerLabels(peer.clone(), (**labels).clone());
+            self.terminate.get_or_create(&key).inc();
+        }
     }
 
     /// Counts a caller a pod's policy admitted, in the scope's authorization allow family.

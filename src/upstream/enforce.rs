@@ -17,6 +17,9 @@ use crate::refusal::Refusal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Completes when the pod's policy no longer admits an open connection: why.
+pub type Revocation = std::pin::Pin<Box<dyn Future<Output = Refusal> + Send>>;
+
 /// Who is asking, for the target pod's policy: the caller's identity and TCP peer address,
 /// and (HTTP) the labels its requests are counted under.
 #[derive(Clone, Debug)]
@@ -141,6 +144,23 @@ impl Upstream {
             route: None,
             authz: None,
         })))
+    }
+
+    /// For a connection the pod's policy admitted: completes, with the refusal, once a new
+    /// policy of the pod no longer admits it, as the pod's proxy then cuts the connection.
+    pub(super) fn revocation(&self, conns: &EndpointConns, caller: &Caller) -> Option<Revocation> {
+        let mut updates = conns.policy.get()?.updates();
+        let (id, addr) = (caller.id.clone(), caller.addr.ip());
+        let port = conns.endpoint.addr.port();
+        Some(Box::pin(async move {
+            loop {
+                let policy = updates.next().await;
+                let who = policy::Caller { id: &id, addr };
+                if let Err(denied) = policy::check_connection(&policy, port, &who) {
+                    return refusal(denied);
+                }
+            }
+        }))
     }
 
     fn peer(&self, caller: &Caller, conns: &EndpointConns) -> Arc<PeerLabels> {

@@ -17,7 +17,7 @@ mod send;
 
 pub use body::{RequestBody, ResponseBody};
 pub use connect::{Connected, Connector, UpstreamIo, transport_header_for};
-pub use enforce::Caller;
+pub use enforce::{Caller, Revocation};
 pub use health::{Balancer, InFlight};
 
 use crate::client_tls::ClientTls;
@@ -57,6 +57,8 @@ pub struct Opened {
     pub addr: SocketAddr,
     /// The connection's share of the endpoint's load, while it is open.
     pub in_flight: InFlight,
+    /// `[policy]`: completes once the pod's policy no longer admits the connection.
+    pub revoked: Option<Revocation>,
 }
 
 /// An endpoint set and its endpoints' connections, in the set's order.
@@ -147,6 +149,8 @@ impl Upstream {
             let conns = &list[i];
             conns.touch();
             let allowed = self.enforce_connection(conns, caller).await?;
+            // Watched from the decision on, so that no change is missed while connecting.
+            let revoked = allowed.as_ref().and(self.revocation(conns, caller));
             let mut in_flight = conns.health.start();
             let connected = self.connector.connect(target, &conns.endpoint, None).await;
             self.count_allowed(conns, caller, Scope::Connection, allowed.as_ref());
@@ -158,6 +162,7 @@ impl Upstream {
                         connected,
                         addr: conns.endpoint.addr,
                         in_flight,
+                        revoked,
                     });
                 }
                 Err(r) => {
