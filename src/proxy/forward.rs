@@ -11,7 +11,7 @@ use super::observe::{Admitted, Observed, Recorder, RequestLine};
 use super::tunnel::{connect_tunnel, splice_upgrades};
 use crate::refusal::Refusal;
 use crate::rules::Rules;
-use crate::upstream::{AbsoluteForm, RequestBody};
+use crate::upstream::{AbsoluteForm, Caller, RequestBody};
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -49,7 +49,12 @@ pub(super) async fn forward(
         rules,
     } = decided;
     let ctx = &conn.ctx;
-    let caller = conn.caller(routed);
+    // Who asks, for the target pod's policy: the client, counted under the route's labels.
+    let caller = Caller {
+        id: conn.client.id.clone(),
+        addr: conn.client.addr,
+        peer: Some(routed.metrics.labels.0.clone()),
+    };
     if req.method() == Method::CONNECT {
         // Boxed: CONNECT is rare, and its connect future would enlarge every request.
         return Box::pin(connect_tunnel(ctx, routed, rules, &caller, req))

@@ -19,7 +19,7 @@ use crate::plan::{self, ClientInfo, HttpMode, HttpTarget};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::rules::{Rules, RulesHandle};
-use crate::upstream::{Caller, Upstream};
+use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderValue};
 use http::uri::Authority;
@@ -74,7 +74,7 @@ pub enum ConnError {
 /// What one served connection shares across its requests.
 pub(super) struct Conn {
     pub(super) ctx: Arc<HttpContext>,
-    client: ClientInfo,
+    pub(super) client: ClientInfo,
     pub(super) client_header: HeaderValue,
     /// `Some` when the transport header fixed the target for the whole connection.
     fixed: Option<Target>,
@@ -297,15 +297,6 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
 }
 
 impl Conn {
-    /// Who asks, for the target pod's policy: the client, counted under the route's labels.
-    pub(super) fn caller(&self, routed: &Routed) -> Caller {
-        Caller {
-            id: self.client.id.clone(),
-            addr: self.client.addr,
-            peer: Some(routed.metrics.labels.0.clone()),
-        }
-    }
-
     /// The request's target under `rules`: the connection's fixed one, or the one the
     /// request names (plain mode); routed once per target and rules generation.
     fn routed(&self, req: &Request<Incoming>, rules: &Rules) -> Result<Routed, Refusal> {
