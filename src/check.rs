@@ -32,6 +32,8 @@ pub struct Report {
     pub allow_sources: Option<Vec<ipnet::IpNet>>,
     /// Which mode is in force: the files, or Linkerd's identity controller.
     pub source: IdentitySource,
+    /// `[policy]`, described in one line.
+    pub policy: Option<String>,
 }
 
 /// Where the gateway's leaf comes from.
@@ -109,6 +111,7 @@ pub fn check(path: &Path) -> Result<Report, Vec<String>> {
             certificate: config.identity.certificate,
             key: config.identity.key,
         },
+        policy: config.policy.as_ref().map(crate::config::Policy::describe),
     })
 }
 
@@ -139,6 +142,7 @@ fn check_linkerd(
         metrics: config.server.metrics,
         allow_sources: config.server.allow_sources.clone(),
         source: IdentitySource::Linkerd(linkerd.clone()),
+        policy: config.policy.as_ref().map(crate::config::Policy::describe),
     })
 }
 
@@ -229,6 +233,7 @@ impl Report {
                 list(&rule.services)
             ));
         }
+        out.extend(self.policy.clone());
         out.push(format!(
             "loop: a client presenting {} is always refused",
             self.identity
@@ -314,6 +319,7 @@ mod tests {
                 certificate: "tls.crt".into(),
                 key: "tls.key".into(),
             },
+            policy: None,
         }
     }
 

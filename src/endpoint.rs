@@ -45,6 +45,10 @@ pub struct Endpoint {
     pub authority_override: Option<Authority>,
     /// The controller's `metric_labels`, sorted by key; empty for static and DNS endpoints.
     pub labels: Arc<[(Arc<str>, Arc<str>)]>,
+    /// The pod's policy workload, `{"ns":"<namespace>","pod":"<pod>"}` as its proxy names
+    /// itself to the policy controller: from the controller's `namespace` and `pod` labels.
+    /// `None` for static and DNS endpoints, and pods without those labels.
+    pub workload: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -57,6 +61,7 @@ impl Endpoint {
             opaque_transport: None,
             authority_override: None,
             labels: Arc::from(Vec::new()),
+            workload: None,
         }
     }
 

@@ -9,7 +9,8 @@
 //! - [`plan`]: the pure decision, built on [`route`], [`authz`] and [`names`], answered as a
 //!   plan or a [`refusal`], under the [`rules`] in force (swapped whole by [`reload`]);
 //! - [`discovery`]: the target's endpoints ([`endpoint`]): static, Linkerd's Destination API,
-//!   or DNS; it never dials;
+//!   or DNS; it never dials; with `[policy]`, the target pods' inbound policies too, which
+//!   [`policy`] decides for each caller once the endpoint is chosen;
 //! - [`upstream`]: per target, the endpoint chosen, its HTTP connections (one HTTP/2
 //!   connection and an HTTP/1.1 pool per endpoint) and the one connect path (TCP, or mTLS as
 //!   the gateway through [`client_tls`], a transport header when the pod's proxy wants one);
@@ -38,6 +39,7 @@ pub mod metered;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod probe;
 pub mod proxy;
 pub mod refusal;
@@ -140,13 +142,18 @@ impl Gateway {
             discovery = discovery.with_destination(destination, d.fallback);
         }
         let discovery = Arc::new(discovery);
-        let upstream = Upstream::new(
+        let mut upstream = Upstream::new(
             discovery,
             Some(client_tls.clone()),
             metrics.clone(),
             config.server.connect_timeout,
             config.balancer,
         );
+        if let Some(p) = &config.policy {
+            let policies =
+                discovery::policy::Policies::new(p, client_tls.clone(), metrics.policy.clone());
+            upstream = upstream.with_policies(Arc::new(policies));
+        }
         Ok(Arc::new(Gateway {
             settings: Arc::new(config.server.clone()),
             rules,

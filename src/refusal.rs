@@ -40,6 +40,20 @@ pub enum Refusal {
     /// accept, before the TLS handshake, so never answered over HTTP.
     #[error("unauthorized source")]
     UnauthorizedSource,
+    /// `[policy]`: no authorization of the target pod's own policy admits the caller (on the
+    /// request's route), as the pod's proxy answers. Counted in the authorization deny
+    /// families with the policy's labels.
+    #[error("unauthorized request on route")]
+    PolicyUnauthorized(Box<crate::policy::Labels>),
+    /// `[policy]`: no route of the target pod's policy matches the request.
+    #[error("no route found for request")]
+    RouteNotFound(Box<crate::policy::Labels>),
+    /// `[policy]`: over the target pod's local rate limit, counted for the caller.
+    #[error("{}", .0.message())]
+    RateLimited(Box<crate::policy::RateLimited>),
+    /// `[policy]`: the target pod's policy could not be read (or not evaluated here).
+    #[error("invalid server policy: {0}")]
+    PolicyInvalid(std::sync::Arc<str>),
 }
 
 impl Refusal {
@@ -53,7 +67,10 @@ impl Refusal {
             Refusal::Loadshed => 503,
             Refusal::ResponseTimeout | Refusal::FailFast => 504,
             Refusal::UnknownProtocol | Refusal::Client(_) => 400,
-            Refusal::UnauthorizedSource => 403,
+            Refusal::UnauthorizedSource | Refusal::PolicyUnauthorized(_) => 403,
+            Refusal::RouteNotFound(_) => 404,
+            Refusal::RateLimited(_) => 429,
+            Refusal::PolicyInvalid(_) => 500,
         }
     }
 
@@ -62,6 +79,7 @@ impl Refusal {
         match self {
             Refusal::Upstream(reason) => Cow::Owned(format!("upstream: {reason}")),
             Refusal::Client(reason) => Cow::Owned(format!("client: {reason}")),
+            Refusal::RateLimited(_) | Refusal::PolicyInvalid(_) => Cow::Owned(self.to_string()),
             other => Cow::Borrowed(other.static_text()),
         }
     }
@@ -79,11 +97,16 @@ impl Refusal {
             Refusal::UnknownProtocol => "unknown protocol",
             Refusal::Client(_) => "client",
             Refusal::UnauthorizedSource => "unauthorized source",
+            Refusal::PolicyUnauthorized(_) => "unauthorized request on route",
+            Refusal::RouteNotFound(_) => "no route found for request",
+            Refusal::RateLimited(_) => "rate limit exceeded",
+            Refusal::PolicyInvalid(_) => "invalid server policy",
         }
     }
 
     /// The `error` label in `inbound_{tcp,http}_errors_total`; `None` for authorization
-    /// denials, which are counted in the authz families only.
+    /// denials, which are counted in the authz families only, and for a pod policy's route
+    /// misses and rate limits, counted in their own families.
     pub fn error_label(&self) -> Option<&'static str> {
         match self {
             Refusal::Unauthorized => None,
@@ -97,6 +120,9 @@ impl Refusal {
             Refusal::UnknownProtocol => Some("unexpected"),
             Refusal::Client(_) => Some("client"),
             Refusal::UnauthorizedSource => Some("unauthorized source"),
+            Refusal::PolicyUnauthorized(_) | Refusal::RouteNotFound(_) => None,
+            Refusal::RateLimited(_) => None,
+            Refusal::PolicyInvalid(_) => Some("invalid policy"),
         }
     }
 
@@ -110,7 +136,18 @@ impl Refusal {
             Refusal::ResponseTimeout | Refusal::FailFast => 4, // DEADLINE_EXCEEDED
             Refusal::UnknownProtocol => 12, // UNIMPLEMENTED
             Refusal::Client(_) => 3,        // INVALID_ARGUMENT
-            Refusal::UnauthorizedSource => 7, // PERMISSION_DENIED
+            Refusal::UnauthorizedSource | Refusal::PolicyUnauthorized(_) => 7, // PERMISSION_DENIED
+            Refusal::RouteNotFound(_) => 5, // NOT_FOUND
+            Refusal::RateLimited(_) => 8,   // RESOURCE_EXHAUSTED
+            Refusal::PolicyInvalid(_) => 13, // INTERNAL
+        }
+    }
+
+    /// `Retry-After` in seconds: when a rate-limited request may come again.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Refusal::RateLimited(r) => Some(r.retry_after_secs()),
+            _ => None,
         }
     }
 }
@@ -200,7 +237,52 @@ mod tests {
                 7,
             ),
         ];
-        for (r, status, text, label, grpc) in rows {
+        let labels = crate::policy::Labels {
+            server: crate::policy::Meta::resource("policy.linkerd.io", "server", "web"),
+            port: 8080,
+            route: None,
+            authz: None,
+        };
+        let limited = crate::policy::RateLimited {
+            labels: labels.clone(),
+            limit: None,
+            kind: crate::policy::LimitKind::PerIdentity,
+            rps: 5,
+            retry_after: std::time::Duration::from_millis(200),
+        };
+        let policy_rows = [
+            (
+                Refusal::PolicyUnauthorized(Box::new(labels.clone())),
+                403,
+                "unauthorized request on route",
+                None,
+                7,
+            ),
+            (
+                Refusal::RouteNotFound(Box::new(labels)),
+                404,
+                "no route found for request",
+                None,
+                5,
+            ),
+            (
+                Refusal::RateLimited(Box::new(limited)),
+                429,
+                "per-identity rate limit exceeded: 5rps",
+                None,
+                8,
+            ),
+            (
+                Refusal::PolicyInvalid("path match: regex".into()),
+                500,
+                "invalid server policy: path match: regex",
+                Some("invalid policy"),
+                13,
+            ),
+        ];
+        for (r, status, text, label, grpc) in rows.into_iter().chain(policy_rows) {
+            let retry = matches!(r, Refusal::RateLimited(_)).then_some(1);
+            assert_eq!(r.retry_after(), retry);
             assert_eq!(r.http_status(), status);
             assert_eq!(r.proxy_error(), text);
             assert_eq!(r.to_string(), text);

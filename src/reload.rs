@@ -118,6 +118,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         log: _,
         discovery: _,
         balancer: _,
+        policy: _,
         source: _, // where it was read from, not a setting
     } = old;
     each!("server", &old.server, &new.server, crate::config::Server {
@@ -154,6 +155,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     differ("discovery.ewma_decay", decay, &b.decay);
     differ("discovery.failfast_timeout", failfast, &b.failfast);
     differ("discovery", &old.discovery, &new.discovery);
+    differ("policy", &old.policy, &new.policy);
     keys
 }
 

@@ -5,9 +5,11 @@
 mod discovery;
 mod linkerd;
 mod parse;
+mod policy;
 mod rules;
 
 pub use discovery::{Balancer, Discovery, Fallback, default_context_token};
+pub use policy::{Enforce, Policy, Unknown};
 
 pub(crate) use parse::{Parser, read};
 
@@ -152,6 +154,8 @@ pub struct Config {
     pub discovery: Option<Discovery>,
     /// The balancer's settings (`[discovery]` too), for every kind of endpoint.
     pub balancer: Balancer,
+    /// `[policy]`; `None`: no pod policy is enforced.
+    pub policy: Option<Policy>,
     /// Set when read from a file ([`Config::load`]); `None` for text parsed in place.
     pub source: Option<Source>,
 }
@@ -212,6 +216,7 @@ impl Config {
                 "authorization",
                 "log",
                 "discovery",
+                "policy",
             ],
         );
         let server = p.server(table.get("server"), overrides);
@@ -221,6 +226,7 @@ impl Config {
         let log = p.log(table.get("log"));
         let discovery = p.discovery(table.get("discovery"), |k| std::env::var(k).ok());
         let balancer = p.balancer(table.get("discovery"));
+        let policy = p.policy(table.get("policy"), discovery.is_some());
         match (server, identity, routing) {
             (Some(server), Some(identity), Some(routing)) if p.errors.is_empty() => Ok(Config {
                 server,
@@ -230,6 +236,7 @@ impl Config {
                 log,
                 discovery,
                 balancer,
+                policy,
                 source: None,
             }),
             _ => Err(ConfigErrors(p.errors)),

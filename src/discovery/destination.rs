@@ -14,6 +14,8 @@ mod stream;
 mod update;
 
 pub use crate::metrics::discovery::DestinationMetrics;
+/// The controller streams' backoff and status text, shared with the policy watches.
+pub(crate) use stream::{Backoff, describe};
 
 use crate::client_tls::ClientTls;
 use crate::config::Discovery;

@@ -7,6 +7,7 @@
 
 pub mod destination;
 mod dns;
+pub mod policy;
 
 pub use crate::endpoint::{Endpoint, EndpointSet, ProtocolHint, ServerId};
 pub(crate) use dns::resolver_builder;

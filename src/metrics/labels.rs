@@ -72,6 +72,57 @@ pub struct PeerLabels {
     pub authority: String,
 }
 
+/// The labels of the authorization families: a decision of the gateway's own rules
+/// (`client_id`, `authority`), or of a target pod's policy (those, then Linkerd's `srv_*`,
+/// `route_*` for a request, `authz_*` when an authorization admitted the caller).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum AuthzLabels {
+    Rules(PeerLabels),
+    Policy(Arc<PeerLabels>, crate::policy::Labels),
+}
+
+impl EncodeLabelSet for AuthzLabels {
+    fn encode(&self, enc: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            AuthzLabels::Rules(peer) => peer.encode(enc),
+            AuthzLabels::Policy(peer, labels) => {
+                peer.encode(enc)?;
+                server_labels(labels, enc)?;
+                if let Some(route) = &labels.route {
+                    meta_labels("route", route, enc)?;
+                }
+                if let Some(authz) = &labels.authz {
+                    meta_labels("authz", authz, enc)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Linkerd's `srv_group`, `srv_kind`, `srv_name`, `srv_port`.
+pub(crate) fn server_labels(
+    labels: &crate::policy::Labels,
+    enc: &mut LabelSetEncoder,
+) -> Result<(), std::fmt::Error> {
+    meta_labels("srv", &labels.server, enc)?;
+    [("srv_port", labels.port.to_string())].encode(enc)
+}
+
+/// `<prefix>_group`, `<prefix>_kind`, `<prefix>_name` of a policy resource.
+pub(crate) fn meta_labels(
+    prefix: &str,
+    meta: &crate::policy::Meta,
+    enc: &mut LabelSetEncoder,
+) -> Result<(), std::fmt::Error> {
+    [
+        (format!("{prefix}_group"), &*meta.group),
+        (format!("{prefix}_kind"), &*meta.kind),
+        (format!("{prefix}_name"), &*meta.name),
+    ]
+    .encode(enc)
+}
+
 /// The labels of the HTTP request families: `direction="inbound",tls="true"` plus the peer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels(pub Arc<PeerLabels>);

@@ -9,11 +9,14 @@
 mod balancer;
 pub mod discovery;
 mod labels;
+mod leg;
+pub mod policy;
 mod process;
 mod targets;
 
 use crate::refusal::Refusal;
 pub use labels::*;
+pub use leg::Leg;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -39,8 +42,8 @@ pub struct TcpMetrics {
     pub open_connections: Family<TcpLabels, Gauge>,
     pub read_bytes: Family<TcpLabels, Counter>,
     pub write_bytes: Family<TcpLabels, Counter>,
-    pub authz_allow: Family<PeerLabels, Counter>,
-    pub authz_deny: Family<PeerLabels, Counter>,
+    pub authz_allow: Family<AuthzLabels, Counter>,
+    pub authz_deny: Family<AuthzLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub transport_header_connections: Family<HeaderLabels, Counter>,
 }
@@ -94,8 +97,8 @@ impl TcpMetrics {
 
 /// Requests: what was asked, answered, refused.
 pub struct HttpMetrics {
-    pub authz_allow: Family<PeerLabels, Counter>,
-    pub authz_deny: Family<PeerLabels, Counter>,
+    pub authz_allow: Family<AuthzLabels, Counter>,
+    pub authz_deny: Family<AuthzLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub request_total: Family<RequestLabels, Counter>,
     pub response_total: Family<ResponseLabels, Counter>,
@@ -285,6 +288,8 @@ pub struct Metrics {
     pub discovery: discovery::DestinationMetrics,
     /// The balancer's endpoint states and per-endpoint requests.
     pub balancer: balancer::BalancerMetrics,
+    /// Target pods' policies: route not found, rate limits, unknown policies, the watches.
+    pub policy: policy::PolicyMetrics,
     /// Which target names may be labels (bounded; the rest are `other`).
     pub targets: TargetLabels,
     registry: Registry,
@@ -311,6 +316,7 @@ impl Metrics {
             config: ConfigMetrics::default(),
             discovery: discovery::DestinationMetrics::default(),
             balancer: balancer::BalancerMetrics::default(),
+            policy: policy::PolicyMetrics::default(),
             targets: TargetLabels::new(max_targets),
             registry: Registry::default(),
         };
@@ -325,6 +331,7 @@ impl Metrics {
         m.config.register(&mut m.registry);
         m.discovery.register(&mut m.registry);
         m.balancer.register(&mut m.registry);
+        m.policy.register(&mut m.registry);
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -351,15 +358,17 @@ impl Metrics {
 
     /// The one place a refusal is counted and logged: its error label in the scope's errors
     /// family, or, for an authorization denial, the scope's deny family under `peer` (client
-    /// and authority). The connection's span carries who the client is.
+    /// and authority; a pod policy's denials, route misses and rate limits with its labels).
+    /// The connection's span carries who the client is.
     pub fn refused(&self, scope: Scope, peer: Option<&PeerLabels>, refusal: &Refusal) {
         let (errors, deny) = match scope {
             Scope::Connection => (&self.tcp.errors, &self.tcp.authz_deny),
             Scope::Request => (&self.http.errors, &self.http.authz_deny),
         };
         match (refusal.error_label(), peer) {
+            _ if self.policy.refused(deny, peer, refusal) => 0,
             (Some(error), _) => errors.get_or_create(&ErrorLabels { error }).inc(),
-            (None, Some(peer)) => deny.get_or_create(peer).inc(),
+            (None, Some(peer)) => deny.get_or_create(&AuthzLabels::Rules(peer.clone())).inc(),
             (None, None) => 0,
         };
         tracing::debug!(
@@ -368,53 +377,5 @@ impl Metrics {
             reason = %refusal,
             "refused"
         );
-    }
-}
-
-/// The live counters of one TCP leg, taken once when the leg opens. Dropping it counts the
-/// close (as a failure unless [`Leg::succeeded`] was called) and lowers the open gauge.
-pub struct Leg {
-    pub read: Counter,
-    pub write: Counter,
-    open: Gauge,
-    close: (Counter, Counter),
-    success: bool,
-}
-
-impl Leg {
-    pub fn open(m: &Metrics, labels: TcpLabels) -> Leg {
-        m.tcp.open.get_or_create(&labels).inc();
-        let open = m.tcp.open_connections.get_or_create_owned(&labels);
-        open.inc();
-        Leg {
-            read: m.tcp.read_bytes.get_or_create_owned(&labels),
-            write: m.tcp.write_bytes.get_or_create_owned(&labels),
-            open,
-            close: (
-                m.tcp
-                    .close
-                    .get_or_create_owned(&(labels.clone(), Classification(true))),
-                m.tcp
-                    .close
-                    .get_or_create_owned(&(labels, Classification(false))),
-            ),
-            success: false,
-        }
-    }
-
-    /// Marks the leg as closed cleanly.
-    pub fn succeeded(&mut self) {
-        self.success = true;
-    }
-}
-
-impl Drop for Leg {
-    fn drop(&mut self) {
-        self.open.dec();
-        if self.success {
-            self.close.0.inc();
-        } else {
-            self.close.1.inc();
-        }
     }
 }

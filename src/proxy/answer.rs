@@ -113,5 +113,9 @@ pub fn refusal_response(refusal: &Refusal, grpc: bool) -> Response<RespBody> {
         r
     };
     r.headers_mut().insert(L5D_PROXY_ERROR, value);
+    if let Some(secs) = refusal.retry_after() {
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     r
 }

@@ -11,7 +11,7 @@ use super::observe::{Admitted, Observed, Recorder, RequestLine};
 use super::tunnel::{connect_tunnel, splice_upgrades};
 use crate::refusal::Refusal;
 use crate::rules::Rules;
-use crate::upstream::{AbsoluteForm, RequestBody};
+use crate::upstream::{AbsoluteForm, Caller, RequestBody};
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -49,9 +49,15 @@ pub(super) async fn forward(
         rules,
     } = decided;
     let ctx = &conn.ctx;
+    // Who asks, for the target pod's policy: the client, counted under the route's labels.
+    let caller = Caller {
+        id: conn.client.id.clone(),
+        addr: conn.client.addr,
+        peer: Some(routed.metrics.labels.0.clone()),
+    };
     if req.method() == Method::CONNECT {
         // Boxed: CONNECT is rare, and its connect future would enlarge every request.
-        return Box::pin(connect_tunnel(ctx, routed, rules, req))
+        return Box::pin(connect_tunnel(ctx, routed, rules, &caller, req))
             .await
             .map_err(|r| (r, line));
     }
@@ -97,7 +103,7 @@ pub(super) async fn forward(
         l.bytes_in = bytes_in.clone();
     }
     let request = Request::from_parts(parts, RequestBody::new(body, bytes_in));
-    let sent = ctx.upstream.send(&routed.target, rules, request);
+    let sent = ctx.upstream.send(&routed.target, rules, &caller, request);
     let response = match ctx.settings.response_timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,

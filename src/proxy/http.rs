@@ -77,7 +77,7 @@ pub enum ConnError {
 /// What one served connection shares across its requests.
 pub(super) struct Conn {
     pub(super) ctx: Arc<HttpContext>,
-    client: ClientInfo,
+    pub(super) client: ClientInfo,
     pub(super) client_header: HeaderValue,
     /// `Some` when the transport header fixed the target for the whole connection.
     fixed: Option<Target>,

@@ -6,7 +6,7 @@
 //! ([`RequestBody`], [`RequestLine`]).
 
 use crate::access::{AccessLog, Outcome, RequestRecord};
-use crate::metrics::{Metrics, RequestLabels, ResponseLabels};
+use crate::metrics::{AuthzLabels, Metrics, RequestLabels, ResponseLabels};
 pub use crate::upstream::RequestBody;
 use crate::upstream::ResponseBody;
 use bytes::Bytes;
@@ -35,7 +35,10 @@ impl RouteMetrics {
     pub(crate) fn new(m: &Metrics, labels: RequestLabels) -> RouteMetrics {
         RouteMetrics {
             requests: m.http.request_total.get_or_create_owned(&labels),
-            authz_allow: m.http.authz_allow.get_or_create_owned(&labels.0),
+            authz_allow: m
+                .http
+                .authz_allow
+                .get_or_create_owned(&AuthzLabels::Rules((*labels.0).clone())),
             labels,
             responses: Mutex::new(Vec::new()),
         }

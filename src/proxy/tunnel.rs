@@ -6,7 +6,7 @@
 use super::http::{HttpContext, RespBody, Routed};
 use crate::refusal::Refusal;
 use crate::rules::Rules;
-use crate::upstream::{Connected, Opened};
+use crate::upstream::{Caller, Connected, Opened};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
@@ -43,10 +43,11 @@ pub(super) async fn connect_tunnel(
     ctx: &HttpContext,
     routed: &Routed,
     rules: &Rules,
+    caller: &Caller,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Refusal> {
     // The client side is already counted by the connection's own leg, beneath the upgrade.
-    let Opened { connected, .. } = ctx.upstream.open(&routed.target, rules).await?;
+    let Opened { connected, .. } = ctx.upstream.open(&routed.target, rules, caller).await?;
     let Connected {
         io: upstream,
         mut leg,

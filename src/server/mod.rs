@@ -7,7 +7,7 @@
 
 use crate::Gateway;
 use crate::access::{ConnRecord, Outcome};
-use crate::metrics::{HeaderLabels, Leg, PeerLabels, Scope, TcpLabels};
+use crate::metrics::{AuthzLabels, HeaderLabels, Leg, PeerLabels, Scope, TcpLabels};
 use crate::plan::{self, Alpn, ClientInfo, HttpTarget, Plan};
 use crate::proxy::http::HttpContext;
 use crate::refusal::Refusal;
@@ -414,7 +414,7 @@ fn count_allow(gw: &Gateway, client: &ClientInfo, target: &Target) {
     gw.metrics
         .tcp
         .authz_allow
-        .get_or_create(&peer_labels(gw, client, target))
+        .get_or_create(&AuthzLabels::Rules(peer_labels(gw, client, target)))
         .inc();
 }
 

@@ -10,7 +10,7 @@ use crate::proxy::tcp::Counters;
 use crate::route::Target;
 use crate::rules::Rules;
 use crate::tls::Accepted;
-use crate::upstream::{Connected, Opened};
+use crate::upstream::{Caller, Connected, Opened};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,12 @@ pub(super) async fn forward_opaque(
     target: Target,
     leg: &Leg,
 ) -> Ended {
-    let opened = gw.upstream.open(&target, rules).await;
+    let caller = Caller {
+        id: client.id.clone(),
+        addr: client.addr,
+        peer: None,
+    };
+    let opened = gw.upstream.open(&target, rules, &caller).await;
     // Counted after the dial, so that a target reached for the first time is labelled by
     // its name rather than `other`.
     count_allow(gw, client, &target);
@@ -51,6 +56,7 @@ pub(super) async fn forward_opaque(
         addr,
         // The stream's share of the endpoint's load, until it ends.
         in_flight: _in_flight,
+        revoked,
     } = match opened {
         Ok(d) => d,
         Err(refusal) => {
@@ -60,14 +66,32 @@ pub(super) async fn forward_opaque(
     };
     // The connection's own byte counts, for its access line whatever its end.
     let local = (Counter::default(), Counter::default());
-    let result = crate::proxy::tcp::proxy(
+    let proxied = crate::proxy::tcp::proxy(
         tls,
         stream,
         gw.settings.idle_timeout,
         Counters::from((leg.read.clone(), leg.write.clone())).also(local.clone()),
         (up_leg.read.clone(), up_leg.write.clone()),
-    )
-    .await;
+    );
+    // `[policy]`: the pod's proxy cuts a connection its new policy no longer admits; so here.
+    let revoked = async {
+        match revoked {
+            Some(r) => r.await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = proxied => r,
+        refusal = revoked => {
+            let peer = super::peer_labels(gw, client, &target);
+            gw.metrics.policy.terminated(&peer, &refusal);
+            debug!(%addr, "terminated: the pod's policy no longer admits the connection");
+            let mut ended = Ended::new("opaque", Some(&target), End::Refused(refusal));
+            ended.endpoint = Some(addr);
+            ended.bytes = (local.0.get(), local.1.get());
+            return ended;
+        }
+    };
     let mut ended = Ended::new("opaque", Some(&target), End::Ok);
     ended.endpoint = Some(addr);
     ended.bytes = (local.0.get(), local.1.get());

@@ -54,6 +54,8 @@ pub(super) struct EndpointConns {
     /// `outbound_http_balancer_requests_total` of this endpoint, taken at its first answer
     /// (the target is then known to be real, so its name is the label).
     requests: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
+    /// `[policy]`: the watch of the pod's policy, held while the endpoint is kept.
+    pub(super) policy: std::sync::OnceLock<Arc<crate::discovery::policy::PortWatch>>,
 }
 
 impl EndpointConns {
@@ -74,6 +76,7 @@ impl EndpointConns {
             epoch,
             health: Arc::new(health),
             requests: std::sync::OnceLock::new(),
+            policy: std::sync::OnceLock::new(),
         }
     }
 

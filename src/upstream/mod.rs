@@ -10,17 +10,20 @@
 pub mod balance;
 mod body;
 mod connect;
+mod enforce;
 mod health;
 mod http;
 mod send;
 
 pub use body::{RequestBody, ResponseBody};
 pub use connect::{Connected, Connector, UpstreamIo, transport_header_for};
+pub use enforce::{Caller, Revocation};
 pub use health::{Balancer, InFlight};
 
 use crate::client_tls::ClientTls;
+use crate::discovery::policy::Policies;
 use crate::discovery::{Discovery, Endpoint, EndpointSet};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Scope};
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::rules::Rules;
@@ -54,6 +57,8 @@ pub struct Opened {
     pub addr: SocketAddr,
     /// The connection's share of the endpoint's load, while it is open.
     pub in_flight: InFlight,
+    /// `[policy]`: completes once the pod's policy no longer admits the connection.
+    pub revoked: Option<Revocation>,
 }
 
 /// An endpoint set and its endpoints' connections, in the set's order.
@@ -79,6 +84,8 @@ pub struct Upstream {
     epoch: Instant,
     /// Milliseconds since `epoch` of the last sweep.
     swept: AtomicU64,
+    /// `[policy]`: the pods' policy watches; `None`: no pod policy is enforced.
+    policies: Option<Arc<Policies>>,
 }
 
 /// How often a request waiting for a ready endpoint asks discovery again (a new endpoint may
@@ -108,14 +115,27 @@ impl Upstream {
             endpoints: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             swept: AtomicU64::new(0),
+            policies: None,
         }
+    }
+
+    /// Holds every caller to the chosen pod's own policy, from `policies` ([`enforce`]).
+    pub fn with_policies(mut self, policies: Arc<Policies>) -> Upstream {
+        self.policies = Some(policies);
+        self
     }
 
     /// One connection to `target`, for opaque TCP and `CONNECT`: no session protocol follows
     /// a transport header. The endpoint is the lighter of two (P2C) among those worth a
     /// connect (not failing, or past their back-off); a refused connect fails over to the
     /// others, the failing ones last. Connect and handshake time is the endpoint's round trip.
-    pub async fn open(&self, target: &Target, rules: &Rules) -> Result<Opened, Refusal> {
+    /// Before each connect, `caller` is held to the endpoint's pod policy.
+    pub async fn open(
+        &self,
+        target: &Target,
+        rules: &Rules,
+        caller: &Caller,
+    ) -> Result<Opened, Refusal> {
         let set = self.endpoints_of(target, rules).await?;
         let list = self.conns_of(&self.state(target), target, &set);
         let now = Instant::now();
@@ -128,8 +148,13 @@ impl Upstream {
         for i in order {
             let conns = &list[i];
             conns.touch();
+            let allowed = self.enforce_connection(conns, caller).await?;
+            // Watched from the decision on, so that no change is missed while connecting.
+            let revoked = allowed.as_ref().and(self.revocation(conns, caller));
             let mut in_flight = conns.health.start();
-            match self.connector.connect(target, &conns.endpoint, None).await {
+            let connected = self.connector.connect(target, &conns.endpoint, None).await;
+            self.count_allowed(conns, caller, Scope::Connection, allowed.as_ref());
+            match connected {
                 Ok(connected) => {
                     in_flight.first_byte();
                     conns.health.connected();
@@ -137,6 +162,7 @@ impl Upstream {
                         connected,
                         addr: conns.endpoint.addr,
                         in_flight,
+                        revoked,
                     });
                 }
                 Err(r) => {
@@ -153,11 +179,13 @@ impl Upstream {
     /// waits for one, at most `failfast_timeout` since none has been. HTTP/2 requests ride the
     /// endpoint's HTTP/2 connection; HTTP/1 requests too when the endpoint takes HTTP/2 (marked
     /// `l5d-orig-proto`, undone on the response), else an HTTP/1.1 connection of its pool.
-    /// The request's URI is absolute (`http://target/path`).
+    /// The request's URI is absolute (`http://target/path`). Once its endpoint is chosen,
+    /// and before anything is sent to it, `caller` is held to the endpoint's pod policy.
     pub async fn send(
         &self,
         target: &Target,
         rules: &Rules,
+        caller: &Caller,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<ResponseBody>, SocketAddr), Refusal> {
         // A request no connection of its endpoint could take (a connect failed: the endpoint
@@ -166,6 +194,7 @@ impl Upstream {
             let conns = self
                 .pick(target, rules, req.version() == Version::HTTP_2)
                 .await?;
+            self.enforce_request(&conns, caller, &req).await?;
             match send_to(&conns, req).await {
                 Ok(sent) => {
                     conns.answered();
@@ -284,13 +313,16 @@ impl Upstream {
                         .or_insert_with(|| {
                             let health =
                                 Health::new(&self.balancer, self.epoch, state.events.clone());
-                            Arc::new(EndpointConns::new(
+                            let conns = Arc::new(EndpointConns::new(
                                 target.clone(),
                                 e.clone(),
                                 self.connector.clone(),
                                 self.epoch,
                                 health,
-                            ))
+                            ));
+                            // The pod's policy is fetched from when the endpoint appears.
+                            self.policy_watch(&conns);
+                            conns
                         })
                         .clone()
                 })

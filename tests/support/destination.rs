@@ -76,6 +76,8 @@ impl Addr {
 #[derive(Clone, Debug)]
 pub enum Step {
     Add(Vec<Addr>),
+    /// An `Add` whose set carries `metric_labels` (the controller's `namespace`, `service`).
+    AddSet(Vec<(String, String)>, Vec<Addr>),
     Remove(Vec<SocketAddr>),
     NoEndpoints {
         exists: bool,
@@ -159,6 +161,10 @@ pub fn update(step: &Step) -> Option<Update> {
         Step::Add(addrs) => U::Add(pb::WeightedAddrSet {
             addrs: addrs.iter().map(weighted_addr).collect(),
             metric_labels: HashMap::new(),
+        }),
+        Step::AddSet(labels, addrs) => U::Add(pb::WeightedAddrSet {
+            addrs: addrs.iter().map(weighted_addr).collect(),
+            metric_labels: labels.iter().cloned().collect(),
         }),
         Step::Remove(addrs) => U::Remove(pb::AddrSet {
             addrs: addrs.iter().copied().map(tcp_address).collect(),

@@ -4,6 +4,7 @@
 pub mod destination;
 pub mod identity;
 pub mod meshed;
+pub mod policy;
 
 use crossgate::certs::{GATEWAY_IDENTITY, Leaf, LeafSpec, Pki};
 use crossgate::config::{Config, Overrides};

@@ -111,7 +111,7 @@ impl Stream {
 }
 
 /// A status as one line: code, message, and the chain of causes, each by its `Display`.
-pub(super) fn describe(status: &tonic::Status) -> String {
+pub(crate) fn describe(status: &tonic::Status) -> String {
     let mut out = format!("{} ({})", status.code() as i32, status.code());
     if !status.message().is_empty() {
         out.push_str(": ");
@@ -173,7 +173,7 @@ impl Drop for StreamGauge<'_> {
 }
 
 /// 100 ms doubling to 10 s, each wait drawn between half and all of its step.
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     step: Duration,
 }
 
@@ -184,11 +184,11 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.step = BACKOFF_MIN;
     }
 
-    pub(super) fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let step = self.step;
         self.step = (step * 2).min(BACKOFF_MAX);
         let half = step / 2;

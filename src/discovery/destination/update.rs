@@ -174,7 +174,29 @@ pub(crate) fn endpoint(
         opaque_transport,
         authority_override,
         labels: labels(set_labels, &pb.metric_labels),
+        workload: workload(set_labels, &pb.metric_labels),
     })
+}
+
+/// The pod's policy workload from the address's `pod` label and the `namespace` label (the
+/// set's, or the address's own), read before the metric labels are bounded, and only when
+/// both are Kubernetes names (a namespace is a DNS label, a pod name a DNS subdomain): then
+/// they need no escaping in the JSON.
+fn workload(set: &HashMap<String, String>, own: &HashMap<String, String>) -> Option<Arc<str>> {
+    let pod = own.get("pod")?;
+    let ns = own.get("namespace").or_else(|| set.get("namespace"))?;
+    let k8s_name = |s: &str, max: usize| {
+        s.len() <= max
+            && crate::names::is_dns_name(s)
+            && !s.ends_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    if !(k8s_name(ns, 63) && !ns.contains('.') && k8s_name(pod, 253)) {
+        tracing::debug!(%ns, %pod, "not a Kubernetes namespace and pod: no policy workload");
+        return None;
+    }
+    Some(format!(r#"{{"ns":"{ns}","pod":"{pod}"}}"#).into())
 }
 
 /// A `TcpAddress` with an IP and a port in 1..=65535.

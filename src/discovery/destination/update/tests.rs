@@ -290,3 +290,53 @@ fn endpoints_per_target_bounded() {
     assert_eq!(addrs(&set).len(), MAX_ENDPOINTS);
     assert_eq!(Change::NoEndpoints { exists: true }.op(), "no_endpoints");
 }
+
+#[test]
+fn policy_workload_from_the_namespace_and_pod_labels() {
+    let map = |kv: &[(&str, &str)]| -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let with = |set: &[(&str, &str)], own: &[(&str, &str)]| {
+        let mut w = weighted("10.0.0.1:9898");
+        w.metric_labels = map(own);
+        endpoint(w, &map(set)).unwrap().workload
+    };
+    let ns = [("namespace", "test"), ("service", "podinfo")];
+    assert_eq!(
+        with(&ns, &[("pod", "podinfo-5d9c7b-x2x")]).as_deref(),
+        Some(r#"{"ns":"test","pod":"podinfo-5d9c7b-x2x"}"#)
+    );
+    // Not cut as metric label values are (64 bytes), nor lost among many labels.
+    let long = format!("{}.{}", "p".repeat(63), "q".repeat(40));
+    let mut crowded: Vec<(String, String)> =
+        (0..40).map(|i| (format!("a{i:02}"), "v".into())).collect();
+    crowded.push(("pod".into(), long.clone()));
+    let crowded: Vec<(&str, &str)> = crowded
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let got = with(&ns, &crowded).unwrap();
+    assert_eq!(&*got, format!(r#"{{"ns":"test","pod":"{long}"}}"#));
+    // The address's own namespace label will do too.
+    assert!(with(&[], &[("namespace", "test"), ("pod", "p-0")]).is_some());
+    let label = "p".repeat(63);
+    let longest = format!("{label}.{label}.{label}.{}", "p".repeat(61)); // 253 bytes
+    assert!(with(&ns, &[("pod", &longest)]).is_some());
+    let too_long = format!("{longest}p");
+    type Labels<'a> = &'a [(&'a str, &'a str)];
+    let none: [(Labels, Labels); 6] = [
+        (&ns, &[]),                                    // no pod
+        (&[], &[("pod", "p-0")]),                      // no namespace
+        (&ns, &[("pod", "P-0")]),                      // not a Kubernetes name
+        (&ns, &[("pod", "p\",\"ns\":\"kube-system")]), // would break the JSON
+        (&[("namespace", "a.b")], &[("pod", "p-0")]),  // a namespace is one label
+        (&ns, &[("pod", &too_long)]),                  // 254 bytes
+    ];
+    for (set, own) in none {
+        assert_eq!(with(set, own), None, "{set:?} {own:?}");
+    }
+    // Static and DNS endpoints have none.
+    assert_eq!(Endpoint::plain(sa("10.0.0.1:80")).workload, None);
+}
