@@ -32,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod endpoint;
+pub mod explain;
 pub mod identity;
 pub mod lifecycle;
 pub mod metered;
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod names;
 pub mod plan;
 pub mod probe;
+pub mod problems;
 pub mod proxy;
 pub mod refusal;
 pub mod reload;
@@ -94,8 +96,7 @@ impl Gateway {
         let (roots, store) = match (&config.identity.linkerd, &config.identity.name) {
             // The leaf comes from the controller once running ([`identity::linkerd`]).
             (Some(_), Some(name)) => {
-                let roots =
-                    identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
+                let roots = identity::anchors(&config.identity)?;
                 let name = names::normalize(name);
                 (roots, CredentialStore::empty(name))
             }

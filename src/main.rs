@@ -2,7 +2,7 @@
 //! success, 64 bad usage or configuration, 1 runtime failure.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -140,12 +140,16 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format, matches!(cli.command, Command::Demo));
+    let problems = match cli.log_format {
+        LogFormat::Text => crossgate::problems::Format::Text,
+        LogFormat::Json => crossgate::problems::Format::Json,
+    };
     match cli.command {
         Command::Run {
             config,
             listen,
             admin,
-        } => run(config, crossgate::config::Overrides { listen, admin }),
+        } => run(config, crossgate::config::Overrides { listen, admin }, problems),
         Command::Check { config } => check(&config),
         Command::Demo => runtime(cores())
             .and_then(|rt| {
@@ -153,7 +157,7 @@ fn main() -> ExitCode {
                     .map_err(|e| eprintln!("demo failed: {e:#}"))
             })
             .map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS),
-        Command::Probe { config } => probe(config),
+        Command::Probe { config } => probe(config, problems),
         Command::Gateways {
             prober,
             output,
@@ -177,15 +181,26 @@ fn main() -> ExitCode {
 }
 
 /// `crossgate check`: the summary on stdout, warnings and errors on stderr. An expired leaf
-/// is an error like any other identity problem (64), as `run` refuses it too.
+/// is an error like any other identity problem (64), as `run` refuses it too. A prober's
+/// configuration (`[[link]]`) is checked as `probe` loads it.
 fn check(config: &std::path::Path) -> ExitCode {
-    match crossgate::check::check(config) {
-        Ok(report) => {
-            let now = crossgate::identity::unix_now();
-            for line in report.summary(now) {
-                println!("{line}");
+    use crossgate::check::probe;
+    let now = crossgate::identity::unix_now();
+    let checked = if probe::is_prober_config(config) {
+        probe::check(config).map(|r| (r.summary(now), r.warnings(now)))
+    } else {
+        crossgate::check::check(config).map(|r| (r.summary(now), r.warnings(now)))
+    };
+    match checked {
+        Ok((summary, warnings)) => {
+            // A closed stdout (`check | head`) is no reason to panic.
+            let mut out = std::io::stdout().lock();
+            for line in summary {
+                if writeln!(out, "{line}").is_err() {
+                    break;
+                }
             }
-            for w in report.warnings(now) {
+            for w in warnings {
                 eprintln!("warning: {w}");
             }
             ExitCode::SUCCESS
@@ -241,23 +256,30 @@ fn certs(
     }
 }
 
-fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
+/// `crossgate run`: the configuration and the identity load completely (every problem
+/// reported, in the words `check` uses, exit 64) before any port is bound.
+fn run(
+    path: PathBuf,
+    overrides: crossgate::config::Overrides,
+    problems: crossgate::problems::Format,
+) -> ExitCode {
     let config = match crossgate::config::Config::load(&path, &overrides) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{errors}");
+            crossgate::problems::report(&errors.0, problems);
             return ExitCode::from(USAGE);
         }
     };
     let gw = match crossgate::Gateway::build(&config) {
         Ok(gw) => gw,
         Err(errors) => {
-            for e in errors {
-                eprintln!("{}: identity: {e}", path.display());
-            }
+            crossgate::problems::report(&errors, problems);
             return ExitCode::from(USAGE);
         }
     };
+    for w in crossgate::identity::audit_anchors(&config.identity).warnings {
+        tracing::warn!("{w}");
+    }
     crossgate::lifecycle::check_fd_limit(&config.server);
     let threads = config.server.threads.unwrap_or_else(cores);
     let Ok(rt) = runtime(threads) else {
@@ -292,20 +314,18 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
     })
 }
 
-fn probe(path: PathBuf) -> ExitCode {
+fn probe(path: PathBuf, problems: crossgate::problems::Format) -> ExitCode {
     let config = match crossgate::probe::ProbeConfig::load(&path) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{errors}");
+            crossgate::problems::report(&errors.0, problems);
             return ExitCode::from(USAGE);
         }
     };
     let prober = match crossgate::probe::Prober::build(&config) {
         Ok(p) => p,
         Err(errors) => {
-            for e in errors {
-                eprintln!("{}: identity: {e}", path.display());
-            }
+            crossgate::problems::report(&errors, problems);
             return ExitCode::from(USAGE);
         }
     };

@@ -5,6 +5,7 @@
 mod discovery;
 mod linkerd;
 mod parse;
+mod ports;
 mod rules;
 
 pub use discovery::{Balancer, Discovery, Fallback, default_context_token};

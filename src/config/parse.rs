@@ -168,12 +168,23 @@ impl Parser<'_> {
         } else {
             "server.admin"
         };
+        let before = self.errors.len();
+        let listen = self.addr(listen, listen_key, d.listen);
+        let admin = self.addr(admin, admin_key, d.admin);
+        let metrics = self
+            .string(t, "metrics", "server.metrics")
+            .map(|m| self.addr(Some(m), "server.metrics", d.admin));
+        if self.errors.len() == before {
+            let mut ports = vec![(listen_key, listen), (admin_key, admin)];
+            ports.extend(metrics.map(|m| ("server.metrics", m)));
+            self.distinct_ports(&ports);
+        }
         let dur = |p: &mut Self, k: &str, dflt: Duration| {
             p.duration(t, k, &format!("server.{k}")).unwrap_or(dflt)
         };
         let s = Server {
-            listen: self.addr(listen, listen_key, d.listen),
-            admin: self.addr(admin, admin_key, d.admin),
+            listen,
+            admin,
             threads: self
                 .count(t, "threads", "server.threads", 1024)
                 .map(|n| n as usize),
@@ -225,9 +236,7 @@ impl Parser<'_> {
                 )
                 .map_or(d.max_metric_targets, |n| n as usize),
             allow_sources: self.networks(t, "allow_sources", "server.allow_sources"),
-            metrics: self
-                .string(t, "metrics", "server.metrics")
-                .map(|m| self.addr(Some(m), "server.metrics", d.admin)),
+            metrics,
         };
         Some(s)
     }

@@ -169,8 +169,14 @@ impl Certifier {
         }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()));
         let certified = CertifiedKey::from_der(chain.clone(), key, &self.provider)
-            .map_err(|e| format!("the leaf does not match the gateway's key: {e}"))?;
-        super::verify_own_chain(&chain, &self.name, &self.roots, &self.provider)?;
+            .map_err(|e| {
+                format!(
+                    "the leaf does not match the gateway's key: {}",
+                    crate::explain::tls(&e)
+                )
+            })?;
+        super::files::verify(&chain, &self.name, &self.roots, &self.provider)
+            .map_err(|e| format!("the leaf does not verify: {}", crate::explain::tls(&e)))?;
         let (not_before, not_after) = super::validity_of(&leaf).ok_or("the leaf does not parse")?;
         Ok(Issued {
             creds: Credentials {
