@@ -125,6 +125,7 @@ fn alert_words(alert: AlertDescription) -> String {
         A::ProtocolVersion => "protocol_version: the peer does not speak TLS 1.3",
         A::NoApplicationProtocol => "no_application_protocol: no ALPN protocol in common",
         A::UnrecognisedName => "unrecognized_name: the peer does not serve that name (SNI)",
+        A::Unknown(code) => return format!("the peer sent the TLS alert {code}"),
         _ => return format!("the peer sent the TLS alert {}", snake(&format!("{alert:?}"))),
     };
     format!("the peer sent the TLS alert {meaning}")
@@ -206,14 +207,8 @@ fn words(debug: &str) -> String {
     out
 }
 
-/// `BadCertificate` -> `bad_certificate`, as RFC 8446 names alerts; `Unknown(42)` -> `42`.
+/// `DecodeError` -> `decode_error`, as RFC 8446 names alerts.
 fn snake(debug: &str) -> String {
-    if let Some(code) = debug
-        .strip_prefix("Unknown(")
-        .and_then(|d| d.strip_suffix(')'))
-    {
-        return code.to_string();
-    }
     words(debug).replace(' ', "_")
 }
 

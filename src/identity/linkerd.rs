@@ -36,7 +36,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub enum CertifyError {
     #[error("cannot read the token file {path}: {error}")]
     Token { path: String, error: std::io::Error },
-    #[error("the controller answered {code:?}: {message}")]
+    #[error("the controller answered gRPC status {} ({code}): {message}", *code as i32)]
     Status { code: tonic::Code, message: String },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
