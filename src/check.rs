@@ -50,6 +50,41 @@ pub enum IdentitySource {
     Linkerd(crate::config::LinkerdIdentity),
 }
 
+/// `crossgate check`: the summary on stdout, warnings and errors on stderr; the exit code
+/// (0, or 64 when anything is wrong). An expired leaf is an error like any other identity
+/// problem, as `run` refuses it too. A prober's configuration (`[[link]]`) is checked as
+/// `probe` loads it.
+pub fn command(config: &Path) -> u8 {
+    use std::io::Write;
+    let now = crate::identity::unix_now();
+    let checked = if probe::is_prober_config(config) {
+        probe::check(config).map(|r| (r.summary(now), r.warnings(now)))
+    } else {
+        check(config).map(|r| (r.summary(now), r.warnings(now)))
+    };
+    match checked {
+        Ok((summary, warnings)) => {
+            // A closed stdout (`check | head`) is no reason to panic.
+            let mut out = std::io::stdout().lock();
+            for line in summary {
+                if writeln!(out, "{line}").is_err() {
+                    break;
+                }
+            }
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            0
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            64
+        }
+    }
+}
+
 /// Checks the configuration file and the identity files it names: they parse, the key
 /// matches the leaf, the leaf chains to the anchors and is valid now, and names the own
 /// identity. Returns every problem found; an expired or not yet valid leaf is named as such,

@@ -132,10 +132,12 @@ impl ClientTls {
             .connect(name, tcp)
             .await
             // rustls's own text is partly its `Debug` form (`UnknownIssuer`): in words.
-            .map_err(|e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                Some(_) => io::Error::new(e.kind(), crate::explain::io(&e)),
-                None => e,
-            })
+            .map_err(
+                |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(_) => io::Error::new(e.kind(), crate::explain::io(&e)),
+                    None => e,
+                },
+            )
     }
 }
 

@@ -23,7 +23,9 @@ pub fn tls(e: &TlsError) -> String {
         TlsError::InappropriateMessage { .. } | TlsError::InappropriateHandshakeMessage { .. } => {
             "unexpected TLS message (is the peer speaking TLS 1.3?)".into()
         }
-        TlsError::InvalidMessage(m) => format!("corrupt TLS message ({})", words(&format!("{m:?}"))),
+        TlsError::InvalidMessage(m) => {
+            format!("corrupt TLS message ({})", words(&format!("{m:?}")))
+        }
         TlsError::PeerIncompatible(why) => {
             format!("the peer is incompatible: {}", words(&format!("{why:?}")))
         }
@@ -126,7 +128,12 @@ fn alert_words(alert: AlertDescription) -> String {
         A::NoApplicationProtocol => "no_application_protocol: no ALPN protocol in common",
         A::UnrecognisedName => "unrecognized_name: the peer does not serve that name (SNI)",
         A::Unknown(code) => return format!("the peer sent the TLS alert {code}"),
-        _ => return format!("the peer sent the TLS alert {}", snake(&format!("{alert:?}"))),
+        _ => {
+            return format!(
+                "the peer sent the TLS alert {}",
+                snake(&format!("{alert:?}"))
+            );
+        }
     };
     format!("the peer sent the TLS alert {meaning}")
 }

@@ -2,7 +2,7 @@
 //! success, 64 bad usage or configuration, 1 runtime failure.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,7 +51,8 @@ enum Command {
     ///
     /// Prints the identity, the leaf's dates (RFC 3339, UTC), routing and rules. Exit 0 when
     /// they load (warnings start with "warning:", e.g. under 10 % of the leaf's lifetime
-    /// left), 64 when something is wrong, an expired leaf included.
+    /// left), 64 when something is wrong, an expired leaf included. A prober's file (with
+    /// [[link]]) is checked as `probe` loads it.
     Check {
         /// The configuration file (TOML), as `run` takes it.
         #[arg(long)]
@@ -149,8 +150,12 @@ fn main() -> ExitCode {
             config,
             listen,
             admin,
-        } => run(config, crossgate::config::Overrides { listen, admin }, problems),
-        Command::Check { config } => check(&config),
+        } => run(
+            config,
+            crossgate::config::Overrides { listen, admin },
+            problems,
+        ),
+        Command::Check { config } => ExitCode::from(crossgate::check::command(&config)),
         Command::Demo => runtime(cores())
             .and_then(|rt| {
                 rt.block_on(crossgate::demo::demo())
@@ -177,40 +182,6 @@ fn main() -> ExitCode {
             client_identity,
             force,
         } => certs(issue, out, &client_identity, force),
-    }
-}
-
-/// `crossgate check`: the summary on stdout, warnings and errors on stderr. An expired leaf
-/// is an error like any other identity problem (64), as `run` refuses it too. A prober's
-/// configuration (`[[link]]`) is checked as `probe` loads it.
-fn check(config: &std::path::Path) -> ExitCode {
-    use crossgate::check::probe;
-    let now = crossgate::identity::unix_now();
-    let checked = if probe::is_prober_config(config) {
-        probe::check(config).map(|r| (r.summary(now), r.warnings(now)))
-    } else {
-        crossgate::check::check(config).map(|r| (r.summary(now), r.warnings(now)))
-    };
-    match checked {
-        Ok((summary, warnings)) => {
-            // A closed stdout (`check | head`) is no reason to panic.
-            let mut out = std::io::stdout().lock();
-            for line in summary {
-                if writeln!(out, "{line}").is_err() {
-                    break;
-                }
-            }
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            ExitCode::from(USAGE)
-        }
     }
 }
 

@@ -17,8 +17,7 @@ fn config(dir: &Path, toml: &str) -> PathBuf {
     path
 }
 
-const IDENTITY: &str =
-    "[identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"gateway.crt\"\nkey = \"gateway.key\"\n";
+const IDENTITY: &str = "[identity]\ntrust_anchors = \"ca.crt\"\ncertificate = \"gateway.crt\"\nkey = \"gateway.key\"\n";
 
 fn check(config: &Path) -> Output {
     crossgate(&["check", "--config", config.to_str().unwrap()])
@@ -95,7 +94,13 @@ fn an_empty_rule_list_is_refused() {
     assert!(identities.contains("admits no client"), "{identities}");
     let services = naming(&errors, &["authorization[1].services", "empty"]);
     assert!(services.contains("admits no service"), "{services}");
-    assert_eq!(refused(&run(&cfg, &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])), errors);
+    assert_eq!(
+        refused(&run(
+            &cfg,
+            &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        )),
+        errors
+    );
 }
 
 #[test]
@@ -107,7 +112,10 @@ fn a_cluster_domain_starting_with_svc_is_refused_naming_the_fix() {
         &format!("{IDENTITY}[routing]\ncluster_domain = \"svc.cluster.local\"\n"),
     );
     let errors = refused(&check(&cfg));
-    let line = naming(&errors, &["routing.cluster_domain", "\"svc.cluster.local\""]);
+    let line = naming(
+        &errors,
+        &["routing.cluster_domain", "\"svc.cluster.local\""],
+    );
     assert!(line.contains("svc.svc.cluster.local"), "{line}");
     assert!(line.ends_with("write \"cluster.local\""), "{line}");
     // A domain that merely contains "svc" is fine.
@@ -125,17 +133,32 @@ fn a_leaf_as_trust_anchors_is_refused_an_issuer_warned() {
     // The leaf bundle (tls.crt) where the anchors belong.
     let cfg = config(
         dir.path(),
-        &IDENTITY.replace("trust_anchors = \"ca.crt\"", "trust_anchors = \"gateway.crt\""),
+        &IDENTITY.replace(
+            "trust_anchors = \"ca.crt\"",
+            "trust_anchors = \"gateway.crt\"",
+        ),
     );
     let errors = refused(&check(&cfg));
-    let line = naming(&errors, &["identity.trust_anchors", "gateway.crt", "not a CA"]);
+    let line = naming(
+        &errors,
+        &["identity.trust_anchors", "gateway.crt", "not a CA"],
+    );
     assert!(line.contains("Linkerd's trust anchor"), "{line}");
-    assert_eq!(refused(&run(&cfg, &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])), errors);
+    assert_eq!(
+        refused(&run(
+            &cfg,
+            &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        )),
+        errors
+    );
 
     // The issuer: loads (a mesh may use an intermediate as its anchor), with a warning.
     let cfg = config(
         dir.path(),
-        &IDENTITY.replace("trust_anchors = \"ca.crt\"", "trust_anchors = \"issuer.crt\""),
+        &IDENTITY.replace(
+            "trust_anchors = \"ca.crt\"",
+            "trust_anchors = \"issuer.crt\"",
+        ),
     );
     let out = check(&cfg);
     let stderr = text(&out.stderr);
@@ -144,8 +167,14 @@ fn a_leaf_as_trust_anchors_is_refused_an_issuer_warned() {
         .lines()
         .find(|l| l.starts_with("warning: identity.trust_anchors"))
         .unwrap_or_else(|| panic!("no warning:\n{stderr}"));
-    assert!(warning.contains("holds the issuer of identity.certificate"), "{warning}");
-    assert!(warning.contains("CN=identity.linkerd.cluster.local"), "{warning}");
+    assert!(
+        warning.contains("holds the issuer of identity.certificate"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("CN=identity.linkerd.cluster.local"),
+        "{warning}"
+    );
     assert!(warning.contains("will be refused"), "{warning}");
     // The root: no warning.
     let out = check(&config(dir.path(), IDENTITY));
@@ -181,10 +210,15 @@ fn check_validates_a_prober_configuration() {
         "link west: GET gw.west.example.com:4191/ready (plaintext) every 10s, timeout 2s, dead \
          after 3 failure(s), 0 service(s)",
     ] {
-        assert!(stdout.lines().any(|l| l == line), "no {line:?} in:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no {line:?} in:\n{stdout}"
+        );
     }
     assert!(
-        stdout.contains("client identity: frontend.west.serviceaccount.identity.linkerd.cluster.local"),
+        stdout.contains(
+            "client identity: frontend.west.serviceaccount.identity.linkerd.cluster.local"
+        ),
         "{stdout}"
     );
 
@@ -198,9 +232,15 @@ fn check_validates_a_prober_configuration() {
     )
     .unwrap();
     let errors = refused(&check(&probe));
-    naming(&errors, &["link[0].identity", "needs the prober's own [identity]"]);
+    naming(
+        &errors,
+        &["link[0].identity", "needs the prober's own [identity]"],
+    );
     naming(&errors, &["link[2].address", "\"not an address\""]);
-    naming(&errors, &["link[2].name", "already the name of another link"]);
+    naming(
+        &errors,
+        &["link[2].name", "already the name of another link"],
+    );
     let from_probe = refused(&crossgate(&["probe", "--config", probe.to_str().unwrap()]));
     assert_eq!(from_probe, errors, "probe and check differ");
 
@@ -208,5 +248,8 @@ fn check_validates_a_prober_configuration() {
     std::fs::write(dir.path().join("client.key"), "").unwrap();
     std::fs::write(&probe, format!("{client}{LINKS}")).unwrap();
     let errors = refused(&check(&probe));
-    naming(&errors, &["identity.key", "client.key", "holds no PEM private key"]);
+    naming(
+        &errors,
+        &["identity.key", "client.key", "holds no PEM private key"],
+    );
 }

@@ -30,7 +30,11 @@ fn run(config: &Path) -> Output {
 /// `check` and `run` refuse `config` with the same lines; those lines.
 fn refused_alike(config: &Path) -> Vec<String> {
     let errors = refused(&check(config));
-    assert_eq!(refused(&run(config)), errors, "check and run say different things");
+    assert_eq!(
+        refused(&run(config)),
+        errors,
+        "check and run say different things"
+    );
     errors
 }
 
@@ -45,7 +49,10 @@ fn a_leaf_without_its_issuer_says_append_the_issuer() {
     std::fs::write(&cert, leaf_only).unwrap();
     let errors = refused_alike(&config);
     let line = naming(&errors, &["identity.certificate", cert.to_str().unwrap()]);
-    assert!(line.contains("holds only the leaf: append the issuer certificate"), "{line}");
+    assert!(
+        line.contains("holds only the leaf: append the issuer certificate"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -56,7 +63,10 @@ fn an_empty_key_file_is_named() {
     std::fs::write(&key, "").unwrap();
     let errors = refused_alike(&config);
     let line = naming(&errors, &["identity.key", key.to_str().unwrap()]);
-    assert!(line.contains("holds no PEM private key (the file is empty)"), "{line}");
+    assert!(
+        line.contains("holds no PEM private key (the file is empty)"),
+        "{line}"
+    );
     assert!(!line.contains("no items found"), "{line}");
 }
 
@@ -64,7 +74,10 @@ fn an_empty_key_file_is_named() {
 fn a_key_of_another_leaf_names_both_files() {
     let dir = tempfile::tempdir().unwrap();
     let config = dev_pki(dir.path());
-    let (key, cert) = (dir.path().join("gateway.key"), dir.path().join("gateway.crt"));
+    let (key, cert) = (
+        dir.path().join("gateway.key"),
+        dir.path().join("gateway.crt"),
+    );
     std::fs::copy(dir.path().join("client.key"), &key).unwrap();
     let errors = refused_alike(&config);
     let line = naming(&errors, &[key.to_str().unwrap(), cert.to_str().unwrap()]);
@@ -136,7 +149,10 @@ fn run_names_an_expired_leaf_with_its_date_as_check_does() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let line = naming(&errors, &["identity.certificate", "tls.crt", "expired at"]);
-    assert!(line.contains(&format!("expired at {date} (1h 0m ago)")), "{line}");
+    assert!(
+        line.contains(&format!("expired at {date} (1h 0m ago)")),
+        "{line}"
+    );
 }
 
 #[test]
@@ -168,10 +184,21 @@ fn an_unreadable_key_names_the_file_and_the_fix() {
     };
     let c = config.to_str().unwrap();
     let errors = refused(&as_reader(&["check", "--config", c]));
-    let line = naming(&errors, &["identity.key", key.to_str().unwrap(), "permission denied"]);
+    let line = naming(
+        &errors,
+        &["identity.key", key.to_str().unwrap(), "permission denied"],
+    );
     assert!(line.contains("fsGroup"), "{line}");
     assert!(line.contains("defaultMode: 0440"), "{line}");
-    let run = as_reader(&["run", "--config", c, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let run = as_reader(&[
+        "run",
+        "--config",
+        c,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(refused(&run), errors);
 }
 
@@ -185,7 +212,11 @@ fn run_and_probe_refusals_are_error_lines_or_json_lines() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, &toml).unwrap();
     let probe = dir.path().join("probe.toml");
-    std::fs::write(&probe, "[[link]]\nname = \"east\"\naddress = \"not an address\"\n").unwrap();
+    std::fs::write(
+        &probe,
+        "[[link]]\nname = \"east\"\naddress = \"not an address\"\n",
+    )
+    .unwrap();
     let b = bad.to_str().unwrap();
     let p = probe.to_str().unwrap();
     // Text: `error: ` lines, each naming the key (config, then identity).
@@ -195,16 +226,30 @@ fn run_and_probe_refusals_are_error_lines_or_json_lines() {
     naming(&text_probe, &["link[0].address", p]);
     // Fix the config: the identity's error comes from `run` in the same form.
     std::fs::write(&bad, toml.replace("handshake_timeout = \"soon\"\n", "")).unwrap();
-    naming(&refused(&run(&bad)), &["identity.key", "holds no PEM private key"]);
+    naming(
+        &refused(&run(&bad)),
+        &["identity.key", "holds no PEM private key"],
+    );
     std::fs::write(&bad, &toml).unwrap();
 
     // JSON: one JSON object per line, level ERROR, the same words as the message.
     for (args, want) in [
         (
-            vec!["--log-format", "json", "run", "--config", b, "--listen", "127.0.0.1:0"],
+            vec![
+                "--log-format",
+                "json",
+                "run",
+                "--config",
+                b,
+                "--listen",
+                "127.0.0.1:0",
+            ],
             &text_run,
         ),
-        (vec!["--log-format", "json", "probe", "--config", p], &text_probe),
+        (
+            vec!["--log-format", "json", "probe", "--config", p],
+            &text_probe,
+        ),
     ] {
         let out = crossgate(&args);
         let stderr = text(&out.stderr);

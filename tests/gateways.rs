@@ -171,11 +171,17 @@ async fn exit_2_when_the_prober_cannot_be_read() {
     let page = serve_once("200 OK", "<html><body>hello</body></html>").await;
     let (code, _, err) = gateways(&["--prober", &page]).await;
     assert_eq!(code, 2);
-    assert!(err.contains("is not a crossgate prober's /metrics (not Prometheus text"), "{err}");
+    assert!(
+        err.contains("is not a crossgate prober's /metrics (not Prometheus text"),
+        "{err}"
+    );
     let missing = serve_once("404 Not Found", "").await;
     let (code, _, err) = gateways(&["--prober", &missing]).await;
     assert_eq!(code, 2);
-    assert!(err.contains("is not a crossgate prober's /metrics (it answered 404"), "{err}");
+    assert!(
+        err.contains("is not a crossgate prober's /metrics (it answered 404"),
+        "{err}"
+    );
     gw.shutdown().await;
 }
 
@@ -216,7 +222,10 @@ async fn the_probers_origin_is_enough() {
     for origin in [format!("http://{}", prober.admin), prober.admin.to_string()] {
         let (code, table, err) = gateways(&["--prober", &origin, "--wait", "10s"]).await;
         assert_eq!(code, 0, "{origin}: {table}{err}");
-        assert!(table.lines().nth(1).unwrap().starts_with("east "), "{table}");
+        assert!(
+            table.lines().nth(1).unwrap().starts_with("east "),
+            "{table}"
+        );
     }
     gw.shutdown().await;
 }

@@ -36,7 +36,12 @@ pub fn check(path: &Path) -> Result<ProbeReport, Vec<String>> {
         None => (None, Vec::new()),
         Some(files) => {
             let (roots, creds) = crate::identity::load(files, &crate::tls::provider())?;
-            let id = (creds.identity, roots.len(), creds.not_before, creds.not_after);
+            let id = (
+                creds.identity,
+                roots.len(),
+                creds.not_before,
+                creds.not_after,
+            );
             (Some(id), crate::identity::audit_anchors(files).warnings)
         }
     };
@@ -54,7 +59,10 @@ impl ProbeReport {
     pub fn summary(&self, now: i64) -> Vec<String> {
         let mut out = vec![
             format!("ok: prober configuration, {} link(s)", self.links.len()),
-            format!("prober admin port: {} (/live, /ready, /metrics)", self.admin),
+            format!(
+                "prober admin port: {} (/live, /ready, /metrics)",
+                self.admin
+            ),
         ];
         out.push(match &self.identity {
             None => "client identity: none (plaintext probes only)".into(),

@@ -24,7 +24,11 @@ impl Parser<'_> {
                         "{a} and {b} share port {}, and {} covers the other address; give \
                          each its own port (e.g. listen 4143, admin 4191, metrics 9191)",
                         a.port(),
-                        if a.ip().is_unspecified() { a.ip() } else { b.ip() }
+                        if a.ip().is_unspecified() {
+                            a.ip()
+                        } else {
+                            b.ip()
+                        }
                     )
                 };
                 self.error(&format!("{a_key} and {b_key}"), msg);
@@ -71,7 +75,13 @@ mod tests {
         assert!(o("[::1]:9191", "[::1]:9191"));
         assert!(!o("127.0.0.1:4191", "127.0.0.1:4143"));
         assert!(!o("127.0.0.1:4191", "10.0.0.5:4191"));
-        assert!(!o("0.0.0.0:4191", "[::1]:4191"), "a v4 wildcard leaves IPv6 free");
-        assert!(!o("127.0.0.1:0", "127.0.0.1:0"), "port 0 picks a free port each");
+        assert!(
+            !o("0.0.0.0:4191", "[::1]:4191"),
+            "a v4 wildcard leaves IPv6 free"
+        );
+        assert!(
+            !o("127.0.0.1:0", "127.0.0.1:0"),
+            "port 0 picks a free port each"
+        );
     }
 }

@@ -38,9 +38,9 @@ fn certificate_errors_in_words() {
         time: rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             1_767_225_700,
         )),
-        not_after: rustls::pki_types::UnixTime::since_unix_epoch(
-            std::time::Duration::from_secs(1_767_225_600),
-        ),
+        not_after: rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            1_767_225_600,
+        )),
     });
     assert_eq!(
         plain(&expired),

@@ -125,7 +125,10 @@ mod tests {
         assert!(issuer.errors.is_empty(), "{:?}", issuer.errors);
         assert_eq!(issuer.warnings.len(), 1);
         let w = &issuer.warnings[0];
-        assert!(w.contains("holds the issuer of identity.certificate"), "{w}");
+        assert!(
+            w.contains("holds the issuer of identity.certificate"),
+            "{w}"
+        );
         assert!(w.contains("CN=identity.linkerd.cluster.local"), "{w}");
         assert!(w.contains("CN=root.linkerd.cluster.local"), "{w}");
 

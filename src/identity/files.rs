@@ -28,8 +28,12 @@ pub(super) fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'s
 
 /// The private key of `identity.key`.
 pub(super) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("identity.key: {}", explain::pem(path, PemKind::PrivateKey, &e)))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        format!(
+            "identity.key: {}",
+            explain::pem(path, PemKind::PrivateKey, &e)
+        )
+    })
 }
 
 /// The key does not match the leaf: both files named.
@@ -121,23 +125,17 @@ pub(super) fn verify(
     let now = UnixTime::now();
     let general = |e: &dyn std::fmt::Display| rustls::Error::General(e.to_string());
     if let Ok(server_name) = ServerName::try_from(identity.to_string()) {
-        rustls::client::WebPkiServerVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| general(&e))?
-        .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], now)
-        .map(|_| ())
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| general(&e))?
+            .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], now)
+            .map(|_| ())
     } else {
-        rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| general(&e))?
-        .verify_client_cert(&chain[0], &chain[1..], now)
-        .map(|_| ())
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| general(&e))?
+            .verify_client_cert(&chain[0], &chain[1..], now)
+            .map(|_| ())
     }
 }
 

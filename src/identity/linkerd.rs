@@ -168,8 +168,8 @@ impl Certifier {
             return Err(format!("the leaf is for {found}, not {}", self.name));
         }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()));
-        let certified = CertifiedKey::from_der(chain.clone(), key, &self.provider)
-            .map_err(|e| {
+        let certified =
+            CertifiedKey::from_der(chain.clone(), key, &self.provider).map_err(|e| {
                 format!(
                     "the leaf does not match the gateway's key: {}",
                     crate::explain::tls(&e)

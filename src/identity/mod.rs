@@ -144,7 +144,10 @@ impl Credentials {
         roots: &Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Credentials, Vec<String>> {
-        let (chain, private) = match (files::read_certs(cert, "identity.certificate"), files::read_key(key)) {
+        let (chain, private) = match (
+            files::read_certs(cert, "identity.certificate"),
+            files::read_key(key),
+        ) {
             (Ok(chain), Ok(private)) => (chain, private),
             (chain, private) => {
                 return Err([chain.err(), private.err()].into_iter().flatten().collect());
@@ -178,8 +181,7 @@ impl Credentials {
             (None, Some(first)) => Some(first),
         };
         if let Some(id) = &identity
-            && let Some(e) =
-                files::verify_chain(cert, &chain, id, roots, provider, dated.is_some())
+            && let Some(e) = files::verify_chain(cert, &chain, id, roots, provider, dated.is_some())
         {
             errors.push(e);
         }
@@ -202,7 +204,6 @@ pub fn unix_now() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
-
 
 /// The gateway's current certificate, swapped in place when the files rotate or a new leaf is
 /// issued. Serves every TLS handshake; the lock is held only to clone an `Arc`, never across

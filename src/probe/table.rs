@@ -258,8 +258,8 @@ pub async fn read(url: &str) -> Result<Vec<GatewayRow>, String> {
         Fetch::Status(status) => not_prober(&format!("it answered {status}")),
         Fetch::Other(e) => format!("{url}: {e}"),
     })?;
-    let samples = openmetrics::parse(&text)
-        .map_err(|e| not_prober(&format!("not Prometheus text: {e}")))?;
+    let samples =
+        openmetrics::parse(&text).map_err(|e| not_prober(&format!("not Prometheus text: {e}")))?;
     let rows = rows(&samples);
     if rows.is_empty() {
         return Err(not_prober(
