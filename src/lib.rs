@@ -107,7 +107,7 @@ impl Gateway {
         };
         let store = Arc::new(store);
         let tls = TlsState::new(store.clone(), roots, provider, config.server.tls_resumption)
-            .map_err(|e| vec![format!("TLS configuration: {e}")])?;
+            .map_err(|e| vec![format!("TLS configuration: {}", crate::explain::tls(&e))])?;
         let metrics = Arc::new(Metrics::with_target_cap(config.server.max_metric_targets));
         // Configured targets are real: their names are labels from the start.
         for (name, port) in config.routing.statics.keys() {
