@@ -152,8 +152,8 @@ pub fn file(path: &Path, e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::PermissionDenied => format!(
             "{file}: permission denied: user {} cannot read it. In Kubernetes set the pod's \
-             securityContext.fsGroup and the Secret volume's defaultMode: 0440; elsewhere make \
-             the file readable by that user",
+             securityContext.fsGroup and the Secret (or ConfigMap) volume's defaultMode: 0440; \
+             elsewhere make the file readable by that user",
             rustix::process::getuid().as_raw()
         ),
         io::ErrorKind::NotFound => format!("{file} does not exist"),

@@ -17,7 +17,7 @@ pub(crate) struct Parser<'a> {
 pub(crate) fn read(path: &Path) -> Result<(String, String), super::ConfigErrors> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| super::ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+        .map_err(|e| super::ConfigErrors(vec![crate::explain::file(path, &e)]))?;
     Ok((origin, text))
 }
 
@@ -273,7 +273,7 @@ impl Parser<'_> {
             };
             let path = base.join(&s);
             if let Err(e) = std::fs::metadata(&path) {
-                p.error(&full, format!("cannot read {}: {e}", path.display()));
+                p.error(&full, crate::explain::file(&path, &e));
                 return None;
             }
             Some(path)
