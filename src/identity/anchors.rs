@@ -1,9 +1,9 @@
 //! What `identity.trust_anchors` holds, judged: a leaf there is refused (it is no CA, so the
-//! file is the wrong one, e.g. `tls.crt`); an anchor that is not self-signed is a warning, and
-//! a pointed one when it is the issuer of the gateway's own leaf: clients whose leaves another
-//! issuer signed (another cluster's, or this one's after the issuer rotates) would be refused.
-//! Not refused: Linkerd accepts an intermediate as its trust anchor, and a mesh whose trust
-//! anchor is that intermediate needs it here too. Pure over the certificates' DER.
+//! file is the wrong one, e.g. `tls.crt`). Anchors without a self-signed root are a warning,
+//! in sharper words when one of them issued the gateway's own leaf: clients whose leaves
+//! another issuer signed (another cluster's, or this one's after the issuer rotates) would be
+//! refused. Not refused: Linkerd accepts an intermediate as its trust anchor, and a mesh whose
+//! trust anchor is that intermediate needs it here too. Pure over the certificates' DER.
 
 use rustls_pki_types::CertificateDer;
 use std::path::Path;
@@ -75,12 +75,12 @@ fn is_self_signed(cert: &X509Certificate<'_>) -> bool {
     cert.subject().as_raw() == cert.issuer().as_raw()
 }
 
-/// A CA by its basic constraints; a v1 certificate (no extensions) counts as one, as old
-/// self-signed roots are.
+/// A CA by its basic constraints; without them (old roots, v1 certificates), anything but a
+/// certificate naming a subject in a SAN, as leaves do.
 fn is_ca(cert: &X509Certificate<'_>) -> bool {
     match cert.basic_constraints() {
         Ok(Some(bc)) => bc.value.ca,
-        Ok(None) => cert.extensions().is_empty(),
+        Ok(None) => !matches!(cert.subject_alternative_name(), Ok(Some(_))),
         Err(_) => false,
     }
 }
