@@ -164,7 +164,7 @@ async fn serve_connection(
         Ok(Ok(tls)) => http(state, TokioIo::new(tls), activity, probation).await,
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
-            tracing::debug!(reason, error = %e, "admin mTLS handshake refused");
+            tracing::debug!(reason, error = %crate::explain::io(&e), "admin mTLS handshake refused");
             // The client reads its alert, not a reset.
             // Boxed: its read buffer would otherwise enlarge every connection's future.
             Box::pin(crate::tls::linger(tcp)).await;

@@ -1,12 +1,14 @@
 //! `crossgate check`: everything `run` would load, loaded and explained, without binding.
 //! Owns the words an operator reads about a configuration: the identity, the leaf's validity
-//! as UTC dates, the rules in force and the routes. Loading itself is `config` and `identity`.
+//! as UTC dates, the rules in force and the routes. Loading itself is `config` and `identity`,
+//! so `check` and `run` refuse the same things in the same words. A prober's configuration
+//! (`[[link]]`) is checked as `probe` loads it ([`probe`]).
+
+pub mod probe;
 
 use crate::authz::{Pattern, Rule};
 use crate::config::{Config, Overrides};
-pub use crate::identity::utc;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+pub use crate::identity::{span, utc};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -34,6 +36,8 @@ pub struct Report {
     pub source: IdentitySource,
     /// `[policy]`, described in one line.
     pub policy: Option<String>,
+    /// What loads but deserves a word (e.g. trust anchors without a root).
+    pub notes: Vec<String>,
 }
 
 /// Where the gateway's leaf comes from.
@@ -48,6 +52,41 @@ pub enum IdentitySource {
     Linkerd(crate::config::LinkerdIdentity),
 }
 
+/// `crossgate check`: the summary on stdout, warnings and errors on stderr; the exit code
+/// (0, or 64 when anything is wrong). An expired leaf is an error like any other identity
+/// problem, as `run` refuses it too. A prober's configuration (`[[link]]`) is checked as
+/// `probe` loads it.
+pub fn command(config: &Path) -> u8 {
+    use std::io::Write;
+    let now = crate::identity::unix_now();
+    let checked = if probe::is_prober_config(config) {
+        probe::check(config).map(|r| (r.summary(now), r.warnings(now)))
+    } else {
+        check(config).map(|r| (r.summary(now), r.warnings(now)))
+    };
+    match checked {
+        Ok((summary, warnings)) => {
+            // A closed stdout (`check | head`) is no reason to panic.
+            let mut out = std::io::stdout().lock();
+            for line in summary {
+                if writeln!(out, "{line}").is_err() {
+                    break;
+                }
+            }
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            0
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            64
+        }
+    }
+}
+
 /// Checks the configuration file and the identity files it names: they parse, the key
 /// matches the leaf, the leaf chains to the anchors and is valid now, and names the own
 /// identity. Returns every problem found; an expired or not yet valid leaf is named as such,
@@ -57,37 +96,7 @@ pub fn check(path: &Path) -> Result<Report, Vec<String>> {
     if let Some(linkerd) = &config.identity.linkerd {
         return check_linkerd(&config, linkerd);
     }
-    let now = crate::identity::unix_now();
-    let validity = leaf_validity(&config.identity.certificate);
-    let mut errors = Vec::new();
-    if let Some((not_before, not_after)) = validity {
-        let file = config.identity.certificate.display();
-        if now >= not_after {
-            errors.push(format!(
-                "{file}: the leaf expired at {} ({} ago): issue a new one",
-                utc(not_after),
-                span(now - not_after)
-            ));
-        } else if now < not_before {
-            errors.push(format!(
-                "{file}: the leaf is not valid before {} (in {}): check the clock of the \
-                 machine that issued it",
-                utc(not_before),
-                span(not_before - now)
-            ));
-        }
-    }
-    let dated = !errors.is_empty();
-    let loaded = crate::identity::load(&config.identity, &crate::tls::provider());
-    let (roots, creds) = match loaded {
-        Ok(ok) if !dated => ok,
-        Ok(_) => return Err(errors),
-        Err(more) => {
-            // The chain check repeats the date problem in webpki's words; ours has the dates.
-            errors.extend(more.into_iter().filter(|e| !(dated && is_date_error(e))));
-            return Err(errors);
-        }
-    };
+    let (roots, creds) = crate::identity::load(&config.identity, &crate::tls::provider())?;
     let mut statics: Vec<_> = config
         .routing
         .statics
@@ -107,6 +116,7 @@ pub fn check(path: &Path) -> Result<Report, Vec<String>> {
         admin: config.server.admin,
         metrics: config.server.metrics,
         allow_sources: config.server.allow_sources,
+        notes: crate::identity::audit_anchors(&config.identity).warnings,
         source: IdentitySource::Files {
             certificate: config.identity.certificate,
             key: config.identity.key,
@@ -120,8 +130,7 @@ fn check_linkerd(
     config: &Config,
     linkerd: &crate::config::LinkerdIdentity,
 ) -> Result<Report, Vec<String>> {
-    let roots =
-        crate::identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
+    let roots = crate::identity::anchors(&config.identity)?;
     let mut statics: Vec<_> = config
         .routing
         .statics
@@ -143,6 +152,7 @@ fn check_linkerd(
         allow_sources: config.server.allow_sources.clone(),
         source: IdentitySource::Linkerd(linkerd.clone()),
         policy: config.policy.as_ref().map(crate::config::Policy::describe),
+        notes: crate::identity::audit_anchors(&config.identity).warnings,
     })
 }
 
@@ -241,15 +251,16 @@ impl Report {
         out
     }
 
-    /// Warnings about a configuration that loads: a leaf with less than 10 % of its life left.
+    /// Warnings about a configuration that loads: the [`Report::notes`], a leaf with less than
+    /// 10 % of its life left.
     pub fn warnings(&self, now: i64) -> Vec<String> {
         let life = self.not_after - self.not_before;
         let left = self.not_after - now;
-        let mut out = Vec::new();
+        let mut out = self.notes.clone();
         if matches!(self.source, IdentitySource::Linkerd(_)) {
             return out;
         }
-        if life > 0 && (left as f64) < (life as f64) * WARN_LIFE_LEFT {
+        if life_nearly_over(self.not_before, self.not_after, now) {
             out.push(format!(
                 "the leaf expires at {} (in {}): less than 10 % of its {} lifetime left; \
                  rotate it",
@@ -262,16 +273,10 @@ impl Report {
     }
 }
 
-/// The first certificate's validity in `path`, when it reads; `identity::load` names the
-/// problem otherwise.
-fn leaf_validity(path: &Path) -> Option<(i64, i64)> {
-    let leaf = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
-    crate::identity::validity_of(&leaf)
-}
-
-fn is_date_error(e: &str) -> bool {
-    let e = e.to_ascii_lowercase();
-    e.contains("expired") || e.contains("not valid yet") || e.contains("notvalidyet")
+/// Less than [`WARN_LIFE_LEFT`] of the leaf's lifetime is left at `now`.
+fn life_nearly_over(not_before: i64, not_after: i64, now: i64) -> bool {
+    let (life, left) = (not_after - not_before, not_after - now);
+    life > 0 && (left as f64) < (life as f64) * WARN_LIFE_LEFT
 }
 
 fn list(patterns: &[Pattern]) -> String {
@@ -280,18 +285,6 @@ fn list(patterns: &[Pattern]) -> String {
         .map(|p| format!("{:?}", p.to_string()))
         .collect();
     quoted.join(", ")
-}
-
-/// A duration for people: `3d 4h`, `5h 12m`, `7m 3s`, `42s`.
-fn span(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {}s", s % 60),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
 }
 
 #[cfg(test)]
@@ -320,6 +313,7 @@ mod tests {
                 key: "tls.key".into(),
             },
             policy: None,
+            notes: Vec::new(),
         }
     }
 

@@ -117,7 +117,8 @@ impl ClientTls {
     }
 
     /// A TLS handshake over `tcp` with SNI `server.server_name`, requiring the peer to prove
-    /// `server.id`. Nothing is written past the handshake when the peer is refused.
+    /// `server.id`. Nothing is written past the handshake when the peer is refused. A TLS
+    /// failure's text is in words ([`crate::explain::tls`]).
     pub async fn connect(
         &self,
         tcp: TcpStream,
@@ -130,6 +131,13 @@ impl ClientTls {
         tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
+            // rustls's own text is partly its `Debug` form (`UnknownIssuer`): in words.
+            .map_err(
+                |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(_) => io::Error::new(e.kind(), crate::explain::io(&e)),
+                    None => e,
+                },
+            )
     }
 }
 

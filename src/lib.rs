@@ -33,6 +33,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod endpoint;
+pub mod explain;
 pub mod identity;
 pub mod lifecycle;
 pub mod metered;
@@ -41,6 +42,7 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod probe;
+pub mod problems;
 pub mod proxy;
 pub mod refusal;
 pub mod reload;
@@ -97,8 +99,7 @@ impl Gateway {
         let (roots, store) = match (&config.identity.linkerd, &config.identity.name) {
             // The leaf comes from the controller once running ([`identity::linkerd`]).
             (Some(_), Some(name)) => {
-                let roots =
-                    identity::load_anchors(&config.identity.trust_anchors).map_err(|e| vec![e])?;
+                let roots = identity::anchors(&config.identity)?;
                 let name = names::normalize(name);
                 (roots, CredentialStore::empty(name))
             }
@@ -112,7 +113,7 @@ impl Gateway {
         let chains = metrics.tls.chain_counters();
         let resumption = config.server.tls_resumption;
         let tls = TlsState::new(store.clone(), roots, provider, resumption, chains)
-            .map_err(|e| vec![format!("TLS configuration: {e}")])?;
+            .map_err(|e| vec![format!("TLS configuration: {}", crate::explain::tls(&e))])?;
         // Configured targets are real: their names are labels from the start.
         for (name, port) in config.routing.statics.keys() {
             let name = names::normalize(name).into();

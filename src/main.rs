@@ -51,7 +51,8 @@ enum Command {
     ///
     /// Prints the identity, the leaf's dates (RFC 3339, UTC), routing and rules. Exit 0 when
     /// they load (warnings start with "warning:", e.g. under 10 % of the leaf's lifetime
-    /// left), 64 when something is wrong, an expired leaf included.
+    /// left), 64 when something is wrong, an expired leaf included. A prober's file (with
+    /// [[link]]) is checked as `probe` loads it.
     Check {
         /// The configuration file (TOML), as `run` takes it.
         #[arg(long)]
@@ -140,20 +141,28 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format, matches!(cli.command, Command::Demo));
+    let problems = match cli.log_format {
+        LogFormat::Text => crossgate::problems::Format::Text,
+        LogFormat::Json => crossgate::problems::Format::Json,
+    };
     match cli.command {
         Command::Run {
             config,
             listen,
             admin,
-        } => run(config, crossgate::config::Overrides { listen, admin }),
-        Command::Check { config } => check(&config),
+        } => run(
+            config,
+            crossgate::config::Overrides { listen, admin },
+            problems,
+        ),
+        Command::Check { config } => ExitCode::from(crossgate::check::command(&config)),
         Command::Demo => runtime(cores())
             .and_then(|rt| {
                 rt.block_on(crossgate::demo::demo())
                     .map_err(|e| eprintln!("demo failed: {e:#}"))
             })
             .map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS),
-        Command::Probe { config } => probe(config),
+        Command::Probe { config } => probe(config, problems),
         Command::Gateways {
             prober,
             output,
@@ -173,29 +182,6 @@ fn main() -> ExitCode {
             client_identity,
             force,
         } => certs(issue, out, &client_identity, force),
-    }
-}
-
-/// `crossgate check`: the summary on stdout, warnings and errors on stderr. An expired leaf
-/// is an error like any other identity problem (64), as `run` refuses it too.
-fn check(config: &std::path::Path) -> ExitCode {
-    match crossgate::check::check(config) {
-        Ok(report) => {
-            let now = crossgate::identity::unix_now();
-            for line in report.summary(now) {
-                println!("{line}");
-            }
-            for w in report.warnings(now) {
-                eprintln!("warning: {w}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            ExitCode::from(USAGE)
-        }
     }
 }
 
@@ -241,23 +227,30 @@ fn certs(
     }
 }
 
-fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
+/// `crossgate run`: the configuration and the identity load completely (every problem
+/// reported, in the words `check` uses, exit 64) before any port is bound.
+fn run(
+    path: PathBuf,
+    overrides: crossgate::config::Overrides,
+    problems: crossgate::problems::Format,
+) -> ExitCode {
     let config = match crossgate::config::Config::load(&path, &overrides) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{errors}");
+            crossgate::problems::report(&errors.0, problems);
             return ExitCode::from(USAGE);
         }
     };
     let gw = match crossgate::Gateway::build(&config) {
         Ok(gw) => gw,
         Err(errors) => {
-            for e in errors {
-                eprintln!("{}: identity: {e}", path.display());
-            }
+            crossgate::problems::report(&errors, problems);
             return ExitCode::from(USAGE);
         }
     };
+    for w in crossgate::identity::audit_anchors(&config.identity).warnings {
+        tracing::warn!("{w}");
+    }
     crossgate::lifecycle::check_fd_limit(&config.server);
     let threads = config.server.threads.unwrap_or_else(cores);
     let Ok(rt) = runtime(threads) else {
@@ -292,20 +285,18 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
     })
 }
 
-fn probe(path: PathBuf) -> ExitCode {
+fn probe(path: PathBuf, problems: crossgate::problems::Format) -> ExitCode {
     let config = match crossgate::probe::ProbeConfig::load(&path) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{errors}");
+            crossgate::problems::report(&errors.0, problems);
             return ExitCode::from(USAGE);
         }
     };
     let prober = match crossgate::probe::Prober::build(&config) {
         Ok(p) => p,
         Err(errors) => {
-            for e in errors {
-                eprintln!("{}: identity: {e}", path.display());
-            }
+            crossgate::problems::report(&errors, problems);
             return ExitCode::from(USAGE);
         }
     };

@@ -1,6 +1,7 @@
 //! `crossgate gateways` (the built binary) against an in-process prober: the table and the
 //! JSON checked field by field against the prober's own metrics, with one link alive and one
-//! dead; exit codes 0 (all alive), 1 (one dead), 2 (prober unreadable, or not a prober).
+//! dead; exit codes 0 (all alive), 1 (one dead), 2 (prober unreadable, or not a prober, said
+//! so); `--prober` as people type it (the prober's origin).
 //! Links probe once (period 1h, the first probe at start), so the metrics hold still.
 
 mod probe_support;
@@ -161,6 +162,70 @@ async fn exit_2_when_the_prober_cannot_be_read() {
     let url = format!("http://{}/metrics", gw.admin);
     let (code, _, err) = gateways(&["--prober", &url, "-o", "json"]).await;
     assert_eq!(code, 2);
-    assert!(err.contains("is it a prober?"), "{err}");
+    assert!(
+        err.contains(&format!("{url} is not a crossgate prober's /metrics")),
+        "{err}"
+    );
+    assert!(err.contains("a gateway's admin port?"), "{err}");
+    // A web page, and a 404, say the same in their own words.
+    let page = serve_once("200 OK", "<html><body>hello</body></html>").await;
+    let (code, _, err) = gateways(&["--prober", &page]).await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("is not a crossgate prober's /metrics (not Prometheus text"),
+        "{err}"
+    );
+    let missing = serve_once("404 Not Found", "").await;
+    let (code, _, err) = gateways(&["--prober", &missing]).await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("is not a crossgate prober's /metrics (it answered 404"),
+        "{err}"
+    );
+    gw.shutdown().await;
+}
+
+/// A plain HTTP server answering one request with `status` and `body`; its URL.
+async fn serve_once(status: &'static str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if s.read(&mut b).await.unwrap() == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(answer.as_bytes()).await.unwrap();
+    });
+    url
+}
+
+#[tokio::test]
+async fn the_probers_origin_is_enough() {
+    let gw = start("").await;
+    let prober = start_prober(
+        None,
+        &link("east", "127.0.0.1", gw.admin.port(), None, "1h", 3),
+    )
+    .await;
+    // As people type it: no /metrics, and no scheme either.
+    for origin in [format!("http://{}", prober.admin), prober.admin.to_string()] {
+        let (code, table, err) = gateways(&["--prober", &origin, "--wait", "10s"]).await;
+        assert_eq!(code, 0, "{origin}: {table}{err}");
+        assert!(
+            table.lines().nth(1).unwrap().starts_with("east "),
+            "{table}"
+        );
+    }
     gw.shutdown().await;
 }

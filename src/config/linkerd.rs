@@ -92,7 +92,7 @@ impl Parser<'_> {
                     Err(e) => {
                         self.error(
                             "identity.linkerd.token_file",
-                            format!("cannot read {}: {e}", path.display()),
+                            crate::explain::file(&path, &e),
                         );
                         None
                     }

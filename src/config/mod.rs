@@ -6,6 +6,7 @@ mod discovery;
 mod linkerd;
 mod parse;
 mod policy;
+mod ports;
 mod rules;
 
 pub use discovery::{Balancer, Discovery, Fallback, default_context_token};

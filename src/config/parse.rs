@@ -17,7 +17,7 @@ pub(crate) struct Parser<'a> {
 pub(crate) fn read(path: &Path) -> Result<(String, String), super::ConfigErrors> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| super::ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+        .map_err(|e| super::ConfigErrors(vec![crate::explain::file(path, &e)]))?;
     Ok((origin, text))
 }
 
@@ -168,12 +168,23 @@ impl Parser<'_> {
         } else {
             "server.admin"
         };
+        let before = self.errors.len();
+        let listen = self.addr(listen, listen_key, d.listen);
+        let admin = self.addr(admin, admin_key, d.admin);
+        let metrics = self
+            .string(t, "metrics", "server.metrics")
+            .map(|m| self.addr(Some(m), "server.metrics", d.admin));
+        if self.errors.len() == before {
+            let mut ports = vec![(listen_key, listen), (admin_key, admin)];
+            ports.extend(metrics.map(|m| ("server.metrics", m)));
+            self.distinct_ports(&ports);
+        }
         let dur = |p: &mut Self, k: &str, dflt: Duration| {
             p.duration(t, k, &format!("server.{k}")).unwrap_or(dflt)
         };
         let s = Server {
-            listen: self.addr(listen, listen_key, d.listen),
-            admin: self.addr(admin, admin_key, d.admin),
+            listen,
+            admin,
             threads: self
                 .count(t, "threads", "server.threads", 1024)
                 .map(|n| n as usize),
@@ -225,9 +236,7 @@ impl Parser<'_> {
                 )
                 .map_or(d.max_metric_targets, |n| n as usize),
             allow_sources: self.networks(t, "allow_sources", "server.allow_sources"),
-            metrics: self
-                .string(t, "metrics", "server.metrics")
-                .map(|m| self.addr(Some(m), "server.metrics", d.admin)),
+            metrics,
         };
         Some(s)
     }
@@ -264,7 +273,7 @@ impl Parser<'_> {
             };
             let path = base.join(&s);
             if let Err(e) = std::fs::metadata(&path) {
-                p.error(&full, format!("cannot read {}: {e}", path.display()));
+                p.error(&full, crate::explain::file(&path, &e));
                 return None;
             }
             Some(path)

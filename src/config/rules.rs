@@ -22,6 +22,17 @@ impl Parser<'_> {
                 "routing.cluster_domain",
                 format!("{cluster_domain:?} is not a DNS name"),
             );
+        } else if let Some(rest) = crate::names::normalize(&cluster_domain).strip_prefix("svc.") {
+            // Targets are <svc>.<ns>.svc.<cluster_domain>: this one would make them end in
+            // svc.svc.<rest>, a name no Kubernetes service has.
+            self.error(
+                "routing.cluster_domain",
+                format!(
+                    "{cluster_domain:?} starts with \"svc.\": targets would be \
+                     <svc>.<ns>.svc.{cluster_domain}; the cluster domain is what follows \
+                     \"svc.\", write {rest:?}"
+                ),
+            );
         }
         let mut statics = HashMap::new();
         if let Some(st) = self.section(t.get("static"), "routing.static") {
@@ -109,6 +120,18 @@ impl Parser<'_> {
             );
             if t.get("identities").is_none() {
                 self.error(&format!("{prefix}.identities"), "missing (e.g. [\"*\"])");
+            }
+            for (key, what) in [("identities", "no client"), ("services", "no service")] {
+                if matches!(t.get(key), Some(Value::Array(a)) if a.is_empty()) {
+                    self.error(
+                        &format!("{prefix}.{key}"),
+                        format!(
+                            "empty: the rule admits {what}, and with rules in force whatever \
+                             no rule admits is refused; list patterns (e.g. [\"*\"]) or \
+                             remove the rule"
+                        ),
+                    );
+                }
             }
             let services = match t.get("services") {
                 None => vec![Pattern::Any],

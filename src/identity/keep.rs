@@ -49,7 +49,7 @@ pub(crate) fn spawn(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
             reloaded.metrics.tls.cert_refreshed(store.not_after());
             reloaded.client_tls.set_roots(roots.clone());
             if let Err(e) = reloaded.tls.rebuild(roots) {
-                tracing::warn!(error = %e, "cannot rebuild TLS with the new anchors");
+                tracing::warn!(error = %crate::explain::tls(&e), "cannot rebuild TLS with the new anchors");
             }
         },
     ))

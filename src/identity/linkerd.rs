@@ -36,7 +36,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub enum CertifyError {
     #[error("cannot read the token file {path}: {error}")]
     Token { path: String, error: std::io::Error },
-    #[error("the controller answered {code:?}: {message}")]
+    #[error("the controller answered gRPC status {} ({code}): {message}", *code as i32)]
     Status { code: tonic::Code, message: String },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -168,9 +168,15 @@ impl Certifier {
             return Err(format!("the leaf is for {found}, not {}", self.name));
         }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()));
-        let certified = CertifiedKey::from_der(chain.clone(), key, &self.provider)
-            .map_err(|e| format!("the leaf does not match the gateway's key: {e}"))?;
-        super::verify_own_chain(&chain, &self.name, &self.roots, &self.provider)?;
+        let certified =
+            CertifiedKey::from_der(chain.clone(), key, &self.provider).map_err(|e| {
+                format!(
+                    "the leaf does not match the gateway's key: {}",
+                    crate::explain::tls(&e)
+                )
+            })?;
+        super::files::verify(&chain, &self.name, &self.roots, &self.provider)
+            .map_err(|e| format!("the leaf does not verify: {}", crate::explain::tls(&e)))?;
         let (not_before, not_after) = super::validity_of(&leaf).ok_or("the leaf does not parse")?;
         Ok(Issued {
             creds: Credentials {

@@ -4,19 +4,20 @@
 //! each result is reported for `identity_reloads_total`, and the leaf's end of life is logged
 //! ([`Lifetime`]). Counting and serving stay with the caller.
 
+mod anchors;
+mod files;
 pub(crate) mod keep;
 pub mod linkerd;
 mod utc;
 mod watch;
-pub use utc::utc;
+pub use anchors::AnchorFindings;
+pub use utc::{span, utc};
 pub use watch::{Lifetime, WatchHooks, watch};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -52,13 +53,16 @@ pub fn validity_of(cert_der: &[u8]) -> Option<(i64, i64)> {
     ))
 }
 
-/// Reads a PEM bundle of trust anchors.
+/// Reads a PEM bundle of trust anchors (`identity.trust_anchors`).
 pub fn load_anchors(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let certs = read_certs(path)?;
+    let certs = files::read_certs(path, "identity.trust_anchors")?;
     let mut roots = RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(format!("{}: no usable trust anchor", path.display()));
+        return Err(format!(
+            "identity.trust_anchors: {}: no certificate in it is usable as a trust anchor",
+            path.display()
+        ));
     }
     if ignored > 0 {
         tracing::warn!(path = %path.display(), ignored, "some trust anchors did not parse");
@@ -66,20 +70,38 @@ pub fn load_anchors(path: &Path) -> Result<Arc<RootCertStore>, String> {
     Ok(Arc::new(roots))
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate", path.display()));
+/// What `identity.trust_anchors` holds, judged against the gateway's leaf when there is one
+/// ([`anchors::audit`]): refusals and warnings. Files that do not read give nothing here;
+/// [`load`] names them.
+pub fn audit_anchors(config: &crate::config::Identity) -> AnchorFindings {
+    let Ok(anchors) = files::read_certs(&config.trust_anchors, "identity.trust_anchors") else {
+        return AnchorFindings::default();
+    };
+    let leaf = match config.linkerd {
+        Some(_) => None,
+        None => files::read_certs(&config.certificate, "identity.certificate")
+            .ok()
+            .map(|mut chain| chain.swap_remove(0)),
+    };
+    anchors::audit(&config.trust_anchors, &anchors, leaf.as_deref())
+}
+
+/// The trust anchors `[identity]` names, refused when the file is not trust anchors
+/// ([`audit_anchors`]).
+pub fn anchors(config: &crate::config::Identity) -> Result<Arc<RootCertStore>, Vec<String>> {
+    let roots = load_anchors(&config.trust_anchors).map_err(|e| vec![e])?;
+    let refused = audit_anchors(config).errors;
+    if refused.is_empty() {
+        Ok(roots)
+    } else {
+        Err(refused)
     }
-    Ok(certs)
 }
 
 /// Loads what `[identity]` names: the trust anchors, then the gateway's credentials checked
-/// against them. Errors name the files. With `[identity.linkerd]` there are no files to load:
-/// an error (only `run` asks the controller, [`linkerd`]).
+/// against them. Errors name the key and the file and say what to do. With
+/// `[identity.linkerd]` there are no files to load: an error (only `run` asks the controller,
+/// [`linkerd`]).
 pub fn load(
     config: &crate::config::Identity,
     provider: &Arc<CryptoProvider>,
@@ -91,7 +113,7 @@ pub fn load(
                 .into(),
         ]);
     }
-    let roots = load_anchors(&config.trust_anchors).map_err(|e| vec![e])?;
+    let roots = anchors(config)?;
     let creds = Credentials::load(
         &config.certificate,
         &config.key,
@@ -112,8 +134,9 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Loads the leaf (+ chain) and key, checks that they match, that the chain verifies to
-    /// `roots` now, and that the leaf carries `name` (or takes its first SAN).
+    /// Loads the leaf (+ chain) and key, checks that they match, that the leaf is valid now
+    /// and chains to `roots`, and that it carries `name` (or takes its first SAN). Every
+    /// problem is reported, naming the key of `[identity]`, the file, and the fix.
     pub fn load(
         cert: &Path,
         key: &Path,
@@ -121,44 +144,56 @@ impl Credentials {
         roots: &Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Credentials, Vec<String>> {
-        let chain = read_certs(cert).map_err(|e| vec![e])?;
-        let private = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| vec![format!("{}: {e}", key.display())])?;
+        let (chain, private) = match (
+            files::read_certs(cert, "identity.certificate"),
+            files::read_key(key),
+        ) {
+            (Ok(chain), Ok(private)) => (chain, private),
+            (chain, private) => {
+                return Err([chain.err(), private.err()].into_iter().flatten().collect());
+            }
+        };
         let leaf = chain[0].clone();
-        let certified = CertifiedKey::from_der(chain.clone(), private, provider).map_err(|e| {
-            vec![format!(
-                "{} and {}: key does not match the leaf: {e}",
-                cert.display(),
-                key.display()
-            )]
-        })?;
         let mut errors = Vec::new();
+        let certified = CertifiedKey::from_der(chain.clone(), private, provider)
+            .map_err(|e| errors.push(files::key_mismatch(cert, key, &e)))
+            .ok();
         let (not_before, not_after) = validity_of(&leaf).unwrap_or((0, 0));
+        let dated = files::dates(cert, (not_before, not_after), unix_now());
+        let names = files::names_of(&leaf);
         let identity = match (name, identity_of(&leaf)) {
             (_, None) => {
                 errors.push(format!(
-                    "{}: leaf has no DNS or spiffe URI SAN",
+                    "identity.certificate: {}: the leaf has no DNS or spiffe URI name (SAN); \
+                     Linkerd identities are SANs, never the CN",
                     cert.display()
                 ));
-                String::new()
+                None
             }
-            (Some(n), Some(_)) => n.to_ascii_lowercase(),
-            (None, Some(id)) => id,
+            (Some(n), Some(first)) => match files::name_on_leaf(cert, n, &names) {
+                None => Some(n.to_ascii_lowercase()),
+                Some(e) => {
+                    errors.push(e);
+                    // The chain is still checked, as a client of the name it carries would.
+                    Some(first)
+                }
+            },
+            (None, Some(first)) => Some(first),
         };
-        if !identity.is_empty()
-            && let Err(e) = verify_own_chain(&chain, &identity, roots, provider)
+        if let Some(id) = &identity
+            && let Some(e) = files::verify_chain(cert, &chain, id, roots, provider, dated.is_some())
         {
-            errors.push(format!("{}: {e}", cert.display()));
+            errors.push(e);
         }
-        if errors.is_empty() {
-            Ok(Credentials {
+        errors.splice(0..0, dated);
+        match (certified, identity) {
+            (Some(certified), Some(identity)) if errors.is_empty() => Ok(Credentials {
                 key: Arc::new(certified),
                 identity,
                 not_before,
                 not_after,
-            })
-        } else {
-            Err(errors)
+            }),
+            _ => Err(errors),
         }
     }
 }
@@ -169,42 +204,6 @@ pub fn unix_now() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
-
-/// Verifies the chain to the anchors, its validity now, and that the leaf names `identity`,
-/// as a source proxy will when it connects.
-fn verify_own_chain(
-    chain: &[CertificateDer<'static>],
-    identity: &str,
-    roots: &Arc<RootCertStore>,
-    provider: &Arc<CryptoProvider>,
-) -> Result<(), String> {
-    let now = UnixTime::now();
-    if let Ok(server_name) = ServerName::try_from(identity.to_string()) {
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
-        verifier
-            .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], now)
-            .map(|_| ())
-            .map_err(|e| format!("does not verify as {identity}: {e}"))
-    } else {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
-        verifier
-            .verify_client_cert(&chain[0], &chain[1..], now)
-            .map(|_| ())
-            .map_err(|e| format!("does not verify to the trust anchors: {e}"))
-    }
-}
-
-use rustls::client::danger::ServerCertVerifier;
 
 /// The gateway's current certificate, swapped in place when the files rotate or a new leaf is
 /// issued. Serves every TLS handshake; the lock is held only to clone an `Arc`, never across

@@ -1,4 +1,4 @@
-//! Dates for people and logs: Unix seconds as RFC 3339 UTC.
+//! Dates for people and logs: Unix seconds as RFC 3339 UTC, and spans as `3d 4h`.
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -9,4 +9,16 @@ pub fn utc(unix: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| format!("{unix} (Unix seconds)"))
+}
+
+/// A duration for people: `3d 4h`, `5h 12m`, `7m 3s`, `42s`.
+pub fn span(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {}s", s % 60),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
 }

@@ -92,7 +92,7 @@ pub async fn watch(
             Ok(Err(errors)) => {
                 // Files may be mid-rotation (cert written, key not yet): tried again when
                 // their stamps change.
-                tracing::warn!(errors = ?errors, "rotated identity files do not load; keeping the current certificate");
+                tracing::warn!(errors = %errors.join("; "), "rotated identity files do not load; keeping the current certificate");
                 counted(false);
                 failed = Some(now);
             }

@@ -61,7 +61,7 @@ impl Prober {
                 let (roots, creds) = identity::load(files, &provider)?;
                 let store = Arc::new(CredentialStore::new(creds));
                 let client = client_config(&store, roots, &provider)
-                    .map_err(|e| vec![format!("TLS configuration: {e}")])?;
+                    .map_err(|e| vec![format!("TLS configuration: {}", crate::explain::tls(&e))])?;
                 Some(Credentials {
                     store,
                     client: Arc::new(RwLock::new(client)),
@@ -195,7 +195,9 @@ fn watch_identity(c: &Credentials) -> impl Future<Output = ()> + Send + 'static 
         // The store already holds the new leaf; only the anchors need a new configuration.
         move |_, roots| match client_config(&store, roots, &provider) {
             Ok(config) => *client.write().unwrap_or_else(|e| e.into_inner()) = config,
-            Err(e) => tracing::warn!(error = %e, "cannot rebuild TLS with the new anchors"),
+            Err(e) => {
+                tracing::warn!(error = %crate::explain::tls(&e), "cannot rebuild TLS with the new anchors")
+            }
         },
     )
 }

@@ -136,7 +136,7 @@ pub async fn probe(link: &Link, ctx: &ProbeContext) -> Result<Duration, (Failure
                 let stream = tokio_rustls::TlsConnector::from(tls())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| (Failure::Tls, e.to_string()))?;
+                    .map_err(|e| (Failure::Tls, crate::explain::io(&e)))?;
                 get(stream, link).await
             }
             (Some(_), None) => Err((Failure::Tls, "no client identity configured".into())),

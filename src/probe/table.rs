@@ -214,7 +214,10 @@ pub async fn gateways(url: &str, format: Format, wait: Option<Duration>) -> u8 {
         let bound = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));
         last = match tokio::time::timeout(bound, read(url)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("{url}: no answer within {bound:?}")),
+            Err(_) => Err(format!(
+                "{url}: no answer within {:.1} s",
+                bound.as_secs_f64()
+            )),
         };
         let settled = matches!(&last, Ok(rows) if rows.iter().all(|r| r.probes > 0));
         if settled || Instant::now() >= deadline {
@@ -241,55 +244,99 @@ pub async fn gateways(url: &str, format: Format, wait: Option<Duration>) -> u8 {
     }
 }
 
-/// Fetches and parses `url`; an error when it lists no gateway (not a prober).
+/// Fetches and parses the prober's metrics at `url` ([`prober_url`]); an error that says so
+/// when what answers is not a prober.
 pub async fn read(url: &str) -> Result<Vec<GatewayRow>, String> {
-    let text = fetch(url).await?;
-    let samples = openmetrics::parse(&text).map_err(|e| format!("{url}: {e}"))?;
+    let url = prober_url(url)?;
+    let not_prober = |what: &str| {
+        format!(
+            "{url} is not a crossgate prober's /metrics ({what}); the prober serves it on its \
+             [server] admin address, by default http://<prober>:4192/metrics"
+        )
+    };
+    let text = fetch(&url).await.map_err(|e| match e {
+        Fetch::Status(status) => not_prober(&format!("it answered {status}")),
+        Fetch::Other(e) => format!("{url}: {e}"),
+    })?;
+    let samples =
+        openmetrics::parse(&text).map_err(|e| not_prober(&format!("not Prometheus text: {e}")))?;
     let rows = rows(&samples);
     if rows.is_empty() {
-        return Err(format!(
-            "{url}: no gateway_enabled series (is it a prober?)"
+        return Err(not_prober(
+            "metrics without gateway_enabled: a gateway's admin port?",
         ));
     }
     Ok(rows)
 }
 
-/// Plain HTTP/1.1 GET of `url`; the body of a 200 answer.
-async fn fetch(url: &str) -> Result<String, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+/// `--prober` as people type it: `http://host:port/metrics`, or the prober's origin
+/// (`http://host:port`, `host:port`), to which `/metrics` is added.
+pub fn prober_url(input: &str) -> Result<String, String> {
+    let with_scheme = if input.contains("://") {
+        input.to_string()
+    } else {
+        format!("http://{input}")
+    };
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|e| format!("{input}: not a URL ({e}); e.g. http://127.0.0.1:4192/metrics"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("{url}: only http:// URLs are supported"));
+        return Err(format!(
+            "{input}: only http:// URLs are supported (the prober's admin port is plaintext)"
+        ));
     }
-    let host = uri.host().ok_or(format!("{url}: no host"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{input}: no host"));
+    }
+    Ok(match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("" | "/") => format!("{}/metrics", with_scheme.trim_end_matches('/')),
+        Some(_) => with_scheme,
+    })
+}
+
+/// Why a fetch gave no body: an HTTP status other than 200, or anything else (in words).
+enum Fetch {
+    Status(http::StatusCode),
+    Other(String),
+}
+
+/// Plain HTTP/1.1 GET of `url`; the body of a 200 answer.
+async fn fetch(url: &str) -> Result<String, Fetch> {
+    let other = |e: &dyn std::fmt::Display| Fetch::Other(e.to_string());
+    let uri: http::Uri = url.parse().map_err(|e| other(&e))?;
+    let host = uri.host().ok_or(Fetch::Other("no host".into()))?;
     let port = uri.port_u16().unwrap_or(80);
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| {
+            Fetch::Other(format!(
+                "cannot connect: {e} (is crossgate probe running, its [server] admin there?)"
+            ))
+        })?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| other(&e))?;
     let conn = tokio::spawn(conn);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let authority = uri.authority().map_or(host, |a| a.as_str());
     let req = http::Request::get(path)
         .header(http::header::HOST, authority)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| other(&e))?;
     let result = async {
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| other(&e))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), 16 << 20)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| other(&e))?
             .to_bytes();
         if status != http::StatusCode::OK {
-            return Err(format!("answered {status}"));
+            return Err(Fetch::Status(status));
         }
-        String::from_utf8(body.to_vec()).map_err(|_| "body is not UTF-8".to_string())
+        String::from_utf8(body.to_vec()).map_err(|_| Fetch::Other("body is not UTF-8".into()))
     }
-    .await
-    .map_err(|e| format!("{url}: {e}"));
+    .await;
     conn.abort();
     result
 }

@@ -1,5 +1,5 @@
 //! Unit tests of `table`: quantiles against hand-computed values, rows from a metrics text,
-//! and the two renderings.
+//! the two renderings, and `--prober` as people type it.
 
 use super::*;
 
@@ -111,4 +111,25 @@ fn json_uses_linkerds_field_names() {
     assert_eq!(v[0]["p50"], 1.5);
     assert_eq!(v[1]["latency"], serde_json::Value::Null);
     assert!(v[0].get("probes").is_none());
+}
+
+#[test]
+fn prober_url_as_people_type_it() {
+    let metrics = "http://10.0.0.1:4192/metrics";
+    assert_eq!(prober_url(metrics).unwrap(), metrics);
+    assert_eq!(prober_url("http://10.0.0.1:4192").unwrap(), metrics);
+    assert_eq!(prober_url("http://10.0.0.1:4192/").unwrap(), metrics);
+    assert_eq!(prober_url("10.0.0.1:4192").unwrap(), metrics);
+    assert_eq!(
+        prober_url("http://[::1]:4192").unwrap(),
+        "http://[::1]:4192/metrics"
+    );
+    assert_eq!(
+        prober_url("http://p:4192/other/metrics").unwrap(),
+        "http://p:4192/other/metrics",
+        "a path given is kept"
+    );
+    let https = prober_url("https://p:4192").unwrap_err();
+    assert!(https.contains("only http://"), "{https}");
+    assert!(prober_url("http://").is_err());
 }

@@ -180,7 +180,7 @@ async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static st
         Ok(Ok(tls)) => Ok(tls),
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
-            debug!(reason, error = %e, "mTLS handshake refused");
+            debug!(reason, error = %crate::explain::io(&e), "mTLS handshake refused");
             if reason == "rejected by client" {
                 rejected_by_client(gw, &e);
             }
@@ -213,13 +213,13 @@ fn rejected_by_client(gw: &Gateway, e: &std::io::Error) {
     let not_after = crate::identity::utc(store.not_after());
     if store.is_valid_now() {
         tracing::warn!(
-            error = %e,
+            error = %crate::explain::io(e),
             %not_after,
             "a client refused the gateway's certificate: does it chain to the anchor the clients trust?"
         );
     } else {
         tracing::error!(
-            error = %e,
+            error = %crate::explain::io(e),
             %not_after,
             "a client refused the gateway's certificate, which is not valid now: replace it"
         );
