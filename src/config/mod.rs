@@ -47,9 +47,11 @@ pub struct Server {
     /// After SIGTERM, keep accepting (with `/ready` at 503) this long before draining, so a
     /// load balancer stops sending first. Zero: drain at once.
     pub drain_delay: Duration,
-    /// Open connections on the admin port; more wait in the backlog.
+    /// Admin connections served as usual; more are accepted on probation (one request with
+    /// a head due within 1 s, then closed).
     pub admin_max_connections: usize,
-    /// An admin connection with no request in flight is closed after this long.
+    /// An admin connection with no request in flight is closed after this long. HTTP/1.1
+    /// keep-alive meets the 2 s head deadline first ([`crate::admin::HEAD_DEADLINE`]).
     pub admin_idle_timeout: Duration,
     /// Targets that get their own `authority` label; the rest are folded into `other`.
     pub max_metric_targets: usize,
