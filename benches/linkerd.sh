@@ -2,23 +2,26 @@
 # crossgate beside linkerd2-proxy as the multicluster gateway, each behind a real
 # linkerd2-proxy as the source proxy: the paths a Linkerd source really takes (l5d-orig-proto
 # HTTP/1.1 upgraded to HTTP/2, HTTP/1.1 without a hint, HTTP/2, opaque TCP), with the gateway's
-# own CPU per request read from /proc. Runs ../shared/interop's bench.sh per gateway, the three
-# gateways interleaved and repeated; prints the medians as a Markdown table.
+# own CPU per request read from /proc. Runs the harness's bin/bench.sh (benches/linkerd/) per
+# gateway, the three gateways interleaved and repeated; prints the medians as a Markdown table.
 #
 #   benches/linkerd.sh [REPEATS]       (default 3; SECS=10 CONNS=4 as bench.sh)
 #
-# Needs root and the interop harness built (its README: build-proxy.sh, build-stubcp.sh).
+# Needs root and the harness built once (benches/linkerd/README.md: bin/build-proxy.sh,
+# bin/build-stubcp.sh). INTEROP=DIR runs another copy of the harness instead; STATE as the
+# harness (default /tmp/l5d-interop).
 # Gateways: linkerd2-proxy (LINKERD2_PROXY_CORES=1, as the harness runs it), crossgate with
 # `threads = 1` and crossgate with its default runtime. Not part of the test run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-INTEROP=${INTEROP:-$ROOT/../shared/interop}
+INTEROP=${INTEROP:-$ROOT/benches/linkerd}
 REPEATS=${1:-3}
 export STATE=${STATE:-/tmp/l5d-interop}
 OUT=${OUT:-/tmp/crossgate-linkerd-bench}
 BIN=$ROOT/target/release/crossgate
 [[ -x $INTEROP/bin/start.sh ]] || { echo "no interop harness at $INTEROP (set INTEROP=)" >&2; exit 2; }
-[[ -x $STATE/proxy/linkerd2-proxy ]] || { echo "build the proxy first: $INTEROP/bin/build-proxy.sh" >&2; exit 2; }
+[[ -x ${PROXY_BIN:-$STATE/proxy/linkerd2-proxy} ]] || { echo "build the proxy first: $INTEROP/bin/build-proxy.sh (see its README)" >&2; exit 2; }
+[[ -x ${STUBCP:-$STATE/bin/stubcp} ]] || { echo "build stubcp first: $INTEROP/bin/build-stubcp.sh" >&2; exit 2; }
 (cd "$ROOT" && cargo build --release --bin crossgate --example loadkit)
 mkdir -p "$OUT"
 rm -f "$OUT"/run-*.txt

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Gateway CPU per request, plaintext upstream vs meshed (mTLS) upstream, through a real
-# linkerd2-proxy source, in the interop harness (/work/shared/interop, see its README.md).
+# linkerd2-proxy source, in the Linkerd harness (benches/linkerd/, see its README.md).
 #
 #   sudo benches/upstream.sh                       (REPEATS=3 SECS=10 CONNS=4 by default)
-#   INTEROP=/work/shared/interop STATE=/tmp/l5d-interop REPEATS=5 SECS=10 benches/upstream.sh
+#   INTEROP=benches/linkerd STATE=/tmp/l5d-interop REPEATS=5 SECS=10 benches/upstream.sh
 #
 # Needs the harness started first, with crossgate as the gateway and discovery on, e.g.
 #   CROSSGATE_DISCOVERY=1 GATEWAY=cmd \
-#     GATEWAY_CMD='/work/main/target/release/crossgate run --config $STATE/gateway/crossgate.toml' \
-#     /work/shared/interop/bin/start.sh
+#     GATEWAY_CMD="$PWD/target/release/crossgate run --config \$STATE/gateway/crossgate.toml" \
+#     benches/linkerd/bin/start.sh
 # It refuses to run otherwise. Root, as the harness (everything runs inside its netns).
 #
 # Two targets, both H2-hinted at the source proxy, so the gateway receives HTTP/2 either way:
@@ -28,7 +28,7 @@
 # The mTLS handshakes happen once per upstream connection (the gateway keeps its HTTP/2
 # connection to the pod), so their cost is amortised over the run.
 set -uo pipefail
-INTEROP=${INTEROP:-/work/shared/interop}
+INTEROP=${INTEROP:-$(cd "$(dirname "$0")" && pwd)/linkerd}
 [[ -r $INTEROP/bin/lib.sh ]] || { echo "upstream.sh: $INTEROP/bin/lib.sh not found (set INTEROP)" >&2; exit 1; }
 # shellcheck source=/dev/null
 source "$INTEROP/bin/lib.sh"
