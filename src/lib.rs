@@ -179,9 +179,17 @@ impl Gateway {
     }
 }
 
+/// A data port: what serves the connections its listener accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// `[server] listen`: the mTLS gateway port.
+    Gateway,
+}
+
 /// The bound sockets; tests bind `127.0.0.1:0` (or `[::1]:0`).
 pub struct Listeners {
-    pub gateway: TcpListener,
+    /// The data ports, each with what serves it; the root runs one accept loop per entry.
+    pub ports: Vec<(Port, TcpListener)>,
     pub admin: TcpListener,
     /// The private `/metrics` port, when `[server] metrics` is set.
     pub metrics: Option<TcpListener>,
@@ -198,16 +206,18 @@ pub struct BindError {
 }
 
 impl Listeners {
+    /// Binds every port the configuration names.
     pub async fn bind(server: &config::Server) -> Result<Listeners, BindError> {
         let named = |key, addr| move |source| BindError { key, addr, source };
         let metrics = match server.metrics {
             Some(addr) => Some(bind(addr).await.map_err(named("server.metrics", addr))?),
             None => None,
         };
+        let gateway = bind(server.listen)
+            .await
+            .map_err(named("server.listen", server.listen))?;
         Ok(Listeners {
-            gateway: bind(server.listen)
-                .await
-                .map_err(named("server.listen", server.listen))?,
+            ports: vec![(Port::Gateway, gateway)],
             admin: bind(server.admin)
                 .await
                 .map_err(named("server.admin", server.admin))?,
@@ -215,8 +225,21 @@ impl Listeners {
         })
     }
 
+    /// The bound addresses of the gateway port and the admin port.
     pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
-        Ok((self.gateway.local_addr()?, self.admin.local_addr()?))
+        let gateway = self.port_addr(Port::Gateway)?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no gateway port bound")
+        })?;
+        Ok((gateway, self.admin.local_addr()?))
+    }
+
+    /// The bound address of `port`, if it is bound.
+    pub fn port_addr(&self, port: Port) -> std::io::Result<Option<SocketAddr>> {
+        self.ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, l)| l.local_addr())
+            .transpose()
     }
 
     /// The bound address of the private metrics port, if any.
@@ -268,16 +291,28 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         l.and_then(|l| l.local_addr().ok())
             .map_or("none".to_string(), |a| a.to_string())
     };
+    let port = |p: Port| listeners.ports.iter().find(|(q, _)| *q == p).map(|x| &x.1);
     let addrs = (
-        bound(Some(&listeners.gateway)),
+        bound(port(Port::Gateway)),
         bound(Some(&listeners.admin)),
         bound(listeners.metrics.as_ref()),
     );
-    let accept = tokio::spawn(server::accept_loop(
-        gw.clone(),
-        listeners.gateway,
-        gw.lifecycle.stopping(),
-    ));
+    let gateway_port = Arc::new(server::GatewayPort::new(gw.clone()));
+    let accepts: Vec<_> = listeners
+        .ports
+        .into_iter()
+        .map(|(port, listener)| {
+            let stopping = gw.lifecycle.stopping();
+            match port {
+                Port::Gateway => tokio::spawn(server::accept_loop(
+                    listener,
+                    gateway_port.clone(),
+                    gw.lifecycle.connections.clone(),
+                    stopping,
+                )),
+            }
+        })
+        .collect();
     // Serving from here on, before the admin port answers: its first `/ready` is true.
     gw.lifecycle.start_serving();
     // The admin port takes narrow handles: readiness, the registry, the TLS acceptor.
@@ -357,7 +392,9 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     }
     tracing::info!("draining: no longer accepting");
     gw.lifecycle.begin_drain();
-    let _ = accept.await;
+    for accept in accepts {
+        let _ = accept.await;
+    }
     let deadline = gw.settings.drain_timeout;
     let drained = gw.lifecycle.drained(deadline).await;
     watcher.abort();

@@ -1,5 +1,5 @@
-//! The gateway port: the accept loop, the connection limit, and one connection's life read as
-//! a sequence: TLS handshake → client identity → first bytes (the transport header, when the
+//! The gateway port: its [`Handler`] for the shared [`accept_loop`], and one connection's life
+//! read as a sequence: TLS handshake → client identity → first bytes (the transport header, when the
 //! ALPN says one follows) → [`plan`] under the rules in force → one `match` on the plan:
 //! opaque TCP ([`crate::proxy::tcp`]) or HTTP ([`crate::proxy::http`]). Decisions are made by
 //! the pure modules; this file sequences them, counts, and writes the access line when the
@@ -14,68 +14,50 @@ use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::tls::Accepted;
 use crate::transport_header::{self, HeaderError, SessionProtocol, TransportHeader};
+pub use accept::{Handler, accept_loop};
 use serve::{forward_opaque, serve_http};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{Instrument, Span, debug, field};
+use tracing::{Span, debug, field};
 
+mod accept;
 mod serve;
 
-/// Accepts on `listener` until `stop` turns true, one task per connection, at most
-/// `max_connections` at once (further clients wait in the listen backlog).
-pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let http = Arc::new(serve::http_context(&gw));
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permits = gw.lifecycle.connections.clone();
-        let permit = tokio::select! {
-            p = permits.acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                backoff = Duration::from_millis(5);
-                if !crate::authz::source_allowed(gw.rules.load().allow_sources.as_deref(), peer) {
-                    // Before any TLS: the peer learns nothing but a closed connection.
-                    // Counted and logged (debug, under the `conn` span) by `refused`.
-                    let _conn = tracing::info_span!("conn", %peer).entered();
-                    gw.metrics
-                        .refused(Scope::Connection, None, &Refusal::UnauthorizedSource);
-                    drop(tcp);
-                    continue;
-                }
-                let (gw, http) = (gw.clone(), http.clone());
-                let span = tracing::info_span!(
-                    "conn",
-                    %peer,
-                    client_id = field::Empty,
-                    target = field::Empty
-                );
-                tokio::spawn(
-                    async move {
-                        connection(&gw, &http, tcp, peer).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
+/// The mTLS gateway port: what [`accept_loop`] runs for each of its connections.
+pub struct GatewayPort {
+    gw: Arc<Gateway>,
+    http: Arc<HttpContext>,
+}
+
+impl GatewayPort {
+    pub fn new(gw: Arc<Gateway>) -> GatewayPort {
+        let http = Arc::new(serve::http_context(&gw));
+        GatewayPort { gw, http }
     }
+}
+
+impl Handler for GatewayPort {
+    fn admit(&self, peer: SocketAddr) -> bool {
+        source_admitted(&self.gw, peer)
+    }
+
+    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        connection(&self.gw, &self.http, tcp, peer).await
+    }
+}
+
+/// `[server] allow_sources` under the rules in force; a refused peer is counted and logged
+/// (debug, under the `conn` span) as an unauthorized source.
+pub(crate) fn source_admitted(gw: &Gateway, peer: SocketAddr) -> bool {
+    let allowed = crate::authz::source_allowed(gw.rules.load().allow_sources.as_deref(), peer);
+    if !allowed {
+        gw.metrics
+            .refused(Scope::Connection, None, &Refusal::UnauthorizedSource);
+    }
+    allowed
 }
 
 /// How a connection ended, for its access line.
