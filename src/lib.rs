@@ -45,6 +45,7 @@ pub mod reload;
 pub mod route;
 pub mod rules;
 pub mod server;
+pub mod sni;
 pub mod tls;
 pub mod transport_header;
 pub mod upstream;
@@ -80,6 +81,8 @@ pub struct Gateway {
     pub access: access::AccessLog,
     /// Notified by [`Gateway::reload`]: the identity watch reads its files again now.
     identity_reload: Arc<tokio::sync::Notify>,
+    /// Notified by [`Gateway::reload`]: the `[[sni.certificate]]` watch reads its files now.
+    sni_reload: Arc<tokio::sync::Notify>,
     /// The configuration as started, for reloads to compare with.
     config: Config,
     source: Option<config::Source>,
@@ -105,8 +108,15 @@ impl Gateway {
             }
         };
         let store = Arc::new(store);
-        let tls = TlsState::new(store.clone(), roots, provider, config.server.tls_resumption)
-            .map_err(|e| vec![format!("TLS configuration: {e}")])?;
+        let sni = identity::sni::SniCertificates::load(&config.sni.certificates, &provider)?;
+        let tls = TlsState::new(
+            store.clone(),
+            Arc::new(sni),
+            roots,
+            provider,
+            config.server.tls_resumption,
+        )
+        .map_err(|e| vec![format!("TLS configuration: {e}")])?;
         let metrics = Arc::new(Metrics::with_target_cap(config.server.max_metric_targets));
         // Configured targets are real: their names are labels from the start.
         for (name, port) in config.routing.statics.keys() {
@@ -155,6 +165,7 @@ impl Gateway {
             in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
             access: config.log.access,
             identity_reload: Arc::new(tokio::sync::Notify::new()),
+            sni_reload: Arc::new(tokio::sync::Notify::new()),
             source: config.source.clone(),
             config: config.clone(),
             config_stamp: std::sync::Mutex::new(None),
@@ -175,6 +186,7 @@ impl Gateway {
     /// watch read the credentials again at once. See [`reload`] and [`identity::watch`].
     pub async fn reload(&self) -> bool {
         self.identity_reload.notify_one();
+        self.sni_reload.notify_one();
         reload::reload(self).await
     }
 }
@@ -350,6 +362,13 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         tokio::spawn(admin::serve(state, listener))
     });
     let watcher = identity::keep::spawn(&gw);
+    let sni_watcher = (!gw.tls.sni.is_empty()).then(|| {
+        tokio::spawn(gw.tls.sni.clone().watch(
+            gw.tls.provider().clone(),
+            gw.config.identity.reload_interval,
+            gw.sni_reload.clone(),
+        ))
+    });
     let upstream = gw.upstream.clone();
     let sweeper = tokio::spawn(async move {
         let mut every = tokio::time::interval(upstream::SWEEP_EVERY);
@@ -398,6 +417,9 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     let deadline = gw.settings.drain_timeout;
     let drained = gw.lifecycle.drained(deadline).await;
     watcher.abort();
+    if let Some(w) = sni_watcher {
+        w.abort();
+    }
     sweeper.abort();
     if let Some(w) = config_watcher {
         w.abort();

@@ -40,6 +40,15 @@ pub enum Refusal {
     /// accept, before the TLS handshake, so never answered over HTTP.
     #[error("unauthorized source")]
     UnauthorizedSource,
+    /// SNI named one target for the connection and the request (or transport header) names
+    /// another: SNI wins for the connection, the request is refused rather than re-routed.
+    #[error("misdirected request")]
+    Misdirected,
+    /// The passthrough port could not take a target from the client's first bytes (no
+    /// SNI, an IP literal, a name not routed or not allowed, bytes that are not a ClientHello,
+    /// one too large or too slow): closed, never answered over HTTP.
+    #[error("sni: {0}")]
+    Sni(&'static str),
 }
 
 impl Refusal {
@@ -54,6 +63,8 @@ impl Refusal {
             Refusal::ResponseTimeout | Refusal::FailFast => 504,
             Refusal::UnknownProtocol | Refusal::Client(_) => 400,
             Refusal::UnauthorizedSource => 403,
+            Refusal::Misdirected => 421,
+            Refusal::Sni(_) => 400,
         }
     }
 
@@ -62,6 +73,7 @@ impl Refusal {
         match self {
             Refusal::Upstream(reason) => Cow::Owned(format!("upstream: {reason}")),
             Refusal::Client(reason) => Cow::Owned(format!("client: {reason}")),
+            Refusal::Sni(reason) => Cow::Owned(format!("sni: {reason}")),
             other => Cow::Borrowed(other.static_text()),
         }
     }
@@ -79,6 +91,8 @@ impl Refusal {
             Refusal::UnknownProtocol => "unknown protocol",
             Refusal::Client(_) => "client",
             Refusal::UnauthorizedSource => "unauthorized source",
+            Refusal::Misdirected => "misdirected request",
+            Refusal::Sni(_) => "sni",
         }
     }
 
@@ -97,6 +111,8 @@ impl Refusal {
             Refusal::UnknownProtocol => Some("unexpected"),
             Refusal::Client(_) => Some("client"),
             Refusal::UnauthorizedSource => Some("unauthorized source"),
+            Refusal::Misdirected => Some("misdirected"),
+            Refusal::Sni(_) => Some("sni"),
         }
     }
 
@@ -111,6 +127,8 @@ impl Refusal {
             Refusal::UnknownProtocol => 12, // UNIMPLEMENTED
             Refusal::Client(_) => 3,        // INVALID_ARGUMENT
             Refusal::UnauthorizedSource => 7, // PERMISSION_DENIED
+            Refusal::Misdirected => 9,      // FAILED_PRECONDITION
+            Refusal::Sni(_) => 3,           // INVALID_ARGUMENT
         }
     }
 }
@@ -198,6 +216,20 @@ mod tests {
                 "unauthorized source",
                 Some("unauthorized source"),
                 7,
+            ),
+            (
+                Refusal::Misdirected,
+                421,
+                "misdirected request",
+                Some("misdirected"),
+                9,
+            ),
+            (
+                Refusal::Sni("not allowed"),
+                400,
+                "sni: not allowed",
+                Some("sni"),
+                3,
             ),
         ];
         for (r, status, text, label, grpc) in rows {

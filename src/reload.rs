@@ -1,7 +1,8 @@
 //! Rules that reload without a restart. On SIGHUP (the binary calls [`reload`]) and when the
 //! configuration file changes (polled every `[identity] reload_interval`, like the identity
 //! files), the whole file is read and validated again. Valid: `[routing]`,
-//! `[[authorization]]` and `[server] allow_sources` are swapped in one step for every new
+//! `[[authorization]]`, `[server] allow_sources`, `[sni] default_port` and `[passthrough]
+//! allow` are swapped in one step for every new
 //! connection and request. Invalid: the old rules stay and every problem is logged with file
 //! and key, as at start. Every other
 //! setting takes effect only at a restart; those that differ are named in a log line.
@@ -119,6 +120,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         discovery: _,
         balancer: _,
         source: _, // where it was read from, not a setting
+        sni: _,
+        passthrough: _,
     } = old;
     each!("server", &old.server, &new.server, crate::config::Server {
         listen, admin, threads, handshake_timeout, header_timeout, connect_timeout, idle_timeout,
@@ -154,6 +157,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     differ("discovery.ewma_decay", decay, &b.decay);
     differ("discovery.failfast_timeout", failfast, &b.failfast);
     differ("discovery", &old.discovery, &new.discovery);
+    // `[sni] default_port` and `[passthrough] allow` are rules: reloaded. The certificate
+    // files reload on their own (their watch); which entries there are, only at a restart.
+    each!("sni", &old.sni, &new.sni, crate::config::Sni {
+        certificates,
+    } except default_port);
+    match (&old.passthrough, &new.passthrough) {
+        (Some(a), Some(b)) => each!("passthrough", a, b, crate::config::Passthrough {
+            listen, max_connections,
+        } except allow),
+        (a, b) => differ("passthrough", a, b),
+    }
     keys
 }
 

@@ -6,8 +6,10 @@ mod discovery;
 mod linkerd;
 mod parse;
 mod rules;
+mod sni;
 
 pub use discovery::{Balancer, Discovery, Fallback, default_context_token};
+pub use sni::{Passthrough, Sni, SniCertificate};
 
 pub(crate) use parse::{Parser, read};
 
@@ -154,6 +156,10 @@ pub struct Config {
     pub balancer: Balancer,
     /// Set when read from a file ([`Config::load`]); `None` for text parsed in place.
     pub source: Option<Source>,
+    /// `[sni]`: terminated SNI routing and certificates by SNI.
+    pub sni: Sni,
+    /// `[passthrough]`; `None`: no passthrough port.
+    pub passthrough: Option<Passthrough>,
 }
 
 /// All problems found in a configuration, each naming the file and the key.
@@ -212,6 +218,8 @@ impl Config {
                 "authorization",
                 "log",
                 "discovery",
+                "sni",
+                "passthrough",
             ],
         );
         let server = p.server(table.get("server"), overrides);
@@ -221,6 +229,9 @@ impl Config {
         let log = p.log(table.get("log"));
         let discovery = p.discovery(table.get("discovery"), |k| std::env::var(k).ok());
         let balancer = p.balancer(table.get("discovery"));
+        let sni = p.sni(table.get("sni"), base);
+        let max_connections = server.as_ref().map_or(20_000, |s| s.max_connections);
+        let passthrough = p.passthrough(table.get("passthrough"), max_connections);
         match (server, identity, routing) {
             (Some(server), Some(identity), Some(routing)) if p.errors.is_empty() => Ok(Config {
                 server,
@@ -231,6 +242,8 @@ impl Config {
                 discovery,
                 balancer,
                 source: None,
+                sni,
+                passthrough,
             }),
             _ => Err(ConfigErrors(p.errors)),
         }

@@ -8,7 +8,7 @@
 use crate::Gateway;
 use crate::access::{ConnRecord, Outcome};
 use crate::metrics::{HeaderLabels, Leg, PeerLabels, Scope, TcpLabels};
-use crate::plan::{self, Alpn, ClientInfo, HttpTarget, Plan};
+use crate::plan::{self, Alpn, ClientInfo, Plan};
 use crate::proxy::http::HttpContext;
 use crate::refusal::Refusal;
 use crate::route::Target;
@@ -104,23 +104,25 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
             duration: start.elapsed(),
         })
     };
-    let tls = match handshake(gw, tcp).await {
-        Ok(tls) => tls,
+    let (tls, foreign_alpn) = match handshake(gw, tcp).await {
+        Ok(done) => done,
         Err(reason) => {
             gw.metrics.tls.handshake_failure(reason);
             return failed(&format!("tls handshake: {reason}"));
         }
     };
-    let Some(client) = client_info(&tls, peer) else {
+    let Some(client) = client_info(&tls, peer, foreign_alpn) else {
         gw.metrics.tls.handshake_failure("no identity");
         debug!("client certificate has no DNS or spiffe URI SAN");
         return failed("tls handshake: no identity");
     };
     Span::current().record("client_id", &*client.id);
+    let route = plan::route_of(&client, &gw.rules.load());
     let mut leg = Leg::open(
         &gw.metrics,
         TcpLabels::Inbound {
             client_id: client.id.clone(),
+            route: route.as_label(),
         },
     );
     // Boxed: a connection's task then holds only the state it reached, not the largest
@@ -147,14 +149,35 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
     });
 }
 
-/// The mTLS handshake under its deadline, or the reason it failed.
-async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static str> {
+/// The mTLS handshake under its deadline, or the reason it failed; true when the client
+/// offered ALPN ids and none of the gateway's: it then negotiates none rather than failing
+/// the handshake, and the plan decides (opaque TCP to a target SNI names, else refused).
+async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<(Accepted, bool), &'static str> {
+    use tokio_rustls::LazyConfigAcceptor;
     let deadline = gw.settings.handshake_timeout;
+    let accept = async {
+        let mut hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let start = match (&mut hello).await {
+            Ok(start) => start,
+            Err(e) => return Err((e, hello.take_io())),
+        };
+        let foreign = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut offered| !offered.any(|p| crate::tls::GATEWAY_ALPN.contains(&p)));
+        let config = match foreign {
+            true => gw.tls.gateway_no_alpn(),
+            false => gw.tls.gateway().config().clone(),
+        };
+        match start.into_stream(config).into_fallible().await {
+            Ok(tls) => Ok((tls, foreign)),
+            Err((e, tcp)) => Err((e, Some(tcp))),
+        }
+    };
     // Boxed, and freed once done: the task then keeps only what serving needs.
-    let accept = gw.tls.gateway().accept(tcp).into_fallible();
     let handshake = Box::pin(tokio::time::timeout(deadline, accept));
     match handshake.await {
-        Ok(Ok(tls)) => Ok(Box::new(tls)),
+        Ok(Ok((tls, foreign))) => Ok((Box::new(tls), foreign)),
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             debug!(reason, error = %e, "mTLS handshake refused");
@@ -162,7 +185,9 @@ async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static st
                 rejected_by_client(gw, &e);
             }
             // Boxed: its read buffer would otherwise enlarge every connection's future.
-            Box::pin(crate::tls::linger(tcp)).await;
+            if let Some(tcp) = tcp {
+                Box::pin(crate::tls::linger(tcp)).await;
+            }
             Err(reason)
         }
         Err(_) => {
@@ -204,14 +229,18 @@ fn rejected_by_client(gw: &Gateway, e: &std::io::Error) {
 }
 
 /// The client as the handshake established it; `None` when its leaf names no identity.
-fn client_info(tls: &Accepted, addr: SocketAddr) -> Option<ClientInfo> {
+/// `foreign_alpn`: it offered only ALPN ids the gateway does not serve.
+fn client_info(tls: &Accepted, addr: SocketAddr, foreign_alpn: bool) -> Option<ClientInfo> {
     let (_, conn) = tls.get_ref();
     let leaf = conn.peer_certificates()?.first()?;
     let id = crate::identity::identity_of(leaf)?;
     Some(ClientInfo {
         id: id.into(),
         addr,
-        alpn: Alpn::from_negotiated(conn.alpn_protocol()),
+        alpn: match foreign_alpn {
+            true => Alpn::Other,
+            false => Alpn::from_negotiated(conn.alpn_protocol()),
+        },
         sni: conn.server_name().map(Into::into),
     })
 }
@@ -249,9 +278,14 @@ async fn serve(
     }
     match plan {
         Err(refusal) => {
-            let target = header.as_ref().map(header_target);
+            let sni = plan::sni_target(client, &rules).and_then(Result::ok);
+            let target = header.as_ref().map(header_target).or(sni);
             refuse_connection(gw, client, target.as_ref(), &refusal);
-            let protocol = header.as_ref().map_or("http", protocol_of);
+            let protocol = match (&header, client.alpn) {
+                (Some(header), _) => protocol_of(header),
+                (None, Alpn::None | Alpn::Other) if target.is_some() => "opaque",
+                (None, _) => "http",
+            };
             Ended::new(protocol, target.as_ref(), End::Refused(refusal))
         }
         Ok(Plan::Opaque(target)) => {
@@ -259,9 +293,9 @@ async fn serve(
             Box::pin(forward_opaque(gw, &rules, tls, client, target, leg)).await
         }
         Ok(Plan::Http { mode, target }) => {
-            if let HttpTarget::Fixed { target, authorized } = &target {
+            if let Some((target, authorized)) = target.fixed() {
                 Span::current().record("target", field::display(target));
-                if *authorized {
+                if authorized {
                     count_allow(gw, client, target);
                 }
             }

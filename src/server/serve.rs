@@ -97,10 +97,7 @@ pub(super) async fn serve_http(
     leg: &Leg,
 ) -> Ended {
     let protocol = target.protocol_label(mode);
-    let fixed = match &target {
-        HttpTarget::Fixed { target, .. } => Some(target.clone()),
-        HttpTarget::PerRequest => None,
-    };
+    let fixed = target.fixed().map(|(t, _)| t.clone());
     let mut ended = Ended::new(protocol, fixed.as_ref(), End::Ok);
     // hyper allocates its buffers as soon as it is polled: start it once the client speaks.
     let first_request = gw
