@@ -27,6 +27,7 @@ pub mod admin;
 pub mod authz;
 pub mod certs;
 pub mod check;
+pub mod client_hello;
 pub mod client_tls;
 pub mod config;
 pub mod demo;
@@ -37,6 +38,7 @@ pub mod lifecycle;
 pub mod metered;
 pub mod metrics;
 pub mod names;
+pub mod passthrough;
 pub mod plan;
 pub mod probe;
 pub mod proxy;
@@ -161,7 +163,10 @@ impl Gateway {
             metrics,
             tls: Arc::new(tls),
             client_tls,
-            lifecycle: Arc::new(Lifecycle::new(config.server.max_connections)),
+            lifecycle: Arc::new(Lifecycle::with_passthrough(
+                config.server.max_connections,
+                config.passthrough.as_ref().map_or(0, |p| p.max_connections),
+            )),
             in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
             access: config.log.access,
             identity_reload: Arc::new(tokio::sync::Notify::new()),
@@ -196,6 +201,8 @@ impl Gateway {
 pub enum Port {
     /// `[server] listen`: the mTLS gateway port.
     Gateway,
+    /// `[passthrough] listen`: TLS spliced by its SNI, not terminated.
+    Passthrough,
 }
 
 /// The bound sockets; tests bind `127.0.0.1:0` (or `[::1]:0`).
@@ -211,14 +218,29 @@ pub struct Listeners {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot bind {key} {addr}: {source}")]
 pub struct BindError {
-    /// `server.listen` or `server.admin`.
+    /// `server.listen`, `server.admin`, `server.metrics` or `passthrough.listen`.
     pub key: &'static str,
     pub addr: SocketAddr,
     pub source: std::io::Error,
 }
 
 impl Listeners {
-    /// Binds every port the configuration names.
+    /// Binds every port the configuration names: [`Listeners::bind`], and the passthrough
+    /// port when `[passthrough]` is set.
+    pub async fn bind_all(config: &Config) -> Result<Listeners, BindError> {
+        let mut listeners = Listeners::bind(&config.server).await?;
+        if let Some(p) = &config.passthrough {
+            let listener = bind(p.listen).await.map_err(|source| BindError {
+                key: "passthrough.listen",
+                addr: p.listen,
+                source,
+            })?;
+            listeners.ports.push((Port::Passthrough, listener));
+        }
+        Ok(listeners)
+    }
+
+    /// Binds the ports `[server]` names: the gateway port, the admin port, the metrics port.
     pub async fn bind(server: &config::Server) -> Result<Listeners, BindError> {
         let named = |key, addr| move |source| BindError { key, addr, source };
         let metrics = match server.metrics {
@@ -308,8 +330,10 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         bound(port(Port::Gateway)),
         bound(Some(&listeners.admin)),
         bound(listeners.metrics.as_ref()),
+        bound(port(Port::Passthrough)),
     );
     let gateway_port = Arc::new(server::GatewayPort::new(gw.clone()));
+    let passthrough_port = Arc::new(passthrough::PassthroughPort::new(gw.clone()));
     let accepts: Vec<_> = listeners
         .ports
         .into_iter()
@@ -320,6 +344,12 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
                     listener,
                     gateway_port.clone(),
                     gw.lifecycle.connections.clone(),
+                    stopping,
+                )),
+                Port::Passthrough => tokio::spawn(server::accept_loop(
+                    listener,
+                    passthrough_port.clone(),
+                    gw.lifecycle.passthrough.clone(),
                     stopping,
                 )),
             }
@@ -391,6 +421,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         listen = %addrs.0,
         admin = %addrs.1,
         metrics = %addrs.2,
+        passthrough = %addrs.3,
         "{state}"
     );
     shutdown.await;

@@ -278,7 +278,7 @@ fn run(path: PathBuf, overrides: crossgate::config::Overrides) -> ExitCode {
             },
             "runtime"
         );
-        let listeners = match crossgate::Listeners::bind(&config.server).await {
+        let listeners = match crossgate::Listeners::bind_all(&config).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("{e}");

@@ -66,7 +66,7 @@ pub async fn demo() -> anyhow::Result<()> {
     );
     let config = Config::parse(&toml, "demo.toml", dir.path(), &Overrides::default())?;
     let gw = crate::Gateway::build(&config).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-    let listeners = crate::Listeners::bind(&config.server).await?;
+    let listeners = crate::Listeners::bind_all(&config).await?;
     let (gw_addr, admin_addr) = listeners.addrs()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();

@@ -116,6 +116,16 @@ impl Upstream {
     /// connect (not failing, or past their back-off); a refused connect fails over to the
     /// others, the failing ones last. Connect and handshake time is the endpoint's round trip.
     pub async fn open(&self, target: &Target, rules: &Rules) -> Result<Opened, Refusal> {
+        self.open_as(target, rules, false).await
+    }
+
+    /// [`Upstream::open`] for the passthrough port: plain TCP to the endpoint's own address,
+    /// whatever discovery says of it, as the client's TLS goes through untouched.
+    pub async fn open_raw(&self, target: &Target, rules: &Rules) -> Result<Opened, Refusal> {
+        self.open_as(target, rules, true).await
+    }
+
+    async fn open_as(&self, target: &Target, rules: &Rules, raw: bool) -> Result<Opened, Refusal> {
         let set = self.endpoints_of(target, rules).await?;
         let list = self.conns_of(&self.state(target), target, &set);
         let now = Instant::now();
@@ -129,7 +139,11 @@ impl Upstream {
             let conns = &list[i];
             conns.touch();
             let mut in_flight = conns.health.start();
-            match self.connector.connect(target, &conns.endpoint, None).await {
+            let connected = match raw {
+                true => self.connector.connect_raw(target, &conns.endpoint).await,
+                false => self.connector.connect(target, &conns.endpoint, None).await,
+            };
+            match connected {
                 Ok(connected) => {
                     in_flight.first_byte();
                     conns.health.connected();

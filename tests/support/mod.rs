@@ -58,7 +58,7 @@ pub async fn start_at(host: &str, pki: Pki, leaf: Leaf, extra: &str) -> TestGate
     let config = Config::parse(&toml, "test.toml", dir.path(), &Overrides::default())
         .unwrap_or_else(|e| panic!("config:\n{e}\n---\n{toml}"));
     let gw = crossgate::Gateway::build(&config).unwrap();
-    let listeners = crossgate::Listeners::bind(&config.server).await.unwrap();
+    let listeners = crossgate::Listeners::bind_all(&config).await.unwrap();
     let (addr, admin) = listeners.addrs().unwrap();
     let metrics_addr = listeners.metrics_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
