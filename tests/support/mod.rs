@@ -25,6 +25,8 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     /// The private metrics port, when `[server] metrics` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The passthrough port, when `[passthrough]` is set.
+    pub passthrough: Option<SocketAddr>,
     pub gw: Arc<crossgate::Gateway>,
     pub pki: Pki,
     pub dir: tempfile::TempDir,
@@ -61,6 +63,7 @@ pub async fn start_at(host: &str, pki: Pki, leaf: Leaf, extra: &str) -> TestGate
     let listeners = crossgate::Listeners::bind_all(&config).await.unwrap();
     let (addr, admin) = listeners.addrs().unwrap();
     let metrics_addr = listeners.metrics_addr().unwrap();
+    let passthrough = listeners.port_addr(crossgate::Port::Passthrough).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crossgate::run(gw.clone(), listeners, async {
         let _ = rx.await;
@@ -69,6 +72,7 @@ pub async fn start_at(host: &str, pki: Pki, leaf: Leaf, extra: &str) -> TestGate
         addr,
         admin,
         metrics_addr,
+        passthrough,
         gw,
         pki,
         dir,
