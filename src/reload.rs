@@ -215,6 +215,25 @@ mod tests {
                 "server.metrics",
             ]
         );
+        // `[sni] default_port` and `[passthrough] allow` are rules; the port and the
+        // certificate entries are not.
+        let passthrough = |allow: &str, listen: &str| {
+            parse(&format!(
+                "[server]\nlisten = \"127.0.0.1:1\"\n[sni]\ndefault_port = 443\n\
+                 [passthrough]\nlisten = \"{listen}\"\nallow = [\"{allow}\"]\n"
+            ))
+        };
+        let a = passthrough("*.a.svc.cluster.local", "127.0.0.1:15443");
+        let b = passthrough("*.b.svc.cluster.local", "127.0.0.1:15443");
+        assert!(needs_restart(&a, &b).is_empty());
+        let moved = passthrough("*.a.svc.cluster.local", "127.0.0.1:15444");
+        assert_eq!(needs_restart(&a, &moved), vec!["passthrough.listen"]);
+        assert_eq!(needs_restart(&old, &a), vec!["passthrough"]);
+        let certificate = parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[[sni.certificate]]\nnames = [\"a.b\"]\n\
+             certificate = \"cg-reload-tls.crt\"\nkey = \"cg-reload-tls.key\"\n",
+        );
+        assert_eq!(needs_restart(&old, &certificate), vec!["sni.certificates"]);
         let discovered = parse("[discovery]\ndestination_addr = \"127.0.0.1:8086\"\n");
         assert_eq!(
             needs_restart(&old, &discovered),

@@ -273,6 +273,25 @@ async fn refusals_close_without_a_byte_and_reach_no_backend() {
 }
 
 #[tokio::test]
+async fn allow_sources_applies_to_the_passthrough_port() {
+    let backend_pki = Pki::new().unwrap();
+    let (backend, accepted) = tls_backend(&backend_pki).await;
+    let extra = format!(
+        "allow_sources = [\"10.0.0.0/8\"]\n[sni]\ndefault_port = 8443\n\
+         [passthrough]\nlisten = \"127.0.0.1:0\"\nallow = [\"*.mc-demo.svc.cluster.local\"]\n{}",
+        static_routes(&[(&format!("{BB}:8443"), backend)])
+    );
+    let gw = start(&extra).await;
+    let mut tcp = TcpStream::connect(gw.passthrough.unwrap()).await.unwrap();
+    let _ = tcp.write_all(&client_hello(BB)).await;
+    assert_closed_without_bytes(&mut tcp).await;
+    gw.wait_metric(&tcp_error_line("unauthorized source", 1))
+        .await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn passthrough_is_off_unless_configured() {
     let gw = start("").await;
     assert!(gw.passthrough.is_none());
