@@ -126,7 +126,11 @@ impl Route {
 /// own identity, and Istio's form or a bare name that routes ([`crate::route::Routes::route_sni`]).
 /// `None`: the connection is addressed to the gateway and served by today's table.
 pub fn sni_target(client: &ClientInfo, rules: &Rules) -> Option<Result<Target, Refusal>> {
-    let sni = client.sni.as_deref()?;
+    sni_route(client.sni.as_deref()?, rules)
+}
+
+/// [`sni_target`] of a server name alone, as the ClientHello gives it before the handshake.
+pub fn sni_route(sni: &str, rules: &Rules) -> Option<Result<Target, Refusal>> {
     if authz::same_identity(sni, &rules.policy.own_identity) {
         return None;
     }

@@ -265,9 +265,9 @@ impl TlsState {
         self.acceptors().gateway.clone()
     }
 
-    /// The gateway port's configuration for a client that offered ALPN ids but none of
-    /// [`GATEWAY_ALPN`]: it negotiates none, rather than failing the handshake, so that the
-    /// plan decides (opaque TCP to a target SNI named; otherwise refused).
+    /// The gateway port's configuration for a client whose SNI names a target and that
+    /// offered ALPN ids but none of [`GATEWAY_ALPN`]: it negotiates none, rather than failing
+    /// the handshake, and the plan serves it opaque TCP.
     pub fn gateway_no_alpn(&self) -> Arc<ServerConfig> {
         self.acceptors().gateway_no_alpn.config().clone()
     }

@@ -150,21 +150,25 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
 }
 
 /// The mTLS handshake under its deadline, or the reason it failed; true when the client
-/// offered ALPN ids and none of the gateway's: it then negotiates none rather than failing
-/// the handshake, and the plan decides (opaque TCP to a target SNI names, else refused).
+/// offered ALPN ids, none of the gateway's, and an SNI naming a target: it then negotiates
+/// none rather than failing the handshake, and is served opaque TCP to that target. Any other
+/// client offering none of the gateway's ids fails the handshake (`no_application_protocol`).
 async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<(Accepted, bool), &'static str> {
     use tokio_rustls::LazyConfigAcceptor;
     let deadline = gw.settings.handshake_timeout;
     let accept = async {
-        let mut hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
-        let start = match (&mut hello).await {
+        let mut lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let start = match (&mut lazy).await {
             Ok(start) => start,
-            Err(e) => return Err((e, hello.take_io())),
+            Err(e) => return Err((e, lazy.take_io())),
         };
-        let foreign = start
-            .client_hello()
+        let hello = start.client_hello();
+        let foreign = hello
             .alpn()
-            .is_some_and(|mut offered| !offered.any(|p| crate::tls::GATEWAY_ALPN.contains(&p)));
+            .is_some_and(|mut offered| !offered.any(|p| crate::tls::GATEWAY_ALPN.contains(&p)))
+            && hello
+                .server_name()
+                .is_some_and(|sni| plan::sni_route(sni, &gw.rules.load()).is_some());
         let config = match foreign {
             true => gw.tls.gateway_no_alpn(),
             false => gw.tls.gateway().config().clone(),
