@@ -27,6 +27,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{Span, debug, field};
 
+/// The copy buffer per direction of a splice: a TLS record's worth, as nginx's stream proxy
+/// buffers by default. The 64 KiB of a terminated opaque stream would be zeroed for every
+/// connection, mostly to carry a handshake and a request or two.
+const SPLICE_BUF: usize = 16 * 1024;
+
 /// The passthrough port: what the accept loop runs for each of its connections.
 pub struct PassthroughPort {
     gw: Arc<Gateway>,
@@ -119,12 +124,13 @@ async fn splice(gw: &Gateway, mut tcp: TcpStream, peer: SocketAddr) {
     }
     let result = match sent {
         Ok(()) => {
-            crate::proxy::tcp::proxy(
+            crate::proxy::tcp::proxy_with_buffers(
                 tcp,
                 upstream,
                 gw.settings.idle_timeout,
                 Counters::from((leg.read.clone(), leg.write.clone())).also(local.clone()),
                 (up_leg.read.clone(), up_leg.write.clone()),
+                SPLICE_BUF,
             )
             .await
         }
