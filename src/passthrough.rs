@@ -38,6 +38,7 @@ pub struct PassthroughPort {
 }
 
 impl PassthroughPort {
+    /// The port's handler over the gateway's rules, upstream, telemetry and settings.
     pub fn new(gw: Arc<Gateway>) -> PassthroughPort {
         PassthroughPort { gw }
     }

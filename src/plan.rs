@@ -5,7 +5,7 @@
 //! decisions of HTTP (the plain-mode target, SNI against the request's authority, loops by
 //! `Forwarded`, authorization). Pure: no I/O, no clock, no metrics; `server/`, `passthrough`
 //! and `proxy/http.rs` act on the answers. DESIGN.md's serving table and refusal table are the
-//! unit tests in `plan/tests.rs`.
+//! unit tests in `plan/tests.rs` and `plan/sni_tests.rs`.
 
 use crate::authz;
 use crate::refusal::Refusal;
@@ -112,6 +112,7 @@ pub enum Route {
 }
 
 impl Route {
+    /// The `route` label value.
     pub fn as_label(self) -> &'static str {
         match self {
             Route::Header => "header",
@@ -319,5 +320,7 @@ pub fn check_request(
     authz::authorize(client, target, &rules.policy)
 }
 
+#[cfg(test)]
+mod sni_tests;
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,7 @@ impl SniCertificates {
         }
     }
 
+    /// No `[[sni.certificate]]`: every handshake gets the gateway's own leaf.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -33,6 +33,7 @@ pub struct GatewayPort {
 }
 
 impl GatewayPort {
+    /// The port's handler, with the HTTP serving context built once for its connections.
     pub fn new(gw: Arc<Gateway>) -> GatewayPort {
         let http = Arc::new(serve::http_context(&gw));
         GatewayPort { gw, http }
