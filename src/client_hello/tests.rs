@@ -130,3 +130,35 @@ fn too_large() {
     let cut = &endless[..MAX_HELLO];
     assert_eq!(parse(cut), Err(HelloError::TooLarge));
 }
+
+/// Real hellos with bytes flipped, cut and re-fragmented: every answer is an answer (no
+/// panic), and a completed prefix completes the whole the same way.
+#[test]
+fn mutated_hellos_never_panic() {
+    let hello = client_hello(ISTIO, &[b"h2"]);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let mut bytes = match next() % 3 {
+            0 => hello.clone(),
+            1 => refragment(&hello, 1 + (next() % 300) as usize),
+            _ => hello[..(next() as usize % hello.len())].to_vec(),
+        };
+        for _ in 0..(next() % 4) {
+            let at = next() as usize % bytes.len().max(1);
+            if let Some(b) = bytes.get_mut(at) {
+                *b = next() as u8;
+            }
+        }
+        let whole = parse(&bytes);
+        let cut = next() as usize % (bytes.len() + 1);
+        if let Ok(Hello::Complete { sni }) = parse(&bytes[..cut]) {
+            assert_eq!(whole, Ok(Hello::Complete { sni }));
+        }
+    }
+}
