@@ -6,7 +6,10 @@ twice: with `threads = 1` (the current-thread runtime) pinned like the peers, an
 default runtime (no `threads` key) unpinned: one worker per core, two multi-thread workers here,
 sharing core 1 with the load tool. Besides
 the scenarios every proxy can serve, crossgate takes the two Linkerd-shaped paths (a transport
-header, then HTTP/2 in absolute form; with and without `l5d-orig-proto`). Every scenario,
+header, then HTTP/2 in absolute form; with and without `l5d-orig-proto`). TLS passthrough by SNI
+(crossgate's `[passthrough]` port, nginx's `stream { ssl_preread on; }`, HAProxy's
+`req_ssl_sni`) splices each client's TLS to a TLS backend (nginx on core 1) that answers one
+request per connection: the proxy's CPU per connection, read from /proc. Every scenario,
 idle memory and start-to-ready included, is interleaved across the proxies and repeated;
 medians are reported. Called by benches/compare.sh.
 
@@ -20,7 +23,7 @@ it is printed too, with the rows of the parts that ran."""
 import json, os, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 QUICK = "--quick" in sys.argv
-# --only=h1,h2,stream,idle runs just those parts (for profiling loops); the table needs them all.
+# --only=h1,h2,stream,idle,passthrough runs just those parts (for profiling loops); the table needs them all.
 ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), None)
 REPEATS = int(os.environ.get("REPEATS", 1 if QUICK else 3))
 SECS = int(os.environ.get("SECS", 3 if QUICK else 5))
@@ -91,19 +94,25 @@ def rss_kib(pids):
 def setup(tmp):
     pki = os.path.join(tmp, "pki")
     subprocess.run([BIN, "certs", "--out", pki], check=True, stdout=subprocess.DEVNULL)
+    # The passthrough backend's own certificate: the proxies never hold it.
+    subprocess.run([BIN, "certs", "issue", "--name", PASSTHROUGH_NAME, "--from", pki,
+                    "--out", os.path.join(pki, "tls")], check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(pki, "gateway.pem"), "w") as f:
         f.write(open(os.path.join(pki, "gateway.crt")).read())
         f.write(open(os.path.join(pki, "gateway.key")).read())
     return pki
 
 
-def start_backends(tmp):
+def start_backends(tmp, pki):
     conf = os.path.join(tmp, "backend.conf")
     open(conf, "w").write(f"""
 worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.err warn;
 events {{ worker_connections 20000; }}
 http {{ access_log off; keepalive_requests 10000000;
   server {{ listen 127.0.0.1:18080; listen 127.0.0.1:18081 http2;
+    location / {{ return 200 "ok\\n"; }} }}
+  server {{ listen 127.0.0.1:18443 ssl; ssl_protocols TLSv1.3; ssl_session_tickets off;
+    ssl_certificate {pki}/tls/tls.crt; ssl_certificate_key {pki}/tls/tls.key;
     location / {{ return 200 "ok\\n"; }} }} }}
 """)
     backends = [spawn(["nginx", "-c", conf], LOAD_CORE),
@@ -132,15 +141,25 @@ key = "{pki}/gateway.key"
 
 
 def start_crossgate(tmp, pki, port=4143, threads="threads = 1", core=PROXY_CORE, binary=BIN):
-    """crossgate on `port` (admin on port + 48); `threads` is its [server] threads line;
-    `binary` the executable (the baseline's, for the "before" column)."""
+    """crossgate on `port` (admin on port + 48, passthrough on port + 1000 when `binary` is
+    this tree's); `threads` is its [server] threads line; `binary` the executable (the
+    baseline's, for the "before" column)."""
+    passthrough = "" if binary != BIN else f"""
+"{PASSTHROUGH_NAME}:18443" = ["127.0.0.1:18443"]
+[sni]
+default_port = 18443
+[passthrough]
+listen = "127.0.0.1:{port + 1000}"
+allow = ["*.bench.svc.cluster.local"]
+max_connections = 100000
+"""
     conf = crossgate_config(tmp, pki, f"crossgate-{port}.toml", port, port + 48,
                             "max_connections = 100000", """
 [routing.static]
 "web.bench.svc.cluster.local:80" = ["127.0.0.1:18080"]
 "web2.bench.svc.cluster.local:80" = ["127.0.0.1:18081"]
 "sink.bench.svc.cluster.local:9000" = ["127.0.0.1:19000"]
-""", threads)
+""" + passthrough, threads)
     p = spawn([binary, "run", "--config", conf], core, env={**os.environ, "RUST_LOG": "warn"})
     wait_port(port)
     return p
@@ -161,7 +180,9 @@ http {{ access_log off;
   server {{ listen 127.0.0.1:4443 ssl http2; {tls}
     keepalive_requests 10000000; keepalive_timeout 300s;
     location / {{ proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
-stream {{ server {{ listen 127.0.0.1:4444 ssl; {tls} proxy_pass 127.0.0.1:19000; proxy_half_close on; }} }}
+stream {{ server {{ listen 127.0.0.1:4444 ssl; {tls} proxy_pass 127.0.0.1:19000; proxy_half_close on; }}
+  map $ssl_preread_server_name $passthrough {{ {PASSTHROUGH_NAME} 127.0.0.1:18443; default 127.0.0.1:1; }}
+  server {{ listen 127.0.0.1:4445; ssl_preread on; proxy_pass $passthrough; }} }}
 """)
     p = spawn(["nginx", "-c", conf], PROXY_CORE)
     wait_port(4443)
@@ -195,6 +216,15 @@ frontend tcp
 backend sink
   mode tcp
   server s1 127.0.0.1:19000
+frontend passthrough
+  mode tcp
+  bind 127.0.0.1:5445
+  tcp-request inspect-delay 5s
+  tcp-request content accept if {{ req_ssl_hello_type 1 }}
+  use_backend tls if {{ req_ssl_sni -i {PASSTHROUGH_NAME} }}
+backend tls
+  mode tcp
+  server s1 127.0.0.1:18443
 """)
     p = spawn(["haproxy", "-f", conf, "-db"], PROXY_CORE)
     wait_port(5443)
@@ -224,6 +254,35 @@ LINKERD = {
     "l5d-h2": ["web2.bench.svc.cluster.local:80"],
     "l5d-orig": ["web.bench.svc.cluster.local:80", "orig-proto"],
 }
+
+
+# The passthrough target: a bare name, SNI as a plain TLS client sends it.
+PASSTHROUGH_NAME = "tls.bench.svc.cluster.local"
+PASSTHROUGH_PORTS = {"crossgate": 5143, "crossgate default": 5163, "nginx": 4445, "HAProxy": 5445}
+
+
+def passthrough_run(port, pids, pki):
+    """One request per new TLS connection, spliced by its SNI to the TLS backend, whose
+    certificate the client checks; CPU per connection of the proxy."""
+    args = ["taskset", "-c", LOAD_CORE, "oha", "--no-tui", "--output-format", "json",
+            "-z", f"{SECS}s", "-c", "20", "--disable-keepalive", "--http-version", "1.1",
+            "--cacert", f"{pki}/ca.crt",
+            "--connect-to", f"{PASSTHROUGH_NAME}:{port}:127.0.0.1:{port}",
+            f"https://{PASSTHROUGH_NAME}:{port}/"]
+    c0 = cpu_ticks(pids)
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    c1 = cpu_ticks(pids)
+    d = json.loads(out)
+    ok = sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
+    # The connections in flight when -z ends are aborted: not failures of the proxy.
+    errors = {k: v for k, v in d["errorDistribution"].items() if k != "aborted due to deadline"}
+    total = sum(d["statusCodeDistribution"].values()) + sum(errors.values())
+    if ok < total * 0.99:
+        print(f"  warning: passthrough on {port}: {ok}/{total} ok: {errors}",
+              file=sys.stderr)
+    return {"rps": ok / SECS, **cpu_per(c0, c1, ok),
+            "p50": d["latencyPercentiles"]["p50"] * 1e3,
+            "p99": d["latencyPercentiles"]["p99"] * 1e3}
 
 
 def cpu_per(c0, c1, ok):
@@ -357,7 +416,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="crossgate-bench-")
     try:
         pki = setup(tmp)
-        backends = start_backends(tmp)
+        backends = start_backends(tmp, pki)
         results = {name: {} for name in NAMES}
         want = lambda part: not ONLY or part in ONLY
         if BASELINE and not os.access(BASELINE, os.X_OK):
@@ -403,6 +462,11 @@ def main():
                         r = http_run(name, port, pids[name], pki, scenario)
                         results[name].setdefault(scenario, []).append(r)
                         note(rep, scenario, name, r)
+            for name in [n for n in proxies if n in PASSTHROUGH_PORTS]:
+                if want("passthrough"):
+                    r = passthrough_run(PASSTHROUGH_PORTS[name], pids[name], pki)
+                    results[name].setdefault("passthrough", []).append(r)
+                    note(rep, "passthru", name, r)
             for name, (_, _, sport) in proxies.items():
                 if want("stream"):
                     mbs = stream_run(name, sport, pki)
@@ -460,6 +524,9 @@ def report(results):
         ("  req/s", "h2", "rps", True, "{:.0f}"),
         ("new mTLS connection (one request each), CPU us per handshake", "handshake", "us", False, "{:.1f}"),
         ("  handshakes/s", "handshake", "rps", True, "{:.0f}"),
+        ("TLS passthrough by SNI (one request per connection), CPU us per connection", "passthrough", "us", False, "{:.1f}"),
+        ("  of which user space", "passthrough", "user_us", False, "{:.1f}"),
+        ("  connections/s", "passthrough", "rps", True, "{:.0f}"),
         ("p50 ms at 2000 req/s", "fixed", "p50", False, "{:.2f}"),
         ("p99 ms at 2000 req/s", "fixed", "p99", False, "{:.2f}"),
         ("one TCP stream MB/s", "stream", None, True, "{:.0f}"),

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH="${1:-60}"
 shift || true
-ALL=(header_framing plan plain_target header_rewrite config transport_header)
+ALL=(header_framing plan plain_target header_rewrite config transport_header client_hello)
 TARGETS=("${@:-${ALL[@]}}")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

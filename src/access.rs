@@ -57,8 +57,8 @@ pub struct ConnRecord<'a> {
     pub client_id: Option<&'a str>,
     pub target: Option<&'a str>,
     pub endpoint: Option<SocketAddr>,
-    /// `opaque`, `http/1`, `http/2` (transport header sessions), `http` (plain mode), or `tls`
-    /// when the handshake failed.
+    /// `opaque`, `http/1`, `http/2` (transport header or SNI sessions), `http` (plain mode),
+    /// `tls` when the handshake failed, `passthrough` on the passthrough port.
     pub protocol: &'static str,
     pub outcome: Outcome<'a>,
     /// Bytes from the client and to the client.

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod authz;
 pub mod certs;
 pub mod check;
+pub mod client_hello;
 pub mod client_tls;
 pub mod config;
 pub mod demo;
@@ -36,9 +37,11 @@ pub mod endpoint;
 pub mod explain;
 pub mod identity;
 pub mod lifecycle;
+mod listeners;
 pub mod metered;
 pub mod metrics;
 pub mod names;
+pub mod passthrough;
 pub mod plan;
 pub mod policy;
 pub mod probe;
@@ -49,6 +52,7 @@ pub mod reload;
 pub mod route;
 pub mod rules;
 pub mod server;
+pub mod sni;
 pub mod tls;
 pub mod transport_header;
 pub mod upstream;
@@ -61,8 +65,8 @@ use crate::metrics::Metrics;
 use crate::rules::{Rules, RulesHandle};
 use crate::tls::TlsState;
 use crate::upstream::Upstream;
+pub use listeners::{BindError, Listeners, Port};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -85,6 +89,8 @@ pub struct Gateway {
     pub access: access::AccessLog,
     /// Notified by [`Gateway::reload`]: the identity watch reads its files again now.
     identity_reload: Arc<tokio::sync::Notify>,
+    /// Notified by [`Gateway::reload`]: the `[[sni.certificate]]` watch reads its files now.
+    sni_reload: Arc<tokio::sync::Notify>,
     /// The configuration as started, for reloads to compare with.
     config: Config,
     source: Option<config::Source>,
@@ -109,11 +115,19 @@ impl Gateway {
             }
         };
         let store = Arc::new(store);
+        let sni = identity::sni::SniCertificates::load(&config.sni.certificates, &provider)?;
         let metrics = Arc::new(Metrics::with_target_cap(config.server.max_metric_targets));
         let chains = metrics.tls.chain_counters();
         let resumption = config.server.tls_resumption;
-        let tls = TlsState::new(store.clone(), roots, provider, resumption, chains)
-            .map_err(|e| vec![format!("TLS configuration: {}", crate::explain::tls(&e))])?;
+        let tls = TlsState::new(
+            store.clone(),
+            Arc::new(sni),
+            roots,
+            provider,
+            resumption,
+            chains,
+        )
+        .map_err(|e| vec![format!("TLS configuration: {}", crate::explain::tls(&e))])?;
         // Configured targets are real: their names are labels from the start.
         for (name, port) in config.routing.statics.keys() {
             let name = names::normalize(name).into();
@@ -162,10 +176,14 @@ impl Gateway {
             metrics,
             tls: Arc::new(tls),
             client_tls,
-            lifecycle: Arc::new(Lifecycle::new(config.server.max_connections)),
+            lifecycle: Arc::new(Lifecycle::with_passthrough(
+                config.server.max_connections,
+                config.passthrough.as_ref().map_or(0, |p| p.max_connections),
+            )),
             in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
             access: config.log.access,
             identity_reload: Arc::new(tokio::sync::Notify::new()),
+            sni_reload: Arc::new(tokio::sync::Notify::new()),
             source: config.source.clone(),
             config: config.clone(),
             config_stamp: std::sync::Mutex::new(None),
@@ -186,68 +204,9 @@ impl Gateway {
     /// watch read the credentials again at once. See [`reload`] and [`identity::watch`].
     pub async fn reload(&self) -> bool {
         self.identity_reload.notify_one();
+        self.sni_reload.notify_one();
         reload::reload(self).await
     }
-}
-
-/// The bound sockets; tests bind `127.0.0.1:0` (or `[::1]:0`).
-pub struct Listeners {
-    pub gateway: TcpListener,
-    pub admin: TcpListener,
-    /// The private `/metrics` port, when `[server] metrics` is set.
-    pub metrics: Option<TcpListener>,
-}
-
-/// A listener that could not be bound, named by its configuration key and address.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot bind {key} {addr}: {source}")]
-pub struct BindError {
-    /// `server.listen` or `server.admin`.
-    pub key: &'static str,
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
-}
-
-impl Listeners {
-    pub async fn bind(server: &config::Server) -> Result<Listeners, BindError> {
-        let named = |key, addr| move |source| BindError { key, addr, source };
-        let metrics = match server.metrics {
-            Some(addr) => Some(bind(addr).await.map_err(named("server.metrics", addr))?),
-            None => None,
-        };
-        Ok(Listeners {
-            gateway: bind(server.listen)
-                .await
-                .map_err(named("server.listen", server.listen))?,
-            admin: bind(server.admin)
-                .await
-                .map_err(named("server.admin", server.admin))?,
-            metrics,
-        })
-    }
-
-    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
-        Ok((self.gateway.local_addr()?, self.admin.local_addr()?))
-    }
-
-    /// The bound address of the private metrics port, if any.
-    pub fn metrics_addr(&self) -> std::io::Result<Option<SocketAddr>> {
-        self.metrics
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()
-    }
-}
-
-async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
 }
 
 /// Completes on SIGTERM or SIGINT: the signal to stop, or (a second one) not to wait out
@@ -279,16 +238,36 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         l.and_then(|l| l.local_addr().ok())
             .map_or("none".to_string(), |a| a.to_string())
     };
+    let port = |p: Port| listeners.ports.iter().find(|(q, _)| *q == p).map(|x| &x.1);
     let addrs = (
-        bound(Some(&listeners.gateway)),
+        bound(port(Port::Gateway)),
         bound(Some(&listeners.admin)),
         bound(listeners.metrics.as_ref()),
+        bound(port(Port::Passthrough)),
     );
-    let accept = tokio::spawn(server::accept_loop(
-        gw.clone(),
-        listeners.gateway,
-        gw.lifecycle.stopping(),
-    ));
+    let gateway_port = Arc::new(server::GatewayPort::new(gw.clone()));
+    let passthrough_port = Arc::new(passthrough::PassthroughPort::new(gw.clone()));
+    let accepts: Vec<_> = listeners
+        .ports
+        .into_iter()
+        .map(|(port, listener)| {
+            let stopping = gw.lifecycle.stopping();
+            match port {
+                Port::Gateway => tokio::spawn(server::accept_loop(
+                    listener,
+                    gateway_port.clone(),
+                    gw.lifecycle.connections.clone(),
+                    stopping,
+                )),
+                Port::Passthrough => tokio::spawn(server::accept_loop(
+                    listener,
+                    passthrough_port.clone(),
+                    gw.lifecycle.passthrough.clone(),
+                    stopping,
+                )),
+            }
+        })
+        .collect();
     // Serving from here on, before the admin port answers: its first `/ready` is true.
     gw.lifecycle.start_serving();
     // The admin port takes narrow handles: readiness, the registry, the TLS acceptor.
@@ -326,6 +305,13 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         tokio::spawn(admin::serve(state, listener))
     });
     let watcher = identity::keep::spawn(&gw);
+    let sni_watcher = (!gw.tls.sni.is_empty()).then(|| {
+        tokio::spawn(gw.tls.sni.clone().watch(
+            gw.tls.provider().clone(),
+            gw.config.identity.reload_interval,
+            gw.sni_reload.clone(),
+        ))
+    });
     let upstream = gw.upstream.clone();
     let sweeper = tokio::spawn(async move {
         let mut every = tokio::time::interval(upstream::SWEEP_EVERY);
@@ -348,6 +334,7 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
         listen = %addrs.0,
         admin = %addrs.1,
         metrics = %addrs.2,
+        passthrough = %addrs.3,
         "{state}"
     );
     shutdown.await;
@@ -368,10 +355,15 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     }
     tracing::info!("draining: no longer accepting");
     gw.lifecycle.begin_drain();
-    let _ = accept.await;
+    for accept in accepts {
+        let _ = accept.await;
+    }
     let deadline = gw.settings.drain_timeout;
     let drained = gw.lifecycle.drained(deadline).await;
     watcher.abort();
+    if let Some(w) = sni_watcher {
+        w.abort();
+    }
     sweeper.abort();
     if let Some(w) = config_watcher {
         w.abort();

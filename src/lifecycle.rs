@@ -11,15 +11,25 @@ pub struct Lifecycle {
     /// Permits for open gateway connections; all returned means drained.
     pub connections: Arc<Semaphore>,
     max_connections: usize,
+    /// Permits for open passthrough connections (none without the port), drained alike.
+    pub passthrough: Arc<Semaphore>,
+    max_passthrough: usize,
 }
 
 impl Lifecycle {
     pub fn new(max_connections: usize) -> Lifecycle {
+        Lifecycle::with_passthrough(max_connections, 0)
+    }
+
+    /// With `max_passthrough` permits for the passthrough port.
+    pub fn with_passthrough(max_connections: usize, max_passthrough: usize) -> Lifecycle {
         Lifecycle {
             serving: AtomicBool::new(false),
             stop: watch::channel(false).0,
             connections: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            passthrough: Arc::new(Semaphore::new(max_passthrough)),
+            max_passthrough,
         }
     }
 
@@ -53,10 +63,16 @@ impl Lifecycle {
     /// Completes when every connection permit is back; the number still open if `deadline`
     /// passes first.
     pub async fn drained(&self, deadline: std::time::Duration) -> Result<(), usize> {
-        let all = self.max_connections as u32;
-        match tokio::time::timeout(deadline, self.connections.acquire_many(all)).await {
+        let both = async {
+            let gateway = self.connections.acquire_many(self.max_connections as u32);
+            let passthrough = self.passthrough.acquire_many(self.max_passthrough as u32);
+            tokio::join!(gateway, passthrough)
+        };
+        match tokio::time::timeout(deadline, both).await {
             Ok(_) => Ok(()),
-            Err(_) => Err(self.max_connections - self.connections.available_permits()),
+            Err(_) => Err(self.max_connections - self.connections.available_permits()
+                + self.max_passthrough
+                - self.passthrough.available_permits()),
         }
     }
 }

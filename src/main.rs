@@ -271,7 +271,7 @@ fn run(
             },
             "runtime"
         );
-        let listeners = match crossgate::Listeners::bind(&config.server).await {
+        let listeners = match crossgate::Listeners::bind_all(&config).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("{e}");

@@ -54,6 +54,15 @@ pub enum Refusal {
     /// `[policy]`: the target pod's policy could not be read (or not evaluated here).
     #[error("invalid server policy: {0}")]
     PolicyInvalid(std::sync::Arc<str>),
+    /// SNI named one target for the connection and the request (or transport header) names
+    /// another: SNI wins for the connection, the request is refused rather than re-routed.
+    #[error("misdirected request")]
+    Misdirected,
+    /// The passthrough port could not take a target from the client's first bytes (no
+    /// SNI, an IP literal, a name not routed or not allowed, bytes that are not a ClientHello,
+    /// one too large or too slow): closed, never answered over HTTP.
+    #[error("sni: {0}")]
+    Sni(&'static str),
 }
 
 impl Refusal {
@@ -71,6 +80,8 @@ impl Refusal {
             Refusal::RouteNotFound(_) => 404,
             Refusal::RateLimited(_) => 429,
             Refusal::PolicyInvalid(_) => 500,
+            Refusal::Misdirected => 421,
+            Refusal::Sni(_) => 400,
         }
     }
 
@@ -80,6 +91,7 @@ impl Refusal {
             Refusal::Upstream(reason) => Cow::Owned(format!("upstream: {reason}")),
             Refusal::Client(reason) => Cow::Owned(format!("client: {reason}")),
             Refusal::RateLimited(_) | Refusal::PolicyInvalid(_) => Cow::Owned(self.to_string()),
+            Refusal::Sni(reason) => Cow::Owned(format!("sni: {reason}")),
             other => Cow::Borrowed(other.static_text()),
         }
     }
@@ -101,6 +113,8 @@ impl Refusal {
             Refusal::RouteNotFound(_) => "no route found for request",
             Refusal::RateLimited(_) => "rate limit exceeded",
             Refusal::PolicyInvalid(_) => "invalid server policy",
+            Refusal::Misdirected => "misdirected request",
+            Refusal::Sni(_) => "sni",
         }
     }
 
@@ -123,6 +137,8 @@ impl Refusal {
             Refusal::PolicyUnauthorized(_) | Refusal::RouteNotFound(_) => None,
             Refusal::RateLimited(_) => None,
             Refusal::PolicyInvalid(_) => Some("invalid policy"),
+            Refusal::Misdirected => Some("misdirected"),
+            Refusal::Sni(_) => Some("sni"),
         }
     }
 
@@ -140,6 +156,8 @@ impl Refusal {
             Refusal::RouteNotFound(_) => 5, // NOT_FOUND
             Refusal::RateLimited(_) => 8,   // RESOURCE_EXHAUSTED
             Refusal::PolicyInvalid(_) => 13, // INTERNAL
+            Refusal::Misdirected => 9,      // FAILED_PRECONDITION
+            Refusal::Sni(_) => 3,           // INVALID_ARGUMENT
         }
     }
 
@@ -235,6 +253,20 @@ mod tests {
                 "unauthorized source",
                 Some("unauthorized source"),
                 7,
+            ),
+            (
+                Refusal::Misdirected,
+                421,
+                "misdirected request",
+                Some("misdirected"),
+                9,
+            ),
+            (
+                Refusal::Sni("not allowed"),
+                400,
+                "sni: not allowed",
+                Some("sni"),
+                3,
             ),
         ];
         let labels = crate::policy::Labels {

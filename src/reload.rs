@@ -1,7 +1,8 @@
 //! Rules that reload without a restart. On SIGHUP (the binary calls [`reload`]) and when the
 //! configuration file changes (polled every `[identity] reload_interval`, like the identity
 //! files), the whole file is read and validated again. Valid: `[routing]`,
-//! `[[authorization]]` and `[server] allow_sources` are swapped in one step for every new
+//! `[[authorization]]`, `[server] allow_sources`, `[sni] default_port` and `[passthrough]
+//! allow` are swapped in one step for every new
 //! connection and request. Invalid: the old rules stay and every problem is logged with file
 //! and key, as at start. Every other
 //! setting takes effect only at a restart; those that differ are named in a log line.
@@ -120,6 +121,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         balancer: _,
         policy: _,
         source: _, // where it was read from, not a setting
+        sni: _,
+        passthrough: _,
     } = old;
     each!("server", &old.server, &new.server, crate::config::Server {
         listen, admin, threads, handshake_timeout, header_timeout, connect_timeout, idle_timeout,
@@ -156,6 +159,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     differ("discovery.failfast_timeout", failfast, &b.failfast);
     differ("discovery", &old.discovery, &new.discovery);
     differ("policy", &old.policy, &new.policy);
+    // `[sni] default_port` and `[passthrough] allow` are rules: reloaded. The certificate
+    // files reload on their own (their watch); which entries there are, only at a restart.
+    each!("sni", &old.sni, &new.sni, crate::config::Sni {
+        certificates,
+    } except default_port);
+    match (&old.passthrough, &new.passthrough) {
+        (Some(a), Some(b)) => each!("passthrough", a, b, crate::config::Passthrough {
+            listen, max_connections,
+        } except allow),
+        (a, b) => differ("passthrough", a, b),
+    }
     keys
 }
 
@@ -203,6 +217,25 @@ mod tests {
                 "server.metrics",
             ]
         );
+        // `[sni] default_port` and `[passthrough] allow` are rules; the port and the
+        // certificate entries are not.
+        let passthrough = |allow: &str, listen: &str| {
+            parse(&format!(
+                "[server]\nlisten = \"127.0.0.1:1\"\n[sni]\ndefault_port = 443\n\
+                 [passthrough]\nlisten = \"{listen}\"\nallow = [\"{allow}\"]\n"
+            ))
+        };
+        let a = passthrough("*.a.svc.cluster.local", "127.0.0.1:15443");
+        let b = passthrough("*.b.svc.cluster.local", "127.0.0.1:15443");
+        assert!(needs_restart(&a, &b).is_empty());
+        let moved = passthrough("*.a.svc.cluster.local", "127.0.0.1:15444");
+        assert_eq!(needs_restart(&a, &moved), vec!["passthrough.listen"]);
+        assert_eq!(needs_restart(&old, &a), vec!["passthrough"]);
+        let certificate = parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[[sni.certificate]]\nnames = [\"a.b\"]\n\
+             certificate = \"cg-reload-tls.crt\"\nkey = \"cg-reload-tls.key\"\n",
+        );
+        assert_eq!(needs_restart(&old, &certificate), vec!["sni.certificates"]);
         let discovered = parse("[discovery]\ndestination_addr = \"127.0.0.1:8086\"\n");
         assert_eq!(
             needs_restart(&old, &discovered),

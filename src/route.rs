@@ -5,6 +5,7 @@
 use crate::endpoint::{Endpoint, EndpointSet};
 use crate::names::normalize;
 use crate::refusal::Refusal;
+use crate::sni::{SniName, SniRules};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub struct Routes {
     /// `.svc.<cluster_domain>`, lower-case, with the leading dot.
     svc_suffix: String,
     statics: HashMap<Target, EndpointSet>,
+    sni: SniRules,
 }
 
 impl Routes {
@@ -45,6 +47,32 @@ impl Routes {
                     (Target { name, port }, EndpointSet::from(eps))
                 })
                 .collect(),
+            sni: SniRules::default(),
+        }
+    }
+
+    /// With the rules of SNI routing (`[sni]`, `[passthrough] allow`).
+    pub fn with_sni(mut self, sni: SniRules) -> Routes {
+        self.sni = sni;
+        self
+    }
+
+    /// The rules of SNI routing in force.
+    pub fn sni(&self) -> &SniRules {
+        &self.sni
+    }
+
+    /// The target a server name names, if it names one: Istio's form always (refused when it
+    /// does not route), a bare name with `[sni] default_port` when it routes. `None`: the
+    /// name is not a target, and the connection is served as addressed to the gateway.
+    pub fn route_sni(&self, sni: &str) -> Option<Result<Target, Refusal>> {
+        match crate::sni::parse(sni) {
+            SniName::Istio { name, port } => Some(self.route(name, port)),
+            SniName::BadIstio => Some(Err(Refusal::BadGatewayDomain)),
+            SniName::Bare(name) => {
+                let port = self.sni.default_port?;
+                self.route(name, port).ok().map(Ok)
+            }
         }
     }
 
@@ -185,6 +213,46 @@ mod tests {
         assert_eq!(r.static_endpoints(&t).unwrap().len(), 1);
         let t = r.route("bb.mc-demo.svc.cluster.local", 8081).unwrap();
         assert!(r.static_endpoints(&t).is_none());
+    }
+
+    #[test]
+    fn targets_from_sni() {
+        let r = routes();
+        let istio = "outbound_.8080_._.BB.mc-demo.svc.cluster.local";
+        assert_eq!(
+            r.route_sni(istio),
+            Some(Ok(Target {
+                name: "bb.mc-demo.svc.cluster.local".into(),
+                port: 8080
+            }))
+        );
+        for refused in [
+            "outbound_.8080_._.example.com",
+            "outbound_.8080_._.10.0.0.1",
+            "outbound_.8080_.v1_.bb.mc-demo.svc.cluster.local",
+            "outbound_.x_._.bb.mc-demo.svc.cluster.local",
+        ] {
+            assert_eq!(
+                r.route_sni(refused),
+                Some(Err(Refusal::BadGatewayDomain)),
+                "{refused}"
+            );
+        }
+        // A bare name is a target only with a default port, and only when it routes.
+        assert_eq!(r.route_sni("bb.mc-demo.svc.cluster.local"), None);
+        let r = r.with_sni(SniRules {
+            default_port: Some(443),
+            ..SniRules::default()
+        });
+        assert_eq!(
+            r.route_sni("legacy.example.com"),
+            Some(Ok(Target {
+                name: "legacy.example.com".into(),
+                port: 443
+            }))
+        );
+        assert_eq!(r.route_sni("gateway.example.com"), None);
+        assert_eq!(r.route_sni("10.0.0.1"), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The rules a connection is judged by: the routing table, the authorization policy and the
+//! The rules a connection is judged by: the routing table (with SNI routing's `[sni]
+//! default_port` and `[passthrough] allow`), the authorization policy and the
 //! source-network allow list (`[server] allow_sources`), held as one value and swapped whole when the
 //! configuration reloads. A connection or request loads the current value once (a few
 //! nanoseconds, no lock) and decides with it; an opaque stream authorized under old rules keeps
@@ -29,7 +30,15 @@ impl Rules {
             routes: Routes::new(
                 &config.routing.cluster_domain,
                 config.routing.statics.clone(),
-            ),
+            )
+            .with_sni(crate::sni::SniRules {
+                default_port: config.sni.default_port,
+                passthrough_allow: config
+                    .passthrough
+                    .as_ref()
+                    .map(|p| p.allow.clone())
+                    .unwrap_or_default(),
+            }),
             policy: Policy {
                 own_identity: own_identity.to_string(),
                 rules: config.authorization.clone(),

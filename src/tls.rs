@@ -2,9 +2,12 @@
 //! against the trust anchors), and the naming of handshake failures for metrics and logs.
 
 use crate::identity::CredentialStore;
+use crate::identity::sni::{SniCertificates, SniResolver};
 use crate::verified_chains::{CachedChains, ChainCounters};
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
-use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::server::{
+    NoServerSessionStorage, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
+};
 use rustls::{CertificateError, ClientConfig, Error, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
@@ -25,10 +28,11 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-/// A server configuration presenting `store`'s certificate and requiring a client certificate
-/// that chains to `roots` (chains already verified are remembered, counted in `chains`).
+/// A server configuration presenting the certificate `certs` resolves (the gateway's own
+/// store, or [`SniResolver`]) and requiring a client certificate that chains to `roots`
+/// (chains already verified are remembered, counted in `chains`).
 pub fn server_config(
-    store: Arc<CredentialStore>,
+    certs: Arc<dyn ResolvesServerCert>,
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
     alpn: &[&[u8]],
@@ -42,7 +46,7 @@ pub fn server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(store);
+        .with_cert_resolver(certs);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     if resumption {
         config.session_storage = ServerSessionMemoryCache::new(4096);
@@ -161,13 +165,24 @@ pub async fn until_readable(tls: &mut Accepted) {
     }
 }
 
-/// The gateway port's and the admin port's acceptors over the gateway's credentials, rebuilt
-/// whole when the trust anchors rotate. Readers take an `Arc` clone; no lock is held.
+/// The acceptors of the gateway port (two: with the gateway's ALPN ids, and with none for
+/// clients that offer only others) and of the admin port.
+struct Acceptors {
+    gateway: tokio_rustls::TlsAcceptor,
+    gateway_no_alpn: tokio_rustls::TlsAcceptor,
+    admin: tokio_rustls::TlsAcceptor,
+}
+
+/// The gateway port's and the admin port's acceptors over the gateway's credentials (and on
+/// the gateway port, the certificates chosen by SNI), rebuilt whole when the trust anchors
+/// rotate. Readers take an `Arc` clone; no lock is held.
 pub struct TlsState {
-    acceptors: std::sync::RwLock<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor)>,
+    acceptors: std::sync::RwLock<Acceptors>,
     /// The anchors in force.
     roots: std::sync::RwLock<Arc<RootCertStore>>,
     pub store: Arc<CredentialStore>,
+    /// `[[sni.certificate]]`, shown on the gateway port to the SNI they name.
+    pub sni: Arc<SniCertificates>,
     provider: Arc<CryptoProvider>,
     resumption: bool,
     chains: ChainCounters,
@@ -176,45 +191,59 @@ pub struct TlsState {
 impl TlsState {
     pub fn new(
         store: Arc<CredentialStore>,
+        sni: Arc<SniCertificates>,
         roots: Arc<RootCertStore>,
         provider: Arc<CryptoProvider>,
         resumption: bool,
         chains: ChainCounters,
     ) -> Result<TlsState, Error> {
+        let acceptors = Self::build(&store, &sni, &roots, &provider, resumption, &chains)?;
         Ok(TlsState {
-            acceptors: std::sync::RwLock::new(Self::build_with(
-                &store, &roots, &provider, resumption, &chains,
-            )?),
+            acceptors: std::sync::RwLock::new(acceptors),
             roots: std::sync::RwLock::new(roots),
             store,
+            sni,
             provider,
             resumption,
             chains,
         })
     }
 
-    /// Both acceptors over `roots`, each with a fresh cache of verified chains: new anchors
+    /// The acceptors over `roots`, each with a fresh cache of verified chains: new anchors
     /// never meet a chain that only the old ones verified.
-    fn build_with(
+    fn build(
         store: &Arc<CredentialStore>,
+        sni: &Arc<SniCertificates>,
         roots: &Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
         resumption: bool,
         chains: &ChainCounters,
-    ) -> Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor), Error> {
-        let config = |alpn, resumption| {
-            let (store, roots, provider) = (store.clone(), roots.clone(), provider.clone());
-            server_config(store, roots, provider, alpn, resumption, chains)
+    ) -> Result<Acceptors, Error> {
+        let resolver: Arc<dyn ResolvesServerCert> = if sni.is_empty() {
+            store.clone()
+        } else {
+            Arc::new(SniResolver {
+                own: store.clone(),
+                sni: sni.clone(),
+            })
         };
-        let gateway = config(GATEWAY_ALPN, resumption)?;
-        let admin = config(ADMIN_ALPN, false)?;
-        Ok((gateway.into(), admin.into()))
+        let config = |certs: &Arc<dyn ResolvesServerCert>, alpn, resumption| {
+            let (certs, roots, provider) = (certs.clone(), roots.clone(), provider.clone());
+            server_config(certs, roots, provider, alpn, resumption, chains)
+        };
+        let own: Arc<dyn ResolvesServerCert> = store.clone();
+        Ok(Acceptors {
+            gateway: config(&resolver, GATEWAY_ALPN, resumption)?.into(),
+            gateway_no_alpn: config(&resolver, &[], resumption)?.into(),
+            admin: config(&own, ADMIN_ALPN, false)?.into(),
+        })
     }
 
-    /// Rebuilds both acceptors with new anchors; on error the current ones stay.
+    /// Rebuilds the acceptors with new anchors; on error the current ones stay.
     pub fn rebuild(&self, roots: Arc<RootCertStore>) -> Result<(), Error> {
-        let built = Self::build_with(
+        let built = Self::build(
             &self.store,
+            &self.sni,
             &roots,
             &self.provider,
             self.resumption,
@@ -234,22 +263,25 @@ impl TlsState {
         &self.provider
     }
 
+    fn acceptors(&self) -> std::sync::RwLockReadGuard<'_, Acceptors> {
+        self.acceptors.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The gateway port's acceptor.
     pub fn gateway(&self) -> tokio_rustls::TlsAcceptor {
-        self.acceptors
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .clone()
+        self.acceptors().gateway.clone()
+    }
+
+    /// The gateway port's configuration for a client whose SNI names a target and that
+    /// offered ALPN ids but none of [`GATEWAY_ALPN`]: it negotiates none, rather than failing
+    /// the handshake, and the plan serves it opaque TCP.
+    pub fn gateway_no_alpn(&self) -> Arc<ServerConfig> {
+        self.acceptors().gateway_no_alpn.config().clone()
     }
 
     /// The admin port's acceptor.
     pub fn admin(&self) -> tokio_rustls::TlsAcceptor {
-        self.acceptors
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .clone()
+        self.acceptors().admin.clone()
     }
 }
 

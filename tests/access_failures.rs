@@ -121,7 +121,7 @@ async fn a_client_closing_without_close_notify_has_not_failed() {
     tcp.shutdown().await.unwrap();
     drop(tcp);
     gw.wait_metric(&format!(
-        "tcp_close_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",classification=\"success\"}} 1"
+        "tcp_close_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",route=\"header\",classification=\"success\"}} 1"
     ))
     .await;
     let m = gw.metrics().await;

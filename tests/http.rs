@@ -64,7 +64,7 @@ async fn h2_hint_absolute_form_reaches_backend_as_http2_on_one_connection() {
     );
     assert!(m.lines().any(|l| l == line), "missing {line}\n{m}");
     let open = format!(
-        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\"}} 1"
+        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",route=\"header\"}} 1"
     );
     assert!(m.lines().any(|l| l == open), "missing {open}\n{m}");
     assert_eq!(backend.connections(), 1, "upstream connection not reused");

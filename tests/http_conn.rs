@@ -30,7 +30,9 @@ async fn assert_no_tcp_errors(gw: &TestGateway) {
 }
 
 fn inbound(client: &str) -> String {
-    format!("direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{client}\"")
+    format!(
+        "direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{client}\",route=\"header\""
+    )
 }
 
 /// One request on a new HTTP/2 connection, then waits (bounded polling, 5 s) until the

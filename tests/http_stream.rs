@@ -128,7 +128,7 @@ async fn thousand_concurrent_streams_on_one_connection() {
     assert_eq!(backend.count(), STREAMS);
     let m = gw.metrics().await;
     let open = format!(
-        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\"}} 1"
+        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",route=\"header\"}} 1"
     );
     assert!(m.lines().any(|l| l == open), "missing {open}\n{m}");
     gw.shutdown().await;

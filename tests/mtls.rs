@@ -132,7 +132,7 @@ async fn spiffe_uri_identity_is_accepted_and_labelled() {
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     gw.wait_metric(&format!(
-        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{SPIFFE}\"}} 1"
+        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{SPIFFE}\",route=\"header\"}} 1"
     ))
     .await;
     gw.wait_metric(&format!(
@@ -308,7 +308,7 @@ async fn resumed_sessions_keep_the_client_identity_when_enabled() {
     assert_eq!(echo_once(&gw, config).await, rustls::HandshakeKind::Resumed);
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     gw.wait_metric(&format!(
-        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\"}} 2"
+        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",route=\"header\"}} 2"
     ))
     .await;
     gw.shutdown().await;

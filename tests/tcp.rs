@@ -31,7 +31,7 @@ async fn captured_opaque_header_reaches_echo_backend() {
         "inbound_tcp_transport_header_connections_total{{target_port=\"9899\",target_name=\"tcpecho.test.svc.cluster.local\",{client}}} 1"
     )), "{m}");
     gw.wait_metric(&format!(
-        "tcp_read_bytes_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",{client}}} {}",
+        "tcp_read_bytes_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",{client},route=\"header\"}} {}",
         vector("opaque.hex").len() + 4096
     ))
     .await;
@@ -40,7 +40,7 @@ async fn captured_opaque_header_reaches_echo_backend() {
     ))
     .await;
     gw.wait_metric(&format!(
-        "tcp_close_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",{client},classification=\"success\"}} 1"
+        "tcp_close_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",{client},route=\"header\",classification=\"success\"}} 1"
     ))
     .await;
     gw.shutdown().await;

@@ -47,7 +47,7 @@ async fn refusing_backend_closes_the_client_and_counts_io() {
         "an upstream leg was opened to a refusing endpoint:\n{m}"
     );
     gw.wait_metric(&format!(
-        "tcp_close_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",classification=\"failure\"}} 1"
+        "tcp_close_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",route=\"header\",classification=\"failure\"}} 1"
     ))
     .await;
     gw.shutdown().await;

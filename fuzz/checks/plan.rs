@@ -7,7 +7,7 @@
 use super::common::*;
 use arbitrary::{Result, Unstructured};
 use crossgate::names::normalize;
-use crossgate::plan::{Alpn, ClientInfo, HttpTarget, Plan, plan};
+use crossgate::plan::{Alpn, ClientInfo, Plan, plan, sni_route};
 use crossgate::refusal::Refusal;
 use crossgate::transport_header::{ALPN, SessionProtocol, TransportHeader};
 
@@ -60,26 +60,32 @@ pub fn check(data: &[u8]) {
     let result = plan(&client, header.as_ref(), rules);
     let fixed = match &result {
         Ok(Plan::Opaque(t)) => Some((t, true)),
-        Ok(Plan::Http {
-            target: HttpTarget::Fixed { target, authorized },
-            ..
-        }) => Some((target, *authorized)),
-        Ok(Plan::Http {
-            target: HttpTarget::PerRequest,
-            ..
-        }) => {
-            // Plain mode: only without the transport ALPN; each request is judged later.
-            assert!(matches!(client.alpn, Alpn::H2 | Alpn::Http1 | Alpn::None));
-            None
-        }
+        Ok(Plan::Http { target, .. }) => match target.fixed() {
+            Some(fixed) => Some(fixed),
+            None => {
+                // Plain mode: only without the transport ALPN; each request is judged later.
+                assert!(matches!(client.alpn, Alpn::H2 | Alpn::Http1 | Alpn::None));
+                None
+            }
+        },
         Err(_) => None,
     };
+    // A target the SNI names (not the gateway's own identity) decides the connection.
+    let by_sni = client
+        .sni
+        .as_deref()
+        .and_then(|sni| sni_route(sni, rules))
+        .and_then(std::result::Result::ok);
     if let Some((target, authorized)) = fixed {
-        let h = header.as_ref().expect("a fixed target comes from a header");
-        assert_eq!(client.alpn, Alpn::Transport);
         assert_routable(target);
-        assert_eq!(target.port, h.port);
-        assert_eq!(*target.name, normalize(h.name.as_deref().unwrap()));
+        if by_sni.as_ref() != Some(target) {
+            let h = header
+                .as_ref()
+                .expect("a fixed target comes from a header or the SNI");
+            assert_eq!(client.alpn, Alpn::Transport);
+            assert_eq!(target.port, h.port);
+            assert_eq!(*target.name, normalize(h.name.as_deref().unwrap()));
+        }
         if authorized {
             assert!(!is_own(&client.id), "own identity let through: {result:?}");
             assert!(

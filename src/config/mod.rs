@@ -8,9 +8,11 @@ mod parse;
 mod policy;
 mod ports;
 mod rules;
+mod sni;
 
 pub use discovery::{Balancer, Discovery, Fallback, default_context_token};
 pub use policy::{Enforce, Policy, Unknown};
+pub use sni::{Passthrough, Sni, SniCertificate};
 
 pub(crate) use parse::{Parser, read};
 
@@ -161,6 +163,10 @@ pub struct Config {
     pub policy: Option<Policy>,
     /// Set when read from a file ([`Config::load`]); `None` for text parsed in place.
     pub source: Option<Source>,
+    /// `[sni]`: terminated SNI routing and certificates by SNI.
+    pub sni: Sni,
+    /// `[passthrough]`; `None`: no passthrough port.
+    pub passthrough: Option<Passthrough>,
 }
 
 /// All problems found in a configuration, each naming the file and the key.
@@ -220,6 +226,8 @@ impl Config {
                 "log",
                 "discovery",
                 "policy",
+                "sni",
+                "passthrough",
             ],
         );
         let server = p.server(table.get("server"), overrides);
@@ -230,6 +238,9 @@ impl Config {
         let discovery = p.discovery(table.get("discovery"), |k| std::env::var(k).ok());
         let balancer = p.balancer(table.get("discovery"));
         let policy = p.policy(table.get("policy"), discovery.is_some());
+        let sni = p.sni(table.get("sni"), base);
+        let max_connections = server.as_ref().map_or(20_000, |s| s.max_connections);
+        let passthrough = p.passthrough(table.get("passthrough"), max_connections);
         match (server, identity, routing) {
             (Some(server), Some(identity), Some(routing)) if p.errors.is_empty() => Ok(Config {
                 server,
@@ -241,6 +252,8 @@ impl Config {
                 balancer,
                 policy,
                 source: None,
+                sni,
+                passthrough,
             }),
             _ => Err(ConfigErrors(p.errors)),
         }

@@ -149,7 +149,7 @@ impl Parser<'_> {
         out
     }
 
-    fn patterns(
+    pub(super) fn patterns(
         &mut self,
         v: Option<&Value>,
         full: &str,

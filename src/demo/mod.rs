@@ -1,11 +1,13 @@
 //! `crossgate demo`: a throwaway PKI, backends, the gateway and clients, all on loopback, every
 //! way crossgate serves, then a prober watching the gateway die, with what happened printed.
 //! Exits 0 only when every step behaved. [`backends`] holds the demo's backends, [`probe`]
-//! the prober step.
+//! the prober step, [`meshed`] the meshed pod, [`sni`] the targets named by SNI.
 
+mod admin;
 mod backends;
 mod meshed;
 mod probe;
+mod sni;
 
 use crate::certs::{GATEWAY_IDENTITY, Pki};
 use crate::config::{Config, Overrides};
@@ -48,6 +50,8 @@ pub async fn demo() -> anyhow::Result<()> {
     let echo = backends::spawn_echo().await?;
     let web = backends::spawn_http_backend().await?;
     println!("backends: TCP echo on {echo}, HTTP/1.1+HTTP/2 on {web}");
+    let (secure, secure_anchor) = sni::spawn_secure_backend().await?;
+    println!("TLS workload {} on {secure} (its own PKI)", sni::SECURE);
     let pod = meshed::spawn_pod(&pki, POD_IDENTITY, dir.path()).await?;
     let controller = meshed::spawn_destination(&format!("{POD}:8443"), pod, POD_IDENTITY).await?;
     println!(
@@ -60,14 +64,20 @@ pub async fn demo() -> anyhow::Result<()> {
          [routing]\ncluster_domain = \"cluster.local\"\n[routing.static]\n\
          \"echo.demo.svc.cluster.local:7000\" = [\"{echo}\"]\n\
          \"web.demo.svc.cluster.local:8080\" = [\"{web}\"]\n\
+         \"{secure_name}:7000\" = [\"{secure}\"]\n\
          [discovery]\ndestination_addr = \"{controller}\"\n\
          [[authorization]]\nidentities = [\"*.west.serviceaccount.identity.linkerd.cluster.local\"]\n\
-         services = [\"*.demo.svc.cluster.local\"]\n"
+         services = [\"*.demo.svc.cluster.local\"]\n{sni_tables}",
+        secure_name = sni::SECURE,
+        sni_tables = sni::tables(&pki, dir.path())?,
     );
     let config = Config::parse(&toml, "demo.toml", dir.path(), &Overrides::default())?;
     let gw = crate::Gateway::build(&config).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-    let listeners = crate::Listeners::bind(&config.server).await?;
+    let listeners = crate::Listeners::bind_all(&config).await?;
     let (gw_addr, admin_addr) = listeners.addrs()?;
+    let passthrough_addr = listeners
+        .port_addr(crate::Port::Passthrough)?
+        .context("no passthrough port")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
     let running = tokio::spawn(crate::run(gw.clone(), listeners, async {
@@ -231,37 +241,21 @@ pub async fn demo() -> anyhow::Result<()> {
     );
     meshed::step(gw_addr, client.clone()).await?;
 
-    println!("\n9. the admin port");
-    let ready = admin_get(admin_addr, "/ready").await?;
     println!(
-        "   GET /ready -> {}",
-        ready.lines().next().unwrap_or_default()
+        "\n9. targets named by SNI: terminated on the mTLS port, spliced on the passthrough port"
     );
-    let metrics = admin_get(admin_addr, "/metrics").await?;
-    println!("   GET /metrics (some lines):");
-    for line in metrics.lines().filter(|l| {
-        (l.starts_with("tcp_open_total")
-            || l.starts_with("tcp_read_bytes_total")
-            || l.starts_with("inbound_tls_handshake_failures_total")
-            || l.starts_with("inbound_tcp_errors_total")
-            || l.starts_with("inbound_tcp_authz_allow_total")
-            || l.starts_with("response_total")
-            || l.starts_with("inbound_http_authz_deny_total")
-            || l.starts_with("discovery_updates_total"))
-            && !l.ends_with(" 0")
-    }) {
-        println!("     {line}");
-    }
-    ensure!(
-        metrics.contains("inbound_tls_handshake_failures_total{reason=\"untrusted\"} 1"),
-        "intruder not counted"
-    );
-    println!("   per-target latency:");
-    for line in latency_lines(&metrics) {
-        println!("     {line}");
-    }
+    let no_alpn = crate::tls::client_config_from_pem(
+        &pki.anchor_pem(),
+        &client_leaf.cert_pem,
+        &client_leaf.key_pem,
+        &[],
+    )?;
+    sni::step(gw_addr, passthrough_addr, no_alpn, &secure_anchor).await?;
 
-    println!("\n10. a prober (the source side) probing the gateway's /ready over mTLS");
+    println!("\n10. the admin port");
+    admin::step(admin_addr).await?;
+
+    println!("\n11. a prober (the source side) probing the gateway's /ready over mTLS");
     let client_files = (dir.path().join("client.crt"), dir.path().join("client.key"));
     std::fs::write(&client_files.0, &client_leaf.cert_pem)?;
     std::fs::write(&client_files.1, &client_leaf.key_pem)?;
@@ -326,34 +320,6 @@ async fn http_via(
     ))
 }
 
-/// `authority: mean ms over n requests` for each target in `response_latency_ms`.
-fn latency_lines(metrics: &str) -> Vec<String> {
-    let mut sums = std::collections::BTreeMap::<String, (f64, f64)>::new();
-    for line in metrics.lines() {
-        let sum = line.starts_with("response_latency_ms_sum{");
-        let count = line.starts_with("response_latency_ms_count{");
-        if !(sum || count) {
-            continue;
-        }
-        let Some(auth) = line
-            .split("authority=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        else {
-            continue;
-        };
-        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        let e = sums.entry(auth.to_string()).or_default();
-        if sum { e.0 += v } else { e.1 += v }
-    }
-    sums.into_iter()
-        .filter(|(_, (_, n))| *n > 0.0)
-        .map(|(a, (s, n))| format!("{a}: {n} responses, mean {:.2} ms", s / n))
-        .collect()
-}
-
 async fn opaque(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
@@ -371,7 +337,7 @@ async fn opaque(
     Ok(out)
 }
 
-async fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub(super) async fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),

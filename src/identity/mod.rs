@@ -2,12 +2,14 @@
 //! gateway's own certificate. The anchors, leaf and key are reloaded when they change or on
 //! demand (SIGHUP) ([`watch`]), or come from Linkerd's identity controller ([`linkerd`]);
 //! each result is reported for `identity_reloads_total`, and the leaf's end of life is logged
-//! ([`Lifetime`]). Counting and serving stay with the caller.
+//! ([`Lifetime`]). Certificates chosen by SNI are in [`sni`]. Counting and serving stay with
+//! the caller.
 
 mod anchors;
 mod files;
 pub(crate) mod keep;
 pub mod linkerd;
+pub mod sni;
 mod utc;
 mod watch;
 pub use anchors::AnchorFindings;

@@ -7,8 +7,16 @@ use std::sync::Arc;
 /// Labels of one TCP leg.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum TcpLabels {
-    /// The client leg: `direction="inbound",peer="src",tls="true",client_id`.
-    Inbound { client_id: Arc<str> },
+    /// The client leg on the mTLS port:
+    /// `direction="inbound",peer="src",tls="true",client_id,route` (`header`, `sni`, `http`).
+    Inbound {
+        client_id: Arc<str>,
+        route: &'static str,
+    },
+    /// The client leg on the passthrough port, whose TLS the gateway does not terminate (as
+    /// Linkerd labels a passthrough): `direction="inbound",peer="src",tls="opaque",sni,
+    /// route="passthrough"`; `sni` is the routed target's name, or `other` until it is known.
+    Passthrough { sni: Arc<str> },
     /// The upstream leg: to the endpoint `target_addr` of the target `authority`, over mTLS
     /// when the endpoint has a `server_id`, with the controller's labels as `dst_<key>`.
     Outbound {
@@ -22,11 +30,20 @@ pub enum TcpLabels {
 impl EncodeLabelSet for TcpLabels {
     fn encode(&self, enc: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         match self {
-            TcpLabels::Inbound { client_id } => [
+            TcpLabels::Inbound { client_id, route } => [
                 ("direction", "inbound"),
                 ("peer", "src"),
                 ("tls", "true"),
                 ("client_id", client_id),
+                ("route", route),
+            ]
+            .encode(enc),
+            TcpLabels::Passthrough { sni } => [
+                ("direction", "inbound"),
+                ("peer", "src"),
+                ("tls", "opaque"),
+                ("sni", sni),
+                ("route", "passthrough"),
             ]
             .encode(enc),
             TcpLabels::Outbound {

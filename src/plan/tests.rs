@@ -6,13 +6,13 @@ use crate::authz::{Pattern, Policy, Rule};
 use crate::route::Routes;
 use std::collections::HashMap;
 
-const GW: &str =
+pub(super) const GW: &str =
     "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";
-const FRONTEND: &str = "frontend.west.serviceaccount.identity.linkerd.cluster.local";
-const EAST: &str = "api.east.serviceaccount.identity.linkerd.cluster.local";
-const PODINFO: &str = "podinfo.test.svc.cluster.local";
+pub(super) const FRONTEND: &str = "frontend.west.serviceaccount.identity.linkerd.cluster.local";
+pub(super) const EAST: &str = "api.east.serviceaccount.identity.linkerd.cluster.local";
+pub(super) const PODINFO: &str = "podinfo.test.svc.cluster.local";
 
-fn rules(authorization: Vec<Rule>) -> Rules {
+pub(super) fn rules(authorization: Vec<Rule>) -> Rules {
     let mut statics = HashMap::new();
     statics.insert(
         ("legacy.example.com".to_string(), 443),
@@ -30,7 +30,7 @@ fn rules(authorization: Vec<Rule>) -> Rules {
 }
 
 /// Only `*.east` identities may reach `*.test` services.
-fn east_only() -> Rules {
+pub(super) fn east_only() -> Rules {
     rules(vec![Rule {
         identities: vec![
             "*.east.serviceaccount.identity.linkerd.cluster.local"
@@ -41,7 +41,7 @@ fn east_only() -> Rules {
     }])
 }
 
-fn client(id: &str, alpn: Alpn) -> ClientInfo {
+pub(super) fn client(id: &str, alpn: Alpn) -> ClientInfo {
     ClientInfo {
         id: id.into(),
         addr: "10.0.0.7:40000".parse().unwrap(),
@@ -50,7 +50,7 @@ fn client(id: &str, alpn: Alpn) -> ClientInfo {
     }
 }
 
-fn header(name: &str, port: u16, protocol: Option<SessionProtocol>) -> TransportHeader {
+pub(super) fn header(name: &str, port: u16, protocol: Option<SessionProtocol>) -> TransportHeader {
     TransportHeader {
         port,
         name: Some(name.into()),
@@ -58,7 +58,7 @@ fn header(name: &str, port: u16, protocol: Option<SessionProtocol>) -> Transport
     }
 }
 
-fn target(name: &str, port: u16) -> Target {
+pub(super) fn target(name: &str, port: u16) -> Target {
     Target {
         name: name.into(),
         port,

@@ -117,6 +117,13 @@ fn quote(v: &str) -> String {
     }
 }
 
+/// A gRPC request: its content type says so (errors are then answered as gRPC statuses).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use crate::route::Target;
 use crate::rules::{Rules, RulesHandle};
 use crate::upstream::Upstream;
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{HOST, HeaderValue};
 use http::uri::Authority;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
@@ -79,8 +79,10 @@ pub(super) struct Conn {
     pub(super) ctx: Arc<HttpContext>,
     pub(super) client: ClientInfo,
     pub(super) client_header: HeaderValue,
-    /// `Some` when the transport header fixed the target for the whole connection.
+    /// `Some` when the transport header or SNI fixed the target for the whole connection.
     fixed: Option<Target>,
+    /// SNI fixed it: a request naming another host is misdirected.
+    by_sni: bool,
     /// The last target requests named, with the rules generation it was routed under, as
     /// clients mostly send every request on a connection to one target.
     last: Mutex<Option<Cached>>,
@@ -124,10 +126,8 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let protocol = target.protocol_label(mode);
-    let fixed = match target {
-        HttpTarget::Fixed { target, .. } => Some(target),
-        HttpTarget::PerRequest => None,
-    };
+    let by_sni = matches!(target, HttpTarget::Sni { .. });
+    let fixed = target.fixed().map(|(t, _)| t.clone());
     let conn = Arc::new(Conn {
         ctx: ctx.clone(),
         // Identities are DNS names or URIs: always valid header values.
@@ -135,6 +135,7 @@ where
             .unwrap_or(HeaderValue::from_static("unknown")),
         client: client.clone(),
         fixed,
+        by_sni,
         last: Mutex::new(None),
         activity: Arc::new(Activity::new()),
         protocol,
@@ -243,7 +244,7 @@ where
 /// One request, from routing to the response head.
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
-    let grpc = is_grpc(&req);
+    let grpc = headers::is_grpc(req.headers());
     let ctx = &conn.ctx;
     let line = |routed: Option<&Routed>| conn.line(&req, routed, start);
     let rules = ctx.rules.load();
@@ -303,15 +304,22 @@ impl Conn {
     /// The request's target under `rules`: the connection's fixed one, or the one the
     /// request names (plain mode); routed once per target and rules generation.
     fn routed(&self, req: &Request<Incoming>, rules: &Rules) -> Result<Routed, Refusal> {
-        let raw = match &self.fixed {
-            Some(_) => None,
-            None => Some(plan::request_authority(
+        let named = || {
+            plan::request_authority(
                 req.headers()
                     .get(L5D_DST_CANONICAL)
                     .map(HeaderValue::as_bytes),
                 req.uri().authority().map(Authority::as_str),
                 req.headers().get(HOST).map(HeaderValue::as_bytes),
-            )?),
+            )
+        };
+        let raw = match &self.fixed {
+            Some(sni) if self.by_sni => {
+                plan::check_sni_authority(sni, named().ok())?;
+                None
+            }
+            Some(_) => None,
+            None => Some(named()?),
         };
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = last.as_ref()
@@ -391,10 +399,4 @@ impl Conn {
             bytes_out: 0,
         }))
     }
-}
-
-fn is_grpc(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

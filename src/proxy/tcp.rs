@@ -38,12 +38,37 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    proxy_with_buffers(
+        client,
+        upstream,
+        idle,
+        client_counters,
+        upstream_counters,
+        BUF,
+    )
+    .await
+}
+
+/// [`proxy`] with a copy buffer of `buf` bytes per direction (allocated, and zeroed, once
+/// per stream: short-lived streams want it small).
+pub async fn proxy_with_buffers<C, U>(
+    client: C,
+    upstream: U,
+    idle: Duration,
+    client_counters: impl Into<Counters>,
+    upstream_counters: impl Into<Counters>,
+    buf: usize,
+) -> Result<(u64, u64), StreamError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let epoch = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
     let clock = Some((epoch, activity.clone()));
     let mut client = Metered::new(client, client_counters, clock.clone());
     let mut upstream = Metered::new(upstream, upstream_counters, clock);
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUF, BUF);
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, buf, buf);
     tokio::pin!(copy);
     loop {
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));

@@ -1,5 +1,5 @@
-//! The gateway port: the accept loop, the connection limit, and one connection's life read as
-//! a sequence: TLS handshake → client identity → first bytes (the transport header, when the
+//! The gateway port: its [`Handler`] for the shared [`accept_loop`], and one connection's life
+//! read as a sequence: TLS handshake → client identity → first bytes (the transport header, when the
 //! ALPN says one follows) → [`plan`] under the rules in force → one `match` on the plan:
 //! opaque TCP ([`crate::proxy::tcp`]) or HTTP ([`crate::proxy::http`]). Decisions are made by
 //! the pure modules; this file sequences them, counts, and writes the access line when the
@@ -8,74 +8,57 @@
 use crate::Gateway;
 use crate::access::{ConnRecord, Outcome};
 use crate::metrics::{AuthzLabels, HeaderLabels, Leg, PeerLabels, Scope, TcpLabels};
-use crate::plan::{self, Alpn, ClientInfo, HttpTarget, Plan};
+use crate::plan::{self, Alpn, ClientInfo, Plan};
 use crate::proxy::http::HttpContext;
 use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::tls::Accepted;
 use crate::transport_header::{self, HeaderError, SessionProtocol, TransportHeader};
+pub use accept::{Handler, accept_loop};
 use serve::{close_silent, forward_opaque, http_ended, serve_http};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{Instrument, Span, debug, field};
+use tracing::{Span, debug, field};
 
+mod accept;
 mod serve;
 
-/// Accepts on `listener` until `stop` turns true, one task per connection, at most
-/// `max_connections` at once (further clients wait in the listen backlog).
-pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let http = Arc::new(serve::http_context(&gw));
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permits = gw.lifecycle.connections.clone();
-        let permit = tokio::select! {
-            p = permits.acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                backoff = Duration::from_millis(5);
-                if !crate::authz::source_allowed(gw.rules.load().allow_sources.as_deref(), peer) {
-                    // Before any TLS: the peer learns nothing but a closed connection.
-                    // Counted and logged (debug, under the `conn` span) by `refused`.
-                    let _conn = tracing::info_span!("conn", %peer).entered();
-                    gw.metrics
-                        .refused(Scope::Connection, None, &Refusal::UnauthorizedSource);
-                    drop(tcp);
-                    continue;
-                }
-                let (gw, http) = (gw.clone(), http.clone());
-                let span = tracing::info_span!(
-                    "conn",
-                    %peer,
-                    client_id = field::Empty,
-                    target = field::Empty
-                );
-                tokio::spawn(
-                    async move {
-                        connection(&gw, &http, tcp, peer).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
+/// The mTLS gateway port: what [`accept_loop`] runs for each of its connections.
+pub struct GatewayPort {
+    gw: Arc<Gateway>,
+    http: Arc<HttpContext>,
+}
+
+impl GatewayPort {
+    /// The port's handler, with the HTTP serving context built once for its connections.
+    pub fn new(gw: Arc<Gateway>) -> GatewayPort {
+        let http = Arc::new(serve::http_context(&gw));
+        GatewayPort { gw, http }
     }
+}
+
+impl Handler for GatewayPort {
+    fn admit(&self, peer: SocketAddr) -> bool {
+        source_admitted(&self.gw, peer)
+    }
+
+    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        connection(&self.gw, &self.http, tcp, peer).await
+    }
+}
+
+/// `[server] allow_sources` under the rules in force; a refused peer is counted and logged
+/// (debug, under the `conn` span) as an unauthorized source.
+pub(crate) fn source_admitted(gw: &Gateway, peer: SocketAddr) -> bool {
+    let allowed = crate::authz::source_allowed(gw.rules.load().allow_sources.as_deref(), peer);
+    if !allowed {
+        gw.metrics
+            .refused(Scope::Connection, None, &Refusal::UnauthorizedSource);
+    }
+    allowed
 }
 
 /// How a connection ended, for its access line.
@@ -122,23 +105,25 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
             duration: start.elapsed(),
         })
     };
-    let mut tls = match handshake(gw, tcp).await {
-        Ok(tls) => tls,
+    let (mut tls, foreign_alpn) = match handshake(gw, tcp).await {
+        Ok(done) => done,
         Err(reason) => {
             gw.metrics.tls.handshake_failure(reason);
             return failed(&format!("tls handshake: {reason}"));
         }
     };
-    let Some(client) = client_info(&tls, peer) else {
+    let Some(client) = client_info(&tls, peer, foreign_alpn) else {
         gw.metrics.tls.handshake_failure("no identity");
         debug!("client certificate has no DNS or spiffe URI SAN");
         return failed("tls handshake: no identity");
     };
     Span::current().record("client_id", &*client.id);
+    let route = plan::route_of(&client, &gw.rules.load());
     let mut leg = Leg::open(
         &gw.metrics,
         TcpLabels::Inbound {
             client_id: client.id.clone(),
+            route: route.as_label(),
         },
     );
     // Until the client speaks, the connection holds its TLS state and this small task, no
@@ -168,16 +153,40 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
     });
 }
 
-/// The mTLS handshake under its deadline, or the reason it failed.
-async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static str> {
+/// The mTLS handshake under its deadline, or the reason it failed; true when the client
+/// offered ALPN ids, none of the gateway's, and an SNI naming a target: it then negotiates
+/// none rather than failing the handshake, and is served opaque TCP to that target. Any other
+/// client offering none of the gateway's ids fails the handshake (`no_application_protocol`).
+async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<(Accepted, bool), &'static str> {
+    use tokio_rustls::LazyConfigAcceptor;
     let deadline = gw.settings.handshake_timeout;
+    let accept = async {
+        let mut lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let start = match (&mut lazy).await {
+            Ok(start) => start,
+            Err(e) => return Err((e, lazy.take_io())),
+        };
+        let hello = start.client_hello();
+        let foreign = hello
+            .alpn()
+            .is_some_and(|mut offered| !offered.any(|p| crate::tls::GATEWAY_ALPN.contains(&p)))
+            && hello
+                .server_name()
+                .is_some_and(|sni| plan::sni_route(sni, &gw.rules.load()).is_some());
+        let config = match foreign {
+            true => gw.tls.gateway_no_alpn(),
+            false => gw.tls.gateway().config().clone(),
+        };
+        match start.into_stream(config).into_fallible().await {
+            Ok(tls) => Ok((Box::new(tls), foreign)),
+            Err((e, tcp)) => Err((e, Some(tcp))),
+        }
+    };
     // Boxed, and freed once done; the stream is boxed inside it, so that neither the 1.2 KB
     // stream nor the handshake's state is part of the connection's task.
-    let accept = gw.tls.gateway().accept(tcp).into_fallible();
-    let accept = async { accept.await.map(Box::new) };
     let handshake = Box::pin(tokio::time::timeout(deadline, accept));
     match handshake.await {
-        Ok(Ok(tls)) => Ok(tls),
+        Ok(Ok(done)) => Ok(done),
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::failure_reason(&e);
             debug!(reason, error = %crate::explain::io(&e), "mTLS handshake refused");
@@ -185,7 +194,9 @@ async fn handshake(gw: &Gateway, tcp: TcpStream) -> Result<Accepted, &'static st
                 rejected_by_client(gw, &e);
             }
             // Boxed: its read buffer would otherwise enlarge every connection's future.
-            Box::pin(crate::tls::linger(tcp)).await;
+            if let Some(tcp) = tcp {
+                Box::pin(crate::tls::linger(tcp)).await;
+            }
             Err(reason)
         }
         Err(_) => {
@@ -265,14 +276,18 @@ async fn first_bytes(gw: &Gateway, tls: &mut Accepted, header: bool) -> FirstByt
 }
 
 /// The client as the handshake established it; `None` when its leaf names no identity.
-fn client_info(tls: &Accepted, addr: SocketAddr) -> Option<ClientInfo> {
+/// `foreign_alpn`: it offered only ALPN ids the gateway does not serve.
+fn client_info(tls: &Accepted, addr: SocketAddr, foreign_alpn: bool) -> Option<ClientInfo> {
     let (_, conn) = tls.get_ref();
     let leaf = conn.peer_certificates()?.first()?;
     let id = crate::identity::identity_of(leaf)?;
     Some(ClientInfo {
         id: id.into(),
         addr,
-        alpn: Alpn::from_negotiated(conn.alpn_protocol()),
+        alpn: match foreign_alpn {
+            true => Alpn::Other,
+            false => Alpn::from_negotiated(conn.alpn_protocol()),
+        },
         sni: conn.server_name().map(Into::into),
     })
 }
@@ -311,9 +326,14 @@ async fn serve(
     }
     match plan {
         Err(refusal) => {
-            let target = header.as_ref().map(header_target);
+            let sni = plan::sni_target(client, &rules).and_then(Result::ok);
+            let target = header.as_ref().map(header_target).or(sni);
             refuse_connection(gw, client, target.as_ref(), &refusal);
-            let protocol = header.as_ref().map_or("http", protocol_of);
+            let protocol = match (&header, client.alpn) {
+                (Some(header), _) => protocol_of(header),
+                (None, Alpn::None | Alpn::Other) if target.is_some() => "opaque",
+                (None, _) => "http",
+            };
             Ended::new(protocol, target.as_ref(), End::Refused(refusal))
         }
         Ok(Plan::Opaque(target)) => {
@@ -321,9 +341,9 @@ async fn serve(
             Box::pin(forward_opaque(gw, &rules, tls, client, target, leg)).await
         }
         Ok(Plan::Http { mode, target }) => {
-            if let HttpTarget::Fixed { target, authorized } = &target {
+            if let Some((target, authorized)) = target.fixed() {
                 Span::current().record("target", field::display(target));
-                if *authorized {
+                if authorized {
                     count_allow(gw, client, target);
                 }
             }

@@ -110,10 +110,7 @@ pub(super) async fn forward_opaque(
 
 /// An HTTP connection's access-line start: its protocol, and its target when fixed.
 pub(super) fn http_ended(mode: HttpMode, target: &HttpTarget) -> Ended {
-    let fixed = match target {
-        HttpTarget::Fixed { target, .. } => Some(target),
-        HttpTarget::PerRequest => None,
-    };
+    let fixed = target.fixed().map(|(t, _)| t);
     Ended::new(target.protocol_label(mode), fixed, End::Ok)
 }
 

@@ -45,8 +45,31 @@ impl Connector {
         endpoint: &Endpoint,
         session: Option<SessionProtocol>,
     ) -> Result<Connected, Refusal> {
-        let addr = endpoint.connect_addr();
-        let io = tokio::time::timeout(self.timeout, self.open(endpoint, session))
+        self.connect_as(target, endpoint, Dial::AsDiscovered(session))
+            .await
+    }
+
+    /// Plain TCP to `endpoint`'s own address (not its proxy's inbound port), whatever
+    /// discovery says of it: for the passthrough port, whose client speaks TLS end to end.
+    pub async fn connect_raw(
+        &self,
+        target: &Target,
+        endpoint: &Endpoint,
+    ) -> Result<Connected, Refusal> {
+        self.connect_as(target, endpoint, Dial::Raw).await
+    }
+
+    async fn connect_as(
+        &self,
+        target: &Target,
+        endpoint: &Endpoint,
+        dial: Dial,
+    ) -> Result<Connected, Refusal> {
+        let (addr, session) = match dial {
+            Dial::AsDiscovered(session) => (endpoint.connect_addr(), Some(session)),
+            Dial::Raw => (endpoint.addr, None),
+        };
+        let io = tokio::time::timeout(self.timeout, self.open(endpoint, addr, session))
             .await
             .map_err(|_| {
                 Refusal::Upstream(format!(
@@ -61,25 +84,30 @@ impl Connector {
             TcpLabels::Outbound {
                 authority: self.metrics.targets.authority(target).into(),
                 target_addr: endpoint.addr.to_string().into(),
-                server_id: endpoint.identity.as_ref().map(|s| s.id.clone()),
+                server_id: match dial {
+                    Dial::AsDiscovered(_) => endpoint.identity.as_ref().map(|s| s.id.clone()),
+                    Dial::Raw => None,
+                },
                 dst: endpoint.labels.clone(),
             },
         );
         Ok(Connected { io, leg })
     }
 
+    /// `session`: `None` dials plain TCP; else as discovery says, with what follows a
+    /// transport header.
     async fn open(
         &self,
         endpoint: &Endpoint,
-        session: Option<SessionProtocol>,
+        addr: std::net::SocketAddr,
+        session: Option<Option<SessionProtocol>>,
     ) -> Result<UpstreamIo, Refusal> {
-        let addr = endpoint.connect_addr();
         let tcp = TcpStream::connect(addr).await.map_err(|e| {
             tracing::debug!(%addr, error = %e, "upstream connect failed");
             Refusal::Upstream(format!("connect {addr}: {e}"))
         })?;
         let _ = tcp.set_nodelay(true);
-        let Some(server) = &endpoint.identity else {
+        let (Some(server), Some(session)) = (&endpoint.identity, session) else {
             return Ok(UpstreamIo::Tcp(tcp));
         };
         let header = endpoint.sends_header();
@@ -106,6 +134,16 @@ impl Connector {
         }
         Ok(UpstreamIo::Tls(Box::new(tls)))
     }
+}
+
+/// How an endpoint is dialled.
+#[derive(Clone, Copy)]
+enum Dial {
+    /// As discovery says (mTLS to a meshed pod, a transport header when it takes one), with
+    /// what follows the header.
+    AsDiscovered(Option<SessionProtocol>),
+    /// Plain TCP to the endpoint's own address.
+    Raw,
 }
 
 /// The header a connection to `endpoint` opens with: the port the application asked for (the

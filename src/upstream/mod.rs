@@ -136,6 +136,24 @@ impl Upstream {
         rules: &Rules,
         caller: &Caller,
     ) -> Result<Opened, Refusal> {
+        self.open_as(target, rules, Some(caller)).await
+    }
+
+    /// [`Upstream::open`] for the passthrough port: plain TCP to the endpoint's own address,
+    /// whatever discovery says of it, as the client's TLS goes through untouched. No caller
+    /// is known, so no pod policy is held here: the pod's own proxy, which terminates the
+    /// client's mTLS, enforces it.
+    pub async fn open_raw(&self, target: &Target, rules: &Rules) -> Result<Opened, Refusal> {
+        self.open_as(target, rules, None).await
+    }
+
+    /// `caller`: the terminated client, held to the pod's policy; `None`: a raw splice.
+    async fn open_as(
+        &self,
+        target: &Target,
+        rules: &Rules,
+        caller: Option<&Caller>,
+    ) -> Result<Opened, Refusal> {
         let set = self.endpoints_of(target, rules).await?;
         let list = self.conns_of(&self.state(target), target, &set);
         let now = Instant::now();
@@ -148,12 +166,24 @@ impl Upstream {
         for i in order {
             let conns = &list[i];
             conns.touch();
-            let allowed = self.enforce_connection(conns, caller).await?;
-            // Watched from the decision on, so that no change is missed while connecting.
-            let revoked = allowed.as_ref().and(self.revocation(conns, caller));
+            let (allowed, revoked) = match caller {
+                Some(caller) => {
+                    let allowed = self.enforce_connection(conns, caller).await?;
+                    // Watched from the decision on, so that no change is missed while connecting.
+                    let revoked = allowed.as_ref().and(self.revocation(conns, caller));
+                    (allowed, revoked)
+                }
+                None => (None, None),
+            };
             let mut in_flight = conns.health.start();
-            let connected = self.connector.connect(target, &conns.endpoint, None).await;
-            self.count_allowed(conns, caller, Scope::Connection, allowed.as_ref());
+            let connected = match caller {
+                Some(caller) => {
+                    let connected = self.connector.connect(target, &conns.endpoint, None).await;
+                    self.count_allowed(conns, caller, Scope::Connection, allowed.as_ref());
+                    connected
+                }
+                None => self.connector.connect_raw(target, &conns.endpoint).await,
+            };
             match connected {
                 Ok(connected) => {
                     in_flight.first_byte();

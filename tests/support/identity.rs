@@ -301,6 +301,7 @@ pub async fn start_gateway(
         addr,
         admin,
         metrics_addr: None,
+        passthrough: None,
         gw,
         pki,
         dir,

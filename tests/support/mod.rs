@@ -26,6 +26,8 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     /// The private metrics port, when `[server] metrics` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The passthrough port, when `[passthrough]` is set.
+    pub passthrough: Option<SocketAddr>,
     pub gw: Arc<crossgate::Gateway>,
     pub pki: Pki,
     pub dir: tempfile::TempDir,
@@ -60,9 +62,10 @@ pub async fn start_at(host: &str, pki: Pki, leaf: Leaf, extra: &str) -> TestGate
     let config = Config::parse(&toml, "test.toml", dir.path(), &Overrides::default())
         .unwrap_or_else(|e| panic!("config:\n{e}\n---\n{toml}"));
     let gw = crossgate::Gateway::build(&config).unwrap();
-    let listeners = crossgate::Listeners::bind(&config.server).await.unwrap();
+    let listeners = crossgate::Listeners::bind_all(&config).await.unwrap();
     let (addr, admin) = listeners.addrs().unwrap();
     let metrics_addr = listeners.metrics_addr().unwrap();
+    let passthrough = listeners.port_addr(crossgate::Port::Passthrough).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crossgate::run(gw.clone(), listeners, async {
         let _ = rx.await;
@@ -71,6 +74,7 @@ pub async fn start_at(host: &str, pki: Pki, leaf: Leaf, extra: &str) -> TestGate
         addr,
         admin,
         metrics_addr,
+        passthrough,
         gw,
         pki,
         dir,
