@@ -1,13 +1,10 @@
 //! HTTP through the gateway, over any byte stream (a TLS stream in production, an in-memory
-//! duplex in tests). The [`crate::plan`] said how: a target fixed by the transport header, or
-//! plain HTTP mode where each request names its own. Each request is then, in order: routed
-//! (per connection, re-routed when the rules are swapped), checked ([`plan::check_request`]:
-//! loops, authorization under the rules of its time), admitted (`max_in_flight`), and
-//! forwarded through a pooled upstream client with Linkerd's header semantics.
-//! The request itself goes upstream in `forward.rs`; refusals are answered by
+//! duplex in tests). The [`crate::plan`] said how: a target fixed by the transport header or
+//! SNI, or plain HTTP mode where each request names its own. Each request is then routed,
+//! checked ([`plan::check_request`]: loops, authorization under the rules of its time),
+//! admitted (`max_in_flight`) and sent upstream in `forward.rs`; refusals are answered by
 //! [`super::answer`]; `Upgrade` and `CONNECT` continue in [`super::tunnel`]; bodies, metrics
 //! and access lines are observed in [`super::observe`].
-
 use super::answer::{closed_without_notify, error_chain, malformed_head, refuse, respond_refusal};
 use super::headers::{self, L5D_DST_CANONICAL};
 use super::observe::{Activity, Admitted, Observed, RequestLine, RouteMetrics};
