@@ -22,7 +22,7 @@ const NOT_SERVED: Duration = Duration::from_millis(500);
 /// The inbound leg's series for `FRONTEND`.
 fn inbound_open_total() -> String {
     format!(
-        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\"}}"
+        "tcp_open_total{{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{FRONTEND}\",route=\"header\"}}"
     )
 }
 
