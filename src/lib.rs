@@ -57,6 +57,7 @@ pub mod tls;
 pub mod transport_header;
 pub mod upstream;
 pub mod verified_chains;
+pub mod workers;
 
 use crate::config::Config;
 use crate::identity::CredentialStore;
@@ -65,6 +66,7 @@ use crate::metrics::Metrics;
 use crate::rules::{Rules, RulesHandle};
 use crate::tls::TlsState;
 use crate::upstream::Upstream;
+use crate::workers::Workers;
 pub use listeners::{BindError, Listeners, Port};
 use std::future::Future;
 use std::sync::Arc;
@@ -234,6 +236,18 @@ pub fn stop_signal() -> impl Future<Output = ()> {
 /// gracefully, TCP streams may finish, all within `drain_timeout`. The last log line says whether every connection closed or how many
 /// the deadline cut.
 pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    run_workers(gw, listeners, shutdown, 1).await
+}
+
+/// [`run`] with the gateway port served by `workers` threads: this one, and `workers − 1`
+/// [`workers::Workers`] of their own runtime.
+pub async fn run_workers(
+    gw: Arc<Gateway>,
+    mut listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    workers: usize,
+) {
+    let extra = gateway_workers(&gw, &mut listeners, workers.saturating_sub(1));
     let bound = |l: Option<&TcpListener>| {
         l.and_then(|l| l.local_addr().ok())
             .map_or("none".to_string(), |a| a.to_string())
@@ -360,6 +374,9 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     }
     let deadline = gw.settings.drain_timeout;
     let drained = gw.lifecycle.drained(deadline).await;
+    if let Some(extra) = extra {
+        extra.finish().await;
+    }
     watcher.abort();
     if let Some(w) = sni_watcher {
         w.abort();
@@ -378,5 +395,32 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
     match drained {
         Ok(()) => tracing::info!("drained: all connections closed"),
         Err(open) => tracing::warn!(?deadline, "drain deadline passed: {open} connections cut"),
+    }
+}
+
+/// Starts `n` worker threads on the gateway port's socket, which this thread keeps accepting
+/// on too; `None` with no workers (or when the socket cannot be shared: this thread alone).
+fn gateway_workers(gw: &Arc<Gateway>, listeners: &mut Listeners, n: usize) -> Option<Workers> {
+    if n == 0 {
+        return None;
+    }
+    let at = listeners
+        .ports
+        .iter()
+        .position(|(p, _)| *p == Port::Gateway)?;
+    let (port, listener) = listeners.ports.swap_remove(at);
+    let shared = listener.into_std().and_then(|std| {
+        let workers = Workers::start(gw, &std, n);
+        TcpListener::from_std(std).map(|l| (workers, l))
+    });
+    match shared {
+        Ok((workers, listener)) => {
+            listeners.ports.push((port, listener));
+            Some(workers)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the gateway port's socket cannot be shared: not serving");
+            None
+        }
     }
 }

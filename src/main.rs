@@ -253,7 +253,8 @@ fn run(
     }
     crossgate::lifecycle::check_fd_limit(&config.server);
     let threads = config.server.threads.unwrap_or_else(cores);
-    let Ok(rt) = runtime(threads) else {
+    // The main thread serves the gateway port too; `threads - 1` workers besides it.
+    let Ok(rt) = runtime(1) else {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
@@ -267,7 +268,7 @@ fn run(
             scheduler = if threads == 1 {
                 "current-thread"
             } else {
-                "multi-thread"
+                "current-thread per worker"
             },
             "runtime"
         );
@@ -279,7 +280,7 @@ fn run(
             }
         };
         let hup = tokio::spawn(reload_on_sighup(gw.clone()));
-        crossgate::run(gw, listeners, crossgate::stop_signal()).await;
+        crossgate::run_workers(gw, listeners, crossgate::stop_signal(), threads).await;
         hup.abort();
         ExitCode::SUCCESS
     })

@@ -1,6 +1,7 @@
 //! The runtime the binary picks: `threads` when set, else one worker per core the process may
-//! use; one means the current-thread scheduler. Pinned to one core with `taskset`, as a pod
-//! limited to one CPU is, the default is the current-thread scheduler; the start log says which.
+//! use, each a current-thread runtime (the main thread and `threads - 1` worker threads, each
+//! accepting on the gateway port with its own upstream). Pinned to one core with `taskset`, as
+//! a pod limited to one CPU is, the default is one thread; the start log says which.
 
 mod http_support;
 mod support;
@@ -34,7 +35,70 @@ async fn threads_set_runs_that_many_workers() {
     let line = runtime_line(&gw);
     assert!(line.contains("threads=3"), "{line}");
     assert!(line.contains("server.threads"), "{line}");
-    assert!(line.contains("multi-thread"), "{line}");
+    assert!(line.contains("current-thread per worker"), "{line}");
+    // Two worker threads beside the main one (`comm` holds 15 bytes of the name).
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", gw.pid())).unwrap();
+    let workers = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("crossgate-worke"))
+        .count();
+    assert_eq!(workers, 2);
+    gw.signal("TERM").await;
+    assert!(gw.wait_exit(15).await.success());
+}
+
+/// Every worker serves: many connections at once through `threads = 2` are all answered, and
+/// the worker thread's CPU time grew with them.
+#[tokio::test]
+async fn every_worker_serves_the_gateway_port() {
+    use support::{FRONTEND, GATEWAY};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = http_support::Backend::start().await;
+    let target = "web.east.svc.cluster.local";
+    let routes = http_support::static_routes(&[(&format!("{target}:80"), backend.addr)]);
+    let mut gw = BinaryGateway::start("threads = 2", &routes).await;
+    // A thread's CPU time (utime + stime, in ticks), by its name.
+    let ticks = |name: &str| -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", gw.pid())).unwrap();
+        tasks
+            .filter_map(|t| {
+                let path = t.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                (comm.trim() == name).then(|| {
+                    let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+                    let after = &stat[stat.rfind(')').unwrap() + 2..];
+                    let f: Vec<&str> = after.split(' ').collect();
+                    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+                })
+            })
+            .sum()
+    };
+    let idle = ticks("crossgate-worke");
+    let client = gw.client(FRONTEND, &[b"http/1.1"]);
+    let requests = (0..200).map(|_| {
+        let (addr, client) = (gw.listen, client.clone());
+        tokio::spawn(async move {
+            let mut tls = crossgate::tls::connect(addr, client, GATEWAY)
+                .await
+                .unwrap();
+            let req = format!("GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n");
+            tls.write_all(req.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tls.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200")
+        })
+    });
+    let mut ok = 0;
+    for r in requests.collect::<Vec<_>>() {
+        ok += usize::from(r.await.unwrap());
+    }
+    assert_eq!(ok, 200);
+    assert_eq!(backend.count(), 200);
+    // The worker thread did handshakes: it spent CPU on this traffic.
+    assert!(
+        ticks("crossgate-worke") > idle,
+        "the worker thread did no work"
+    );
     gw.signal("TERM").await;
     assert!(gw.wait_exit(15).await.success());
 }

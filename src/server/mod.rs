@@ -14,6 +14,7 @@ use crate::refusal::Refusal;
 use crate::route::Target;
 use crate::tls::Accepted;
 use crate::transport_header::{self, HeaderError, SessionProtocol, TransportHeader};
+use crate::upstream::Upstream;
 pub use accept::{Handler, accept_loop};
 use open::{FirstBytes, client_info, first_bytes, handshake};
 use serve::{close_silent, forward_opaque, http_ended, serve_http};
@@ -35,9 +36,16 @@ pub struct GatewayPort {
 }
 
 impl GatewayPort {
-    /// The port's handler, with the HTTP serving context built once for its connections.
+    /// The port's handler, with the HTTP serving context built once for its connections,
+    /// going upstream through the gateway's own upstream.
     pub fn new(gw: Arc<Gateway>) -> GatewayPort {
-        let http = Arc::new(serve::http_context(&gw));
+        let upstream = gw.upstream.clone();
+        GatewayPort::with_upstream(gw, upstream)
+    }
+
+    /// The handler of one worker thread, with an upstream (and connections) of its own.
+    pub fn with_upstream(gw: Arc<Gateway>, upstream: Arc<Upstream>) -> GatewayPort {
+        let http = Arc::new(serve::http_context(&gw, upstream));
         GatewayPort { gw, http }
     }
 }
@@ -201,7 +209,11 @@ async fn serve(
         }
         Ok(Plan::Opaque(target)) => {
             Span::current().record("target", field::display(&target));
-            Box::pin(forward_opaque(gw, &rules, tls, client, target, leg)).await
+            let upstream = &http.upstream;
+            Box::pin(forward_opaque(
+                gw, upstream, &rules, tls, client, target, leg,
+            ))
+            .await
         }
         Ok(Plan::Http { mode, target }) => {
             if let Some((target, authorized)) = target.fixed() {

@@ -10,7 +10,7 @@ use crate::proxy::tcp::Counters;
 use crate::route::Target;
 use crate::rules::Rules;
 use crate::tls::Accepted;
-use crate::upstream::{Caller, Connected, Opened};
+use crate::upstream::{Caller, Connected, Opened, Upstream};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +18,12 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 /// What HTTP serving takes of the gateway: its narrow handles.
-pub(super) fn http_context(gw: &Gateway) -> HttpContext {
+/// The HTTP serving context of a port whose connections go upstream through `upstream`.
+pub(super) fn http_context(gw: &Gateway, upstream: Arc<Upstream>) -> HttpContext {
     HttpContext {
         settings: gw.settings.clone(),
         rules: gw.rules.clone(),
-        upstream: gw.upstream.clone(),
+        upstream,
         metrics: gw.metrics.clone(),
         in_flight: gw.in_flight.clone(),
         lifecycle: gw.lifecycle.clone(),
@@ -33,6 +34,7 @@ pub(super) fn http_context(gw: &Gateway) -> HttpContext {
 
 pub(super) async fn forward_opaque(
     gw: &Gateway,
+    upstream: &Upstream,
     rules: &Rules,
     tls: Accepted,
     client: &ClientInfo,
@@ -44,7 +46,7 @@ pub(super) async fn forward_opaque(
         addr: client.addr,
         peer: None,
     };
-    let opened = gw.upstream.open(&target, rules, &caller).await;
+    let opened = upstream.open(&target, rules, &caller).await;
     // Counted after the dial, so that a target reached for the first time is labelled by
     // its name rather than `other`.
     count_allow(gw, client, &target);

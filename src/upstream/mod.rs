@@ -110,6 +110,22 @@ impl Upstream {
         }
     }
 
+    /// Another upstream over the same discovery, policies and connector, with connections of
+    /// its own: one per worker thread, so that a connection and the upstream connections it
+    /// uses live on one thread.
+    pub fn sibling(&self) -> Upstream {
+        Upstream {
+            discovery: self.discovery.clone(),
+            connector: self.connector.clone(),
+            balancer: self.balancer,
+            targets: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            swept: AtomicU64::new(0),
+            policies: self.policies.clone(),
+        }
+    }
+
     /// Holds every caller to the chosen pod's own policy, from `policies` ([`enforce`]).
     pub fn with_policies(mut self, policies: Arc<Policies>) -> Upstream {
         self.policies = Some(policies);
