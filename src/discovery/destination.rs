@@ -19,7 +19,7 @@ pub(crate) use stream::{Backoff, describe};
 
 use crate::client_tls::ClientTls;
 use crate::config::Discovery;
-use crate::discovery::{EndpointSet, ServerId};
+use crate::discovery::EndpointSet;
 use crate::route::Target;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,23 +101,16 @@ impl Destination {
         tls: Arc<ClientTls>,
         metrics: DestinationMetrics,
     ) -> Destination {
-        let uri = format!("http://{}", config.destination_addr)
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("http://linkerd-destination"));
-        let tls = config.destination_name.as_deref().map(|name| {
-            let id = ServerId {
-                id: name.into(),
-                server_name: name.into(),
-            };
-            (tls, id)
-        });
+        let (endpoint, connector) = connect::Connector::controller(
+            &config.destination_addr,
+            config.destination_name.as_deref(),
+            tls,
+            config.stream_initial_timeout,
+            "http://linkerd-destination",
+        );
         let shared = Shared {
-            endpoint: tonic::transport::Endpoint::from(uri),
-            connector: connect::Connector {
-                addr: config.destination_addr.as_str().into(),
-                tls,
-                timeout: config.stream_initial_timeout,
-            },
+            endpoint,
+            connector,
             channel: OnceLock::new(),
             context_token: config.context_token.as_str().into(),
             initial_timeout: config.stream_initial_timeout,

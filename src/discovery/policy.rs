@@ -9,7 +9,6 @@
 //! transport (mTLS as the gateway, or plaintext to loopback) is the Destination client's.
 //! Never dials an endpoint, never imports the proxy or the server.
 
-use super::ServerId;
 use super::destination::connect::Connector;
 use super::destination::{Backoff, describe};
 use crate::client_tls::ClientTls;
@@ -68,23 +67,16 @@ struct Known {
 
 impl Policies {
     pub fn new(config: &config::Policy, tls: Arc<ClientTls>, metrics: PolicyMetrics) -> Policies {
-        let uri = format!("http://{}", config.policy_addr)
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("http://linkerd-policy"));
-        let tls = config.policy_name.as_deref().map(|name| {
-            let id = ServerId {
-                id: name.into(),
-                server_name: name.into(),
-            };
-            (tls, id)
-        });
+        let (endpoint, connector) = Connector::controller(
+            &config.policy_addr,
+            config.policy_name.as_deref(),
+            tls,
+            config.initial_timeout,
+            "http://linkerd-policy",
+        );
         let shared = Shared {
-            endpoint: tonic::transport::Endpoint::from(uri),
-            connector: Connector {
-                addr: config.policy_addr.as_str().into(),
-                tls,
-                timeout: config.initial_timeout,
-            },
+            endpoint,
+            connector,
             channel: OnceLock::new(),
             initial_timeout: config.initial_timeout,
             unknown: config.unknown,

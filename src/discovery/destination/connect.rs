@@ -53,6 +53,34 @@ impl tower_service::Service<http::Uri> for Connector {
 }
 
 impl Connector {
+    /// A control-plane service at `addr` (`host:port`): the gRPC endpoint's URI (`fallback`
+    /// when `addr` does not parse as one; the connector dials `addr` itself), and a connector
+    /// reaching it over mTLS requiring identity `name`, or plaintext without one.
+    pub(crate) fn controller(
+        addr: &str,
+        name: Option<&str>,
+        tls: Arc<ClientTls>,
+        timeout: Duration,
+        fallback: &'static str,
+    ) -> (tonic::transport::Endpoint, Connector) {
+        let uri = format!("http://{addr}")
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static(fallback));
+        let tls = name.map(|name| {
+            let id = ServerId {
+                id: name.into(),
+                server_name: name.into(),
+            };
+            (tls, id)
+        });
+        let connector = Connector {
+            addr: addr.into(),
+            tls,
+            timeout,
+        };
+        (tonic::transport::Endpoint::from(uri), connector)
+    }
+
     async fn connect(&self) -> io::Result<ClientIo> {
         let addrs: Vec<_> = tokio::net::lookup_host(&*self.addr).await?.collect();
         let start = if addrs.is_empty() {
