@@ -327,13 +327,7 @@ pub async fn run_workers(
         ))
     });
     let upstream = gw.upstream.clone();
-    let sweeper = tokio::spawn(async move {
-        let mut every = tokio::time::interval(upstream::SWEEP_EVERY);
-        loop {
-            every.tick().await;
-            upstream.sweep_idle();
-        }
-    });
+    let sweeper = tokio::spawn(upstream.sweep_forever());
     let config_watcher = gw
         .source
         .clone()

@@ -124,8 +124,8 @@ fn earliest_not_after(chain: &[CertificateDer<'static>]) -> Option<u64> {
     chain
         .iter()
         .map(|c| {
-            let (_, cert) = x509_parser::parse_x509_certificate(c).ok()?;
-            u64::try_from(cert.validity().not_after.timestamp()).ok()
+            let (_, not_after) = crate::identity::validity_of(c)?;
+            u64::try_from(not_after).ok()
         })
         .try_fold(u64::MAX, |min, t| Some(min.min(t?)))
 }

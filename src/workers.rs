@@ -79,13 +79,7 @@ fn worker(gw: Arc<Gateway>, socket: std::net::TcpListener, mut done: watch::Rece
             permits,
             gw.lifecycle.stopping(),
         ));
-        let sweeper = tokio::spawn(async move {
-            let mut every = tokio::time::interval(crate::upstream::SWEEP_EVERY);
-            loop {
-                every.tick().await;
-                upstream.sweep_idle();
-            }
-        });
+        let sweeper = tokio::spawn(upstream.sweep_forever());
         let _ = done.wait_for(|d| *d).await;
         sweeper.abort();
     });

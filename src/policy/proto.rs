@@ -119,21 +119,11 @@ fn http_route(
         rules,
     } = pb;
     let (hosts, policy) = route_head(metadata, hosts, authorizations, server)?;
-    let rules = rules
-        .into_iter()
-        .map(|r| {
-            let matches = r
-                .matches
-                .into_iter()
-                .map(request_match)
-                .collect::<Result<_, _>>()?;
-            Ok(Rule {
-                matches,
-                policy: policy.clone(),
-            })
-        })
-        .collect::<Result<_, String>>()?;
-    Ok(Route { hosts, rules })
+    let matches = rules.into_iter().map(|r| r.matches);
+    Ok(Route {
+        hosts,
+        rules: route_rules(matches, request_match, &policy)?,
+    })
 }
 
 fn grpc_route(
@@ -147,21 +137,27 @@ fn grpc_route(
         rules,
     } = pb;
     let (hosts, policy) = route_head(metadata, hosts, authorizations, server)?;
-    let rules = rules
-        .into_iter()
-        .map(|r| {
-            let matches = r
-                .matches
-                .into_iter()
-                .map(grpc_match)
-                .collect::<Result<_, _>>()?;
+    let matches = rules.into_iter().map(|r| r.matches);
+    Ok(Route {
+        hosts,
+        rules: route_rules(matches, grpc_match, &policy)?,
+    })
+}
+
+/// A route's rules, each its matches read by `read` under the route's `policy`.
+fn route_rules<P, M>(
+    rules: impl Iterator<Item = Vec<P>>,
+    read: impl Fn(P) -> Result<M, String> + Copy,
+    policy: &RoutePolicy,
+) -> Result<Vec<Rule<M>>, String> {
+    rules
+        .map(|matches| {
             Ok(Rule {
-                matches,
+                matches: matches.into_iter().map(read).collect::<Result<_, _>>()?,
                 policy: policy.clone(),
             })
         })
-        .collect::<Result<_, String>>()?;
-    Ok(Route { hosts, rules })
+        .collect()
 }
 
 fn host(pb: http_api::HostMatch) -> Result<HostMatch, String> {

@@ -328,6 +328,15 @@ impl Upstream {
                     .is_some_and(|(_, conns)| !conns.iter().all(idle))
             });
     }
+
+    /// [`Upstream::sweep_idle`] every [`SWEEP_EVERY`], until the task is aborted.
+    pub async fn sweep_forever(self: Arc<Self>) {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            self.sweep_idle();
+        }
+    }
 }
 
 /// The balancer's draw on this thread's generator: P2C among the `n` endpoints.
