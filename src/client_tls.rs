@@ -29,7 +29,7 @@ const MAX_CONFIGS: usize = 4096;
 type ConfigKey = (Arc<str>, Option<&'static [u8]>);
 
 /// A TLS stream the gateway opened.
-pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+pub type ClientStream = tokio_rustls::client::TlsStream<crate::wire::Wire>;
 
 /// Builds and caches client configurations over the gateway's credentials and anchors.
 pub struct ClientTls {
@@ -129,7 +129,7 @@ impl ClientTls {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let config = self.config(&server.id, alpn);
         tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
+            .connect(name, crate::wire::Wire::new(tcp))
             .await
             // rustls's own text is partly its `Debug` form (`UnknownIssuer`): in words.
             .map_err(
@@ -146,6 +146,16 @@ impl ClientTls {
 pub enum ClientIo {
     Tcp(TcpStream),
     Tls(Box<ClientStream>),
+}
+
+impl ClientIo {
+    /// A TLS connection reads ahead `size` bytes per system call from now on
+    /// ([`crate::wire`]); plaintext TCP is read straight into the caller's buffer already.
+    pub fn read_ahead(&mut self, size: usize) {
+        if let ClientIo::Tls(s) = self {
+            s.get_mut().0.read_ahead(size);
+        }
+    }
 }
 
 impl AsyncRead for ClientIo {

@@ -57,6 +57,7 @@ pub mod tls;
 pub mod transport_header;
 pub mod upstream;
 pub mod verified_chains;
+pub mod wire;
 pub mod workers;
 
 use crate::config::Config;

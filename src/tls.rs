@@ -148,7 +148,7 @@ pub async fn connect(
 
 /// An accepted client connection. Boxed: it is 1.2 KB, and it passes through several
 /// futures that would each reserve room for it.
-pub type Accepted = Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+pub type Accepted = Box<tokio_rustls::server::TlsStream<crate::wire::Wire>>;
 
 /// Waits until the client has sent something past the handshake: plaintext rustls already
 /// holds, a close, or bytes on the socket (peeked, not read). An idle connection then costs
@@ -158,7 +158,7 @@ pub async fn until_readable(tls: &mut Accepted) {
     match conn.process_new_packets() {
         Ok(io) if io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed() => {
             // An error here surfaces again on the first read.
-            let _ = tcp.peek(&mut [0u8; 1]).await;
+            let _ = tcp.readable().await;
         }
         // Data, a close, or a TLS error (sticky in rustls: the first read reports it).
         _ => {}

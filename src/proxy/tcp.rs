@@ -13,6 +13,9 @@ use tokio::time::Instant;
 /// Copy buffer per direction; a TLS record carries at most 16 KiB of plaintext.
 const BUF: usize = 64 * 1024;
 
+/// What a stream's TLS socket reads ahead per system call, beneath rustls's ~4 KiB reads.
+pub const READ_AHEAD: usize = 64 * 1024;
+
 /// Why a stream ended other than by both sides closing.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {

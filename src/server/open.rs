@@ -21,7 +21,10 @@ pub(super) async fn handshake(
     use tokio_rustls::LazyConfigAcceptor;
     let deadline = gw.settings.handshake_timeout;
     let accept = async {
-        let mut lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let mut lazy = LazyConfigAcceptor::new(
+            rustls::server::Acceptor::default(),
+            crate::wire::Wire::new(tcp),
+        );
         let start = match (&mut lazy).await {
             Ok(start) => start,
             Err(e) => return Err((e, lazy.take_io())),

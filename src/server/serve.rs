@@ -68,6 +68,10 @@ pub(super) async fn forward_opaque(
     };
     // The connection's own byte counts, for its access line whatever its end.
     let local = (Counter::default(), Counter::default());
+    let mut tls = tls;
+    tls.get_mut().0.read_ahead(crate::proxy::tcp::READ_AHEAD);
+    let mut stream = stream;
+    stream.read_ahead(crate::proxy::tcp::READ_AHEAD);
     let proxied = crate::proxy::tcp::proxy(
         tls,
         stream,
