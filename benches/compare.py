@@ -319,16 +319,23 @@ def linkerd_run(port, pids, pki, scenario):
             "p50": d["p50_ms"], "p99": d["p99_ms"]}
 
 
-def stream_run(proxy, port, pki):
+STREAM_MIB = 1024
+
+
+def stream_run(proxy, port, pids, pki):
+    """One TCP stream of STREAM_MIB through the proxy to a sink: MB/s, and the proxy's CPU
+    per MiB (user and kernel)."""
     args = [LOADKIT, "stream", f"127.0.0.1:{port}", GW, f"{pki}/ca.crt", f"{pki}/client.crt",
-            f"{pki}/client.key", "1024"]
+            f"{pki}/client.key", str(STREAM_MIB)]
     if proxy.startswith("crossgate"):
         args.append("sink.bench.svc.cluster.local:9000")
+    c0 = cpu_ticks(pids)
     out = subprocess.run(["taskset", "-c", LOAD_CORE] + args, capture_output=True, text=True)
+    c1 = cpu_ticks(pids)
     if out.returncode != 0:
         print(f"  warning: {proxy} stream failed: {out.stderr.strip()}", file=sys.stderr)
-        return 0.0
-    return float(out.stdout.strip())
+        return {"mbs": 0.0, **cpu_per(c0, c1, 0)}
+    return {"mbs": float(out.stdout.strip()), **cpu_per(c0, c1, STREAM_MIB)}
 
 
 def idle_run(port, pids, pki):
@@ -469,9 +476,10 @@ def main():
                     note(rep, "passthru", name, r)
             for name, (_, _, sport) in proxies.items():
                 if want("stream"):
-                    mbs = stream_run(name, sport, pki)
-                    results[name].setdefault("stream", []).append(mbs)
-                    print(f"  [{rep + 1}/{REPEATS}] stream    {name:17} {mbs:>9.0f} MB/s", file=sys.stderr)
+                    r = stream_run(name, sport, pids[name], pki)
+                    results[name].setdefault("stream", []).append(r)
+                    print(f"  [{rep + 1}/{REPEATS}] stream    {name:17} {r['mbs']:>9.0f} MB/s "
+                          f"{r['us']:7.1f} us/MiB ({r['user_us']:.1f} user)", file=sys.stderr)
             stop_all(keep=backends)
             if want("ready"):
                 results[CG1].setdefault("ready", []).append(start_to_ready(tmp, pki))
@@ -523,13 +531,16 @@ def report(results):
         ("  of which user space", "h2", "user_us", False, "{:.1f}"),
         ("  req/s", "h2", "rps", True, "{:.0f}"),
         ("new mTLS connection (one request each), CPU us per handshake", "handshake", "us", False, "{:.1f}"),
+        ("  of which user space", "handshake", "user_us", False, "{:.1f}"),
         ("  handshakes/s", "handshake", "rps", True, "{:.0f}"),
         ("TLS passthrough by SNI (one request per connection), CPU us per connection", "passthrough", "us", False, "{:.1f}"),
         ("  of which user space", "passthrough", "user_us", False, "{:.1f}"),
         ("  connections/s", "passthrough", "rps", True, "{:.0f}"),
         ("p50 ms at 2000 req/s", "fixed", "p50", False, "{:.2f}"),
         ("p99 ms at 2000 req/s", "fixed", "p99", False, "{:.2f}"),
-        ("one TCP stream MB/s", "stream", None, True, "{:.0f}"),
+        ("one TCP stream MB/s", "stream", "mbs", True, "{:.0f}"),
+        ("  CPU us per MiB", "stream", "us", False, "{:.0f}"),
+        ("  of which user space", "stream", "user_us", False, "{:.0f}"),
         (f"RSS MiB with {IDLE_CONNS} idle mTLS connections", "idle_rss", None, False, "{:.0f}"),
         ("KiB per idle connection", "idle_kib", None, False, "{:.1f}"),
         ("start to /ready ms (5 starts per repeat)", "ready", None, False, "{:.1f}"),

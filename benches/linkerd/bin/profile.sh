@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Where a gateway's CPU goes on one path of the harness: starts the harness with the gateway,
+# warms it (so that one-time costs such as aws-lc's jitter-entropy seeding are not counted),
+# records `perf record -e cpu-clock -g` of the gateway process during the load, and prints the
+# samples grouped as kernel, crypto (aws-lc), rustls, h2, hyper/http, tokio, malloc, memmove,
+# tracing, the gateway's own code; plus its CPU per unit from /proc.
+#
+#   benches/linkerd/bin/profile.sh CASE [GATEWAY]
+#     CASE     h2 | orig | h1 | opaque   (HTTP/2; l5d-orig-proto; HTTP/1.1 without a hint;
+#              opaque TCP, TCP_BYTES each way, default 256 MiB)
+#     GATEWAY  proxy (linkerd2-proxy) or a crossgate binary (default target/release/crossgate),
+#              run with $CONF (default: the harness's config; set CONF to a copy with
+#              `threads = 1` for one thread)
+#
+# Needs root, perf, and the harness built (../README.md). Not part of the test run.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+CASE=${1:?CASE: h2 | orig | h1 | opaque}
+GW=${2:-$(cd "$HARNESS/../.." && pwd)/target/release/crossgate}
+OUT=${OUT:-/tmp/crossgate-profile}
+mkdir -p "$OUT"
+"$HARNESS/bin/stop.sh" >/dev/null 2>&1
+if [[ $GW == proxy ]]; then
+  GATEWAY=proxy "$HARNESS/bin/start.sh" >"$OUT/start.log" 2>&1 || { cat "$OUT/start.log"; exit 1; }
+else
+  CONF=${CONF:-$STATE/gateway/crossgate.toml}
+  GATEWAY=cmd GATEWAY_CMD="$GW run --config $CONF" "$HARNESS/bin/start.sh" >"$OUT/start.log" 2>&1 \
+    || { cat "$OUT/start.log"; exit 1; }
+fi
+PID=$(pid_of gateway)
+case $CASE in
+  opaque) LOAD=(timeout 60 "$STUBCP" tcp "$VIP_TCP:9899" --bytes "${TCP_BYTES:-268435456}") UNIT=MiB ;;
+  h2) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8 --h2) UNIT=req ;;
+  orig) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8) UNIT=req ;;
+  h1) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H1:9898/bytes/64" --conns 4 --secs 8) UNIT=req ;;
+  *) die "unknown case $CASE" ;;
+esac
+# Warm-up: a short run of every kind the case uses.
+nsexec timeout 10 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 1 --secs 1 >/dev/null 2>&1
+nsexec timeout 10 "$STUBCP" tcp "$VIP_TCP:9899" --bytes 1048576 >/dev/null 2>&1
+ticks() { awk '{print $14, $15}' "/proc/$PID/stat"; }
+read -r u0 s0 < <(ticks)
+perf record -e cpu-clock -F 2999 -g -p "$PID" -o "$OUT/$CASE.data" >/dev/null 2>&1 &
+PERF=$!
+sleep 0.3
+out=$(nsexec "${LOAD[@]}" 2>&1)
+kill -INT "$PERF"; wait "$PERF"
+read -r u1 s1 < <(ticks)
+"$HARNESS/bin/stop.sh" >/dev/null 2>&1
+echo "# $CASE through $GW: $out"
+case $CASE in
+  opaque) n=$(( ${TCP_BYTES:-268435456} >> 20 )) ;;
+  *) n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out") ;;
+esac
+awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$n" -v t="$(getconf CLK_TCK)" -v unit="$UNIT" \
+  'BEGIN { printf "# CPU per %s (under perf): %.0f us, user %.0f, kernel %.0f\n", unit, (u+s)*1e6/t/n, u*1e6/t/n, s*1e6/t/n }'
+python3 "$HARNESS/classify.py" "$OUT/$CASE.data"
