@@ -248,7 +248,7 @@ pub async fn run_workers(
     shutdown: impl Future<Output = ()>,
     workers: usize,
 ) {
-    let extra = gateway_workers(&gw, &mut listeners, workers.saturating_sub(1));
+    let extra = Workers::on_gateway_port(&gw, &mut listeners, workers.saturating_sub(1));
     let bound = |l: Option<&TcpListener>| {
         l.and_then(|l| l.local_addr().ok())
             .map_or("none".to_string(), |a| a.to_string())
@@ -390,32 +390,5 @@ pub async fn run_workers(
     match drained {
         Ok(()) => tracing::info!("drained: all connections closed"),
         Err(open) => tracing::warn!(?deadline, "drain deadline passed: {open} connections cut"),
-    }
-}
-
-/// Starts `n` worker threads on the gateway port's socket, which this thread keeps accepting
-/// on too; `None` with no workers (or when the socket cannot be shared: this thread alone).
-fn gateway_workers(gw: &Arc<Gateway>, listeners: &mut Listeners, n: usize) -> Option<Workers> {
-    if n == 0 {
-        return None;
-    }
-    let at = listeners
-        .ports
-        .iter()
-        .position(|(p, _)| *p == Port::Gateway)?;
-    let (port, listener) = listeners.ports.swap_remove(at);
-    let shared = listener.into_std().and_then(|std| {
-        let workers = Workers::start(gw, &std, n);
-        TcpListener::from_std(std).map(|l| (workers, l))
-    });
-    match shared {
-        Ok((workers, listener)) => {
-            listeners.ports.push((port, listener));
-            Some(workers)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the gateway port's socket cannot be shared: not serving");
-            None
-        }
     }
 }

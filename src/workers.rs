@@ -9,9 +9,10 @@
 //! The threads accept from one listening socket (a duplicate of its descriptor each): the
 //! kernel hands each connection to whichever worker accepts first, which is the least busy.
 
-use crate::Gateway;
 use crate::server::{GatewayPort, accept_loop};
+use crate::{Gateway, Listeners, Port};
 use std::sync::Arc;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The worker threads, until [`Workers::finish`].
@@ -21,6 +22,37 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// Starts `n` worker threads on the gateway port's socket, which this thread keeps accepting
+    /// on too; `None` with no workers (or when the socket cannot be shared: this thread alone).
+    pub fn on_gateway_port(
+        gw: &Arc<Gateway>,
+        listeners: &mut Listeners,
+        n: usize,
+    ) -> Option<Workers> {
+        if n == 0 {
+            return None;
+        }
+        let at = listeners
+            .ports
+            .iter()
+            .position(|(p, _)| *p == Port::Gateway)?;
+        let (port, listener) = listeners.ports.swap_remove(at);
+        let shared = listener.into_std().and_then(|std| {
+            let workers = Workers::start(gw, &std, n);
+            TcpListener::from_std(std).map(|l| (workers, l))
+        });
+        match shared {
+            Ok((workers, listener)) => {
+                listeners.ports.push((port, listener));
+                Some(workers)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the gateway port's socket cannot be shared: not serving");
+                None
+            }
+        }
+    }
+
     /// Starts `n` worker threads accepting on `listener` (non-blocking, as tokio's
     /// `into_std` leaves it). A thread that cannot start is logged; the others serve.
     pub fn start(gw: &Arc<Gateway>, listener: &std::net::TcpListener, n: usize) -> Workers {
