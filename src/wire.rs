@@ -44,10 +44,6 @@ impl Wire {
         }
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
     /// The socket, and whatever was read ahead and not yet handed on (empty unless
     /// read-ahead was on).
     pub fn into_parts(self) -> (TcpStream, Vec<u8>) {

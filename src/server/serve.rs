@@ -68,9 +68,9 @@ pub(super) async fn forward_opaque(
     };
     // The connection's own byte counts, for its access line whatever its end.
     let local = (Counter::default(), Counter::default());
-    let mut tls = tls;
+    // Bulk from here on: read whole records per system call beneath rustls (`crate::wire`).
+    let (mut tls, mut stream) = (tls, stream);
     tls.get_mut().0.read_ahead(crate::proxy::tcp::READ_AHEAD);
-    let mut stream = stream;
     stream.read_ahead(crate::proxy::tcp::READ_AHEAD);
     let proxied = crate::proxy::tcp::proxy(
         tls,
