@@ -216,6 +216,44 @@ async fn the_inbound_port_gets_a_transport_header_first() {
     assert_eq!(conn.client_id.as_deref(), Some(GATEWAY));
 }
 
+/// Opaque bytes in bulk through an mTLS upstream: both TLS legs read ahead beneath rustls
+/// (`crossgate::wire`), and 4 MiB each way, written in odd-sized pieces while the echo is read
+/// back, arrive whole and in order.
+#[tokio::test]
+async fn a_bulk_opaque_stream_through_the_pods_proxy_arrives_whole() {
+    let pki = crossgate::certs::Pki::new().unwrap();
+    let inbound = MeshedBackend::start(&pki, WEB_ID, WEB_ID, Mode::Inbound).await;
+    let stub = DestinationStub::plaintext().await;
+    let app: std::net::SocketAddr = format!("{}:9898", inbound.addr.ip()).parse().unwrap();
+    let mut opaque = Addr::plain(app);
+    opaque.identity = Some(WEB_ID.into());
+    opaque.opaque_transport = Some(u32::from(inbound.addr.port()));
+    stub.script(
+        &format!("{WEB}:9898"),
+        vec![Step::Add(vec![opaque]), Step::Pause],
+    );
+    let gw = gateway(pki, &discovery(&stub)).await;
+    let cfg = gw.client(FRONTEND, ALPN_TRANSPORT);
+    let tls = connect_tls(gw.addr, cfg, Some(&header(9898, None))).await;
+    let sent: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    let writer = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for piece in sent.chunks(12_345) {
+                tx.write_all(piece).await.unwrap();
+            }
+            tx
+        })
+    };
+    let mut back = vec![0u8; sent.len()];
+    within(30, "bulk echo", rx.read_exact(&mut back))
+        .await
+        .unwrap();
+    let _tx = writer.await.unwrap();
+    assert!(back == sent, "the echo differs from what was sent");
+}
+
 #[tokio::test]
 async fn the_controller_is_reached_over_mtls_as_the_gateway() {
     let pki = crossgate::certs::Pki::new().unwrap();
