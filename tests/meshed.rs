@@ -183,8 +183,14 @@ async fn sni_is_the_server_name_and_the_leaf_must_name_the_server_id() {
     );
 }
 
-#[tokio::test]
-async fn the_inbound_port_gets_a_transport_header_first() {
+/// A pod's inbound proxy (its application port 9898 opaque, reached through the proxy's
+/// port), the controller naming it, the gateway, and a client's opaque stream to it.
+async fn opaque_to_the_pods_inbound_port() -> (
+    MeshedBackend,
+    DestinationStub,
+    TestGateway,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
     let pki = crossgate::certs::Pki::new().unwrap();
     let inbound = MeshedBackend::start(&pki, WEB_ID, WEB_ID, Mode::Inbound).await;
     let stub = DestinationStub::plaintext().await;
@@ -200,7 +206,13 @@ async fn the_inbound_port_gets_a_transport_header_first() {
     let gw = gateway(pki, &discovery(&stub)).await;
 
     let cfg = gw.client(FRONTEND, ALPN_TRANSPORT);
-    let mut tls = connect_tls(gw.addr, cfg, Some(&header(9898, None))).await;
+    let tls = connect_tls(gw.addr, cfg, Some(&header(9898, None))).await;
+    (inbound, stub, gw, tls)
+}
+
+#[tokio::test]
+async fn the_inbound_port_gets_a_transport_header_first() {
+    let (inbound, _stub, _gw, mut tls) = opaque_to_the_pods_inbound_port().await;
     tls.write_all(b"opaque bytes").await.unwrap();
     let mut back = [0u8; 12];
     within(5, "echo", tls.read_exact(&mut back)).await.unwrap();
@@ -221,20 +233,7 @@ async fn the_inbound_port_gets_a_transport_header_first() {
 /// back, arrive whole and in order.
 #[tokio::test]
 async fn a_bulk_opaque_stream_through_the_pods_proxy_arrives_whole() {
-    let pki = crossgate::certs::Pki::new().unwrap();
-    let inbound = MeshedBackend::start(&pki, WEB_ID, WEB_ID, Mode::Inbound).await;
-    let stub = DestinationStub::plaintext().await;
-    let app: std::net::SocketAddr = format!("{}:9898", inbound.addr.ip()).parse().unwrap();
-    let mut opaque = Addr::plain(app);
-    opaque.identity = Some(WEB_ID.into());
-    opaque.opaque_transport = Some(u32::from(inbound.addr.port()));
-    stub.script(
-        &format!("{WEB}:9898"),
-        vec![Step::Add(vec![opaque]), Step::Pause],
-    );
-    let gw = gateway(pki, &discovery(&stub)).await;
-    let cfg = gw.client(FRONTEND, ALPN_TRANSPORT);
-    let tls = connect_tls(gw.addr, cfg, Some(&header(9898, None))).await;
+    let (_inbound, _stub, _gw, tls) = opaque_to_the_pods_inbound_port().await;
     let sent: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
     let (mut rx, mut tx) = tokio::io::split(tls);
     let writer = {
