@@ -11,15 +11,21 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 certs/gen.sh "$work/pki" >/dev/null
 cp "$bin" "$work/crossgate"
-listen=127.0.0.1:$((20000 + RANDOM % 10000))
-admin=127.0.0.1:$((30000 + RANDOM % 10000))
-sed -i "s/0.0.0.0:4143/$listen/; s/0.0.0.0:4191/$admin/" "$work/pki/crossgate.toml"
+cp "$work/pki/crossgate.toml" "$work/crossgate.toml.in"
 # Readable by uid 65532, writable by nobody but root (as a Secret volume with defaultMode 0440
 # and fsGroup would give it).
 mkdir "$work/log"
 chmod 0755 "$work" "$work/pki"
 chmod 0444 "$work"/pki/*
 
+# Ports below the kernel's ephemeral range (32768 up), so that no outgoing connection of
+# another process holds one; a port some listener holds anyway is retried with others.
+for attempt in 1 2 3; do
+listen=127.0.0.1:$((10000 + RANDOM % 10000))
+admin=127.0.0.1:$((20000 + RANDOM % 10000))
+sed "s/0.0.0.0:4143/$listen/; s/0.0.0.0:4191/$admin/" "$work/crossgate.toml.in" >"$work/pki/crossgate.toml"
+chmod 0444 "$work/pki/crossgate.toml"
+status=0
 unshare --mount --propagation private bash -euo pipefail -c '
   work=$1 admin=$2
   mount --bind / / && mount -o remount,bind,ro /
@@ -40,6 +46,11 @@ unshare --mount --propagation private bash -euo pipefail -c '
     sleep 0.1
   done
   cat "$work/log/stderr.log" >&2
+  if grep -q "cannot bind" "$work/log/stderr.log"; then exit 3; fi
   echo "nonroot-smoke: the gateway never became ready" >&2
   exit 1
-' _ "$work" "$admin"
+' _ "$work" "$admin" || status=$?
+[ "$status" = 3 ] || exit "$status"
+echo "nonroot-smoke: a port was taken (attempt $attempt); again with others" >&2
+done
+exit 1
