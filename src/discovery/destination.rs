@@ -125,6 +125,15 @@ impl Destination {
         }
     }
 
+    /// `target`'s endpoints as the controller last said, when it has said anything; starts
+    /// the target's watch if none. No wait: [`Destination::resolve`] waits for a first answer.
+    pub fn answered(&self, target: &Target) -> Option<Answer> {
+        match self.watch(target) {
+            Ok(watch) => watch.known.borrow().answer.clone(),
+            Err(answer) => Some(answer),
+        }
+    }
+
     /// `target`'s endpoints as the controller last said; starts the target's watch if none,
     /// and waits for its first answer until `stream_initial_timeout` after the watch started.
     pub async fn resolve(&self, target: &Target) -> Answer {

@@ -48,6 +48,19 @@ impl Discovery {
         if let Some(set) = rules.routes.static_endpoints(target) {
             return Ok(set);
         }
+        if let Some((destination, _)) = &self.destination
+            && let Some(Answer::Endpoints(set)) = destination.answered(target)
+        {
+            return Ok(set);
+        }
+        // Boxed: every request awaits this future, and the waits below (a first answer, DNS)
+        // are the rare case; inline, their state would be copied with every request's.
+        Box::pin(self.ask(target)).await
+    }
+
+    /// [`Discovery::resolve`] without an answer at hand: waits for the controller's first
+    /// answer, then falls back (or fails) as configured.
+    async fn ask(&self, target: &Target) -> Result<EndpointSet, Refusal> {
         if let Some((destination, fallback)) = &self.destination {
             let why = match destination.resolve(target).await {
                 Answer::Endpoints(set) => return Ok(set),

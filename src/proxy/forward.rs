@@ -6,17 +6,21 @@
 //! through [`Observed`].
 
 use super::headers::{self, L5D_CLIENT_ID, L5D_ORIG_PROTO};
-use super::http::{Conn, RespBody, Routed};
+use super::http::{Conn, HttpContext, RespBody, Routed};
 use super::observe::{Admitted, Observed, Recorder, RequestLine};
 use super::tunnel::{connect_tunnel, splice_upgrades};
 use crate::refusal::Refusal;
 use crate::rules::Rules;
-use crate::upstream::{AbsoluteForm, Caller, RequestBody};
+use crate::upstream::{AbsoluteForm, Caller, RequestBody, ResponseBody};
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -35,14 +39,16 @@ pub(super) struct Decided<'a> {
 }
 
 /// Rewrites the request as Linkerd's gateway does, sends it upstream, and streams the answer.
-pub(super) async fn forward(
-    decided: Decided<'_>,
-    mut req: Request<Incoming>,
+/// The rewrite happens now; the future holds only what the exchange needs (the request is
+/// boxed), since every request's future is moved several times on its way into a task.
+pub(super) fn forward<'a>(
+    decided: Decided<'a>,
+    req: Request<Incoming>,
     grpc: bool,
     start: Instant,
     admitted: Admitted,
     mut line: Option<Box<RequestLine>>,
-) -> Forwarded {
+) -> impl Future<Output = Forwarded> + Send + 'a {
     let Decided {
         conn,
         routed,
@@ -55,12 +61,92 @@ pub(super) async fn forward(
         addr: conn.client.addr,
         peer: Some(routed.metrics.labels.0.clone()),
     };
-    if req.method() == Method::CONNECT {
+    let prepared = if req.method() == Method::CONNECT {
         // Boxed: CONNECT is rare, and its connect future would enlarge every request.
-        return Box::pin(connect_tunnel(ctx, routed, rules, &caller, req))
-            .await
-            .map_err(|r| (r, line));
+        let tunnel: Tunnel<'a> =
+            Box::pin(async move { connect_tunnel(ctx, routed, rules, &caller, req).await });
+        Prepared::Tunnel(tunnel)
+    } else {
+        match rewrite(conn, routed, req, &mut line) {
+            Ok((request, downgrade, client_upgrade)) => Prepared::Send {
+                request,
+                caller,
+                downgrade,
+                client_upgrade,
+            },
+            Err(refusal) => Prepared::Refused(refusal),
+        }
+    };
+    async move {
+        let (request, caller, downgrade, client_upgrade) = match prepared {
+            Prepared::Tunnel(tunnel) => return tunnel.await.map_err(|r| (r, line)),
+            Prepared::Refused(refusal) => return Err((refusal, line)),
+            Prepared::Send {
+                request,
+                caller,
+                downgrade,
+                client_upgrade,
+            } => (request, caller, downgrade, client_upgrade),
+        };
+        let sent = ctx.upstream.send(&routed.target, rules, &caller, request);
+        let response = match ctx.settings.response_timeout {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => r,
+                Err(_) => return Err((Refusal::ResponseTimeout, line)),
+            },
+            None => sent.await,
+        };
+        let (response, endpoint) = match response {
+            Ok(r) => r,
+            Err(refusal) => return Err((refusal, line)),
+        };
+        let exchange = Exchange {
+            ctx,
+            routed,
+            grpc,
+            start,
+            downgrade,
+        };
+        Ok(answer(
+            exchange,
+            response,
+            endpoint,
+            client_upgrade,
+            admitted,
+            line,
+        ))
     }
+}
+
+type Tunnel<'a> = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Refusal>> + Send + 'a>>;
+
+/// A request ready to go: rewritten for upstream, or a tunnel, or refused while rewriting.
+enum Prepared<'a> {
+    Tunnel(Tunnel<'a>),
+    Send {
+        request: Box<Request<RequestBody>>,
+        caller: Caller,
+        downgrade: Option<Version>,
+        client_upgrade: Option<OnUpgrade>,
+    },
+    Refused(Refusal),
+}
+
+/// A rewritten request, the version `l5d-orig-proto` asked for, and the client's upgrade.
+type Rewritten = (
+    Box<Request<RequestBody>>,
+    Option<Version>,
+    Option<OnUpgrade>,
+);
+
+/// The request as it goes upstream: hop-by-hop headers dropped, `l5d-client-id` set,
+/// `Forwarded` appended, the URI absolute to the routed target, `l5d-orig-proto` undone.
+fn rewrite(
+    conn: &Conn,
+    routed: &Routed,
+    mut req: Request<Incoming>,
+    line: &mut Option<Box<RequestLine>>,
+) -> Result<Rewritten, Refusal> {
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -90,10 +176,7 @@ pub(super) async fn forward(
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(routed.authority.clone());
     uri.path_and_query = Some(path);
-    parts.uri = match Uri::from_parts(uri) {
-        Ok(u) => u,
-        Err(e) => return Err((Refusal::Upstream(e.to_string()), line)),
-    };
+    parts.uri = Uri::from_parts(uri).map_err(|e| Refusal::Upstream(e.to_string()))?;
     if parts.version != Version::HTTP_2 || downgrade.is_some() {
         parts.version = downgrade.unwrap_or(Version::HTTP_11);
         parts.headers.insert(HOST, routed.host.clone());
@@ -103,18 +186,35 @@ pub(super) async fn forward(
         l.bytes_in = bytes_in.clone();
     }
     let request = Request::from_parts(parts, RequestBody::new(body, bytes_in));
-    let sent = ctx.upstream.send(&routed.target, rules, &caller, request);
-    let response = match ctx.settings.response_timeout {
-        Some(t) => match tokio::time::timeout(t, sent).await {
-            Ok(r) => r,
-            Err(_) => return Err((Refusal::ResponseTimeout, line)),
-        },
-        None => sent.await,
-    };
-    let (mut response, endpoint) = match response {
-        Ok(r) => r,
-        Err(refusal) => return Err((refusal, line)),
-    };
+    Ok((Box::new(request), downgrade, client_upgrade))
+}
+
+/// What the answer is recorded and rewritten with.
+struct Exchange<'a> {
+    ctx: &'a HttpContext,
+    routed: &'a Routed,
+    grpc: bool,
+    start: Instant,
+    downgrade: Option<Version>,
+}
+
+/// The upstream's answer as the client gets it: upgrades spliced, hop-by-hop headers dropped,
+/// `l5d-orig-proto` echoed, recorded (now, or at the end of a gRPC body), observed.
+fn answer(
+    exchange: Exchange<'_>,
+    mut response: Response<ResponseBody>,
+    endpoint: SocketAddr,
+    client_upgrade: Option<OnUpgrade>,
+    admitted: Admitted,
+    mut line: Option<Box<RequestLine>>,
+) -> Response<RespBody> {
+    let Exchange {
+        ctx,
+        routed,
+        grpc,
+        start,
+        downgrade,
+    } = exchange;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
@@ -163,5 +263,5 @@ pub(super) async fn forward(
         None
     };
     let body = Observed::new(body, recorder, line, admitted);
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Response::from_parts(parts, Either::Left(body))
 }

@@ -166,6 +166,20 @@ impl EndpointConns {
         }
     }
 
+    /// The endpoint's open HTTP/2 connection, if it has one.
+    fn h2_ready(&self) -> Option<H2Sender> {
+        let slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            H2Slot::Ready(s) if !s.is_closed() => {
+                let sender = s.clone();
+                drop(slot);
+                self.touch();
+                Some(sender)
+            }
+            _ => None,
+        }
+    }
+
     /// The endpoint's HTTP/2 connection, opened if there is none.
     pub(super) async fn h2(self: &Arc<Self>) -> Result<H2Sender, Refusal> {
         self.touch();
@@ -229,20 +243,27 @@ impl EndpointConns {
     /// request back (nothing of it was sent), for another endpoint to take.
     pub(super) async fn send_h2(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut sender = match self.h2().await {
+        let ready = self.h2_ready();
+        // Boxed: opening or waiting for the connection is the rare case, and its state would
+        // otherwise be copied with every request's future.
+        let sender = match ready {
+            Some(s) => Ok(s),
+            None => Box::pin(self.h2()).await,
+        };
+        let mut sender = match sender {
             Ok(s) => s,
             Err(e) => {
                 self.connect_failed(true);
-                return Err(SendError::NotSent(e, Box::new(req)));
+                return Err(SendError::NotSent(e, req));
             }
         };
         if let Err(e) = sender.ready().await {
-            return Err(SendError::NotSent(upstream_error(&e), Box::new(req)));
+            return Err(SendError::NotSent(upstream_error(&e), req));
         }
         sender
-            .send_request(req)
+            .send_request(*req)
             .await
             .map_err(|e| SendError::Failed(upstream_error(&e)))
     }
@@ -251,34 +272,45 @@ impl EndpointConns {
     /// connection could not take (it closed meanwhile) goes once more on a new connection.
     pub(super) async fn send_h1(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
     ) -> Result<Response<Incoming>, SendError> {
         let now = self.touch();
         let req = match self.idle_h1() {
             Some(mut sender) => {
-                let sent = sender.try_send_request(req);
+                let sent = sender.try_send_request(*req);
                 self.put_back(sender, now);
                 match sent.await {
                     Ok(r) => return Ok(r),
                     Err(mut e) => match e.take_message() {
-                        Some(req) => req,
+                        Some(req) => Box::new(req),
                         None => return Err(SendError::Failed(upstream_error(e.error()))),
                     },
                 }
             }
             None => req,
         };
+        // Boxed: a new connection is the rare case, and its connect's state would otherwise
+        // be copied with every request's future.
+        Box::pin(self.send_h1_new(req, now)).await
+    }
+
+    /// Sends `req` on a new HTTP/1.1 connection, then pooled (used at `now`).
+    async fn send_h1_new(
+        self: &Arc<Self>,
+        req: Box<Request<RequestBody>>,
+        now: u64,
+    ) -> Result<Response<Incoming>, SendError> {
         let mut sender = match self.connect_h1().await {
             Ok(s) => s,
             Err(e) => {
                 self.connect_failed(false);
-                return Err(SendError::NotSent(e, Box::new(req)));
+                return Err(SendError::NotSent(e, req));
             }
         };
         if let Err(e) = sender.ready().await {
-            return Err(SendError::NotSent(upstream_error(&e), Box::new(req)));
+            return Err(SendError::NotSent(upstream_error(&e), req));
         }
-        let sent = sender.send_request(req);
+        let sent = sender.send_request(*req);
         self.put_back(sender, now);
         sent.await
             .map_err(|e| SendError::Failed(upstream_error(&e)))

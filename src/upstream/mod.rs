@@ -137,14 +137,15 @@ impl Upstream {
     /// waits for one, at most `failfast_timeout` since none has been. HTTP/2 requests ride the
     /// endpoint's HTTP/2 connection; HTTP/1 requests too when the endpoint takes HTTP/2 (marked
     /// `l5d-orig-proto`, undone on the response), else an HTTP/1.1 connection of its pool.
-    /// The request's URI is absolute (`http://target/path`). Once its endpoint is chosen,
+    /// The request's URI is absolute (`http://target/path`); it is boxed, so that every
+    /// future on its way holds a pointer, not a copy. Once its endpoint is chosen,
     /// and before anything is sent to it, `caller` is held to the endpoint's pod policy.
     pub async fn send(
         &self,
         target: &Target,
         rules: &Rules,
         caller: &Caller,
-        mut req: Request<RequestBody>,
+        mut req: Box<Request<RequestBody>>,
     ) -> Result<(Response<ResponseBody>, SocketAddr), Refusal> {
         // A request no connection of its endpoint could take (a connect failed: the endpoint
         // is pending now) goes to another ready one, a few times at most.
@@ -152,7 +153,7 @@ impl Upstream {
             let conns = self
                 .pick(target, rules, req.version() == Version::HTTP_2)
                 .await?;
-            self.enforce_request(&conns, caller, &req).await?;
+            self.enforce_request(&conns, caller, &*req).await?;
             match send_to(&conns, req).await {
                 Ok(sent) => {
                     conns.answered();
@@ -161,7 +162,7 @@ impl Upstream {
                 Err(SendError::Failed(refusal)) => return Err(refusal),
                 Err(SendError::NotSent(refusal, back)) => {
                     tracing::debug!(%target, addr = %conns.endpoint.addr, error = %refusal, "not sent; choosing again");
-                    req = *back;
+                    req = back;
                 }
             }
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// Sends `req` over `conns`' connection for it, undoing the HTTP/2 upgrade on the answer.
 pub(super) async fn send_to(
     conns: &Arc<EndpointConns>,
-    mut req: Request<RequestBody>,
+    mut req: Box<Request<RequestBody>>,
 ) -> Result<(Response<ResponseBody>, SocketAddr), SendError> {
     let in_flight = conns.health.start();
     let addr = conns.endpoint.addr;
