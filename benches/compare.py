@@ -209,6 +209,14 @@ backend web
   mode http
   http-reuse always
   server s1 127.0.0.1:18080
+frontend web2
+  mode http
+  bind 127.0.0.1:5446 {bind} alpn h2
+  default_backend web2
+backend web2
+  mode http
+  http-reuse always
+  server s1 127.0.0.1:18081 proto h2
 frontend tcp
   mode tcp
   bind 127.0.0.1:5444 {bind}
@@ -245,6 +253,7 @@ def oha(port, pki, extra, header):
 SCENARIOS = {
     "h1": (["-c", "50"], "web.bench.svc.cluster.local:80"),
     "h2": (["-c", "10", "-p", "10", "--http2"], "web2.bench.svc.cluster.local:80"),
+    "h2h1": (["-c", "10", "-p", "10", "--http2"], None),
     "handshake": (["-c", "20", "--disable-keepalive"], "web.bench.svc.cluster.local:80"),
     "fixed": (["-c", "20", "-q", "2000", "--latency-correction"], "web.bench.svc.cluster.local:80"),
 }
@@ -258,6 +267,12 @@ LINKERD = {
 
 # The passthrough target: a bare name, SNI as a plain TLS client sends it.
 PASSTHROUGH_NAME = "tls.bench.svc.cluster.local"
+# HTTP/2 is forwarded as HTTP/2 (to the h2c backend) by crossgate and by HAProxy, on its own
+# frontend; nginx cannot proxy to an HTTP/2 upstream, so its "h2" run forwards HTTP/1.1.
+# "h2h1" is the peers' HTTP/2 in, HTTP/1.1 keep-alive out, for reference (crossgate forwards
+# HTTP/2 as HTTP/2, as a mesh does).
+H2_PORTS = {"HAProxy": 5446}
+SCENARIO_PROXIES = {"h2h1": ("nginx", "HAProxy")}
 PASSTHROUGH_PORTS = {"crossgate": 5143, "crossgate default": 5163, "nginx": 4445, "HAProxy": 5445}
 
 
@@ -290,11 +305,35 @@ def cpu_per(c0, c1, ok):
     return {"us": per(0) + per(1), "user_us": per(0), "sys_us": per(1)}
 
 
+def profiled(proxy, pids, scenario):
+    """With PERF_DIR set, `perf record -g` of the `threads = 1` crossgate during a run, to
+    PERF_DIR/<scenario>.data (for benches/linkerd/classify.py); PERF_CALL_GRAPH=dwarf unwinds
+    what frame pointers cannot (the release build has none). Otherwise nothing."""
+    out = os.environ.get("PERF_DIR")
+    if not out or proxy != CG1:
+        return None
+    os.makedirs(out, exist_ok=True)
+    p = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2999", "--call-graph",
+                          os.environ.get("PERF_CALL_GRAPH", "fp"), "-p",
+                          ",".join(map(str, pids)), "-o", f"{out}/{scenario}.data"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return p
+
+
+def unprofiled(p):
+    if p:
+        p.send_signal(signal.SIGINT)
+        p.wait()
+
+
 def http_run(proxy, port, pids, pki, scenario):
     extra, header = SCENARIOS[scenario]
+    perf = profiled(proxy, pids, scenario)
     c0 = cpu_ticks(pids)
     d = oha(port, pki, extra, header if proxy.startswith("crossgate") else None)
     c1 = cpu_ticks(pids)
+    unprofiled(perf)
     ok = sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
     total = sum(d["statusCodeDistribution"].values()) + sum(d["errorDistribution"].values())
     if ok < total * 0.99:
@@ -304,12 +343,14 @@ def http_run(proxy, port, pids, pki, scenario):
             "p99": d["latencyPercentiles"]["p99"] * 1e3}
 
 
-def linkerd_run(port, pids, pki, scenario):
+def linkerd_run(proxy, port, pids, pki, scenario):
     args = [LOADKIT, "linkerd", f"127.0.0.1:{port}", GW, f"{pki}/ca.crt", f"{pki}/client.crt",
             f"{pki}/client.key", "10", "10", str(SECS)] + LINKERD[scenario]
+    perf = profiled(proxy, pids, scenario)
     c0 = cpu_ticks(pids)
     out = subprocess.run(["taskset", "-c", LOAD_CORE] + args, capture_output=True, text=True)
     c1 = cpu_ticks(pids)
+    unprofiled(perf)
     if out.returncode != 0:
         sys.exit(f"loadkit linkerd failed: {out.stderr.strip()}")
     d = json.loads(out.stdout)
@@ -460,11 +501,15 @@ def main():
             for scenario in LINKERD:
                 for name in [n for n in NAMES if n.startswith("crossgate")]:
                     if want(scenario):
-                        r = linkerd_run(proxies[name][1], pids[name], pki, scenario)
+                        r = linkerd_run(name, proxies[name][1], pids[name], pki, scenario)
                         results[name].setdefault(scenario, []).append(r)
                         note(rep, scenario, name, r)
             for scenario in SCENARIOS:
                 for name, (_, port, _) in proxies.items():
+                    if name not in SCENARIO_PROXIES.get(scenario, (name,)):
+                        continue
+                    if scenario == "h2":
+                        port = H2_PORTS.get(name, port)
                     if want(scenario):
                         r = http_run(name, port, pids[name], pki, scenario)
                         results[name].setdefault(scenario, []).append(r)
@@ -527,9 +572,11 @@ def report(results):
         ("HTTP/1.1 keep-alive, CPU us per request", "h1", "us", False, "{:.1f}"),
         ("  of which user space", "h1", "user_us", False, "{:.1f}"),
         ("  req/s", "h1", "rps", True, "{:.0f}"),
-        ("HTTP/2, CPU us per request", "h2", "us", False, "{:.1f}"),
+        ("HTTP/2, CPU us per request (nginx: to HTTP/1.1, it cannot proxy to HTTP/2)", "h2", "us", False, "{:.1f}"),
         ("  of which user space", "h2", "user_us", False, "{:.1f}"),
         ("  req/s", "h2", "rps", True, "{:.0f}"),
+        ("HTTP/2 in, HTTP/1.1 keep-alive out (the peers only), CPU us per request", "h2h1", "us", False, "{:.1f}"),
+        ("  of which user space", "h2h1", "user_us", False, "{:.1f}"),
         ("new mTLS connection (one request each), CPU us per handshake", "handshake", "us", False, "{:.1f}"),
         ("  of which user space", "handshake", "user_us", False, "{:.1f}"),
         ("  handshakes/s", "handshake", "rps", True, "{:.0f}"),

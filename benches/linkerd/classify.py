@@ -4,6 +4,10 @@
 tokio, the allocator, memmove, tracing, and the rest of the binary (the proxy's own code and
 what the compiler inlined into it). Used by bin/profile.sh.
 
+A second table charges the allocator, memmove and libc's syscall wrappers to the library
+whose code called them (the nearest caller frame in another group, from the call graph of a
+`perf record -g`), so each library's figure is what it costs in all.
+
     classify.py perf.data"""
 import collections, re, subprocess, sys
 
@@ -39,6 +43,49 @@ def main(path):
         shares[group] += pct
     for group, pct in shares.most_common():
         print(f"{pct:6.1f} %  {group}")
+    callers = by_caller(path)
+    if callers:
+        print("with the allocator, memmove and libc charged to their callers:")
+        for group, pct in callers.most_common():
+            print(f"{pct:6.1f} %  {group}")
+
+
+HELPERS = ("memmove/memcpy", "malloc/free", "libc (syscall wrappers)")
+
+
+def group_of(sym, dso):
+    if dso.startswith("[kernel") or dso == "[unknown]" and sym.startswith("0x"):
+        return None
+    group = next((g for g, pat in GROUPS if re.search(pat, sym, re.I)), None)
+    if group:
+        return group
+    if "libc" in dso:
+        return "libc (syscall wrappers)"
+    if sym.startswith("crossgate::"):
+        return "crossgate::"
+    return f"the rest of {dso.rsplit('/', 1)[-1]}"
+
+
+def by_caller(path):
+    """Per sample: the innermost frame's group; a helper's sample goes to the first frame out
+    of the helpers. Kernel samples stay kernel."""
+    out = subprocess.run(["perf", "script", "-i", path, "-F", "ip,sym,dso"],
+                         capture_output=True, text=True).stdout
+    shares, total = collections.Counter(), 0
+    for sample in out.split("\n\n"):
+        frames = [re.match(r"\s*[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$", l) for l in sample.splitlines()]
+        frames = [(m[1], m[2]) for m in frames if m]
+        if not frames:
+            continue
+        total += 1
+        if frames[0][1].startswith("[kernel"):
+            shares["kernel"] += 1
+            continue
+        groups = [g for g in (group_of(sym, dso) for sym, dso in frames) if g]
+        first = groups[0] if groups else "unknown"
+        charged = next((g for g in groups if g not in HELPERS), first)
+        shares[charged] += 1
+    return collections.Counter({g: n * 100 / total for g, n in shares.items()}) if total else None
 
 
 if __name__ == "__main__":
