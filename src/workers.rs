@@ -6,8 +6,13 @@
 //! rules, identity, metrics, discovery (one Destination stream per target) and the connection
 //! limit, so `max_connections` and the drain hold for the whole process.
 //!
-//! The threads accept from one listening socket (a duplicate of its descriptor each): the
-//! kernel hands each connection to whichever worker accepts first, which is the least busy.
+//! Each worker listens on a socket of its own, bound to the gateway port with `SO_REUSEPORT`
+//! beside the main thread's (which gets the option once bound, so that another program cannot
+//! join the port before crossgate chooses to): the kernel hands each new connection to one
+//! socket by its address hash, so a connection wakes one thread. One socket shared by all
+//! (a duplicate descriptor each) woke every thread's epoll per connection, and all but one
+//! found nothing to accept: 4.0 context switches per request instead of 2.6 on the
+//! no-hint path (BENCHMARKS.md). A worker whose socket cannot be bound shares the main one.
 
 use crate::server::{GatewayPort, accept_loop};
 use crate::{Gateway, Listeners, Port};
@@ -37,6 +42,9 @@ impl Workers {
             .iter()
             .position(|(p, _)| *p == Port::Gateway)?;
         let (port, listener) = listeners.ports.swap_remove(at);
+        if let Err(e) = socket2::SockRef::from(&listener).set_reuse_port(true) {
+            tracing::debug!(error = %e, "SO_REUSEPORT: the workers share the gateway port's socket");
+        }
         let shared = listener.into_std().and_then(|std| {
             let workers = Workers::start(gw, &std, n);
             TcpListener::from_std(std).map(|l| (workers, l))
@@ -59,8 +67,9 @@ impl Workers {
         let (finished, done) = watch::channel(false);
         let threads = (1..=n)
             .filter_map(|i| {
-                let socket = listener
-                    .try_clone()
+                let socket = own_socket(listener)
+                    .inspect_err(|e| tracing::debug!(error = %e, "worker {i}: sharing the socket"))
+                    .or_else(|_| listener.try_clone())
                     .map_err(|e| tracing::error!(error = %e, "worker {i}: no listener"))
                     .ok()?;
                 let (gw, done) = (gw.clone(), done.clone());
@@ -86,6 +95,21 @@ impl Workers {
         })
         .await;
     }
+}
+
+/// A listening socket of the worker's own on `listener`'s address, beside it in the port's
+/// `SO_REUSEPORT` group (non-blocking, as tokio takes it).
+fn own_socket(listener: &std::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let addr = listener.local_addr()?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }
 
 /// One worker: its runtime, accept loop, upstream and the upstream's idle sweep, until `done`.
@@ -115,4 +139,36 @@ fn worker(gw: Arc<Gateway>, socket: std::net::TcpListener, mut done: watch::Rece
         let _ = done.wait_for(|d| *d).await;
         sweeper.abort();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_socket;
+
+    /// A worker's socket joins the main one's port, and the kernel spreads new connections
+    /// over both (with one shared socket every worker would be woken for each).
+    #[test]
+    fn a_workers_socket_takes_its_share_of_the_port() {
+        let primary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket2::SockRef::from(&primary)
+            .set_reuse_port(true)
+            .unwrap();
+        let own = own_socket(&primary).unwrap();
+        let addr = primary.local_addr().unwrap();
+        assert_eq!(own.local_addr().unwrap(), addr);
+        primary.set_nonblocking(true).unwrap();
+        let clients: Vec<_> = (0..64)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let accepted = |l: &std::net::TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+        let (mut a, mut b) = (0, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while a + b < clients.len() && std::time::Instant::now() < deadline {
+            a += accepted(&primary);
+            b += accepted(&own);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(a + b, clients.len());
+        assert!(a > 0 && b > 0, "main socket {a}, worker's {b}");
+    }
 }
