@@ -10,7 +10,8 @@
 #              opaque TCP, TCP_BYTES each way, default 256 MiB)
 #     GATEWAY  proxy (linkerd2-proxy) or a crossgate binary (default target/release/crossgate),
 #              run with $CONF (default: the harness's config; set CONF to a copy with
-#              `threads = 1` for one thread)
+#              `threads = 1` for one thread); CALL_GRAPH=dwarf unwinds through code
+#              built without frame pointers (larger files, slower report)
 #
 # Needs root, perf, and the harness built (../README.md). Not part of the test run.
 set -uo pipefail
@@ -40,7 +41,7 @@ nsexec timeout 10 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 1 --secs
 nsexec timeout 10 "$STUBCP" tcp "$VIP_TCP:9899" --bytes 1048576 >/dev/null 2>&1
 ticks() { awk '{print $14, $15}' "/proc/$PID/stat"; }
 read -r u0 s0 < <(ticks)
-perf record -e cpu-clock -F 2999 -g -p "$PID" -o "$OUT/$CASE.data" >/dev/null 2>&1 &
+perf record -e cpu-clock -F 2999 --call-graph "${CALL_GRAPH:-fp}" -p "$PID" -o "$OUT/$CASE.data" >/dev/null 2>&1 &
 PERF=$!
 sleep 0.3
 out=$(nsexec "${LOAD[@]}" 2>&1)
