@@ -146,7 +146,8 @@ mod tests {
     use super::own_socket;
 
     /// A worker's socket joins the main one's port, and the kernel spreads new connections
-    /// over both (with one shared socket every worker would be woken for each).
+    /// over both (with one shared socket every worker would be woken for each); a socket
+    /// that does not ask to join cannot bind the port.
     #[test]
     fn a_workers_socket_takes_its_share_of_the_port() {
         let primary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -156,6 +157,12 @@ mod tests {
         let own = own_socket(&primary).unwrap();
         let addr = primary.local_addr().unwrap();
         assert_eq!(own.local_addr().unwrap(), addr);
+        // Anything that does not ask for SO_REUSEPORT (a second crossgate) is still refused.
+        let other = std::net::TcpListener::bind(addr).map(drop);
+        assert_eq!(
+            other.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::AddrInUse)
+        );
         primary.set_nonblocking(true).unwrap();
         let clients: Vec<_> = (0..64)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
