@@ -97,12 +97,25 @@ impl Listeners {
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+    TcpListener::from_std(listening_socket(addr, false)?)
+}
+
+/// A listening socket on `addr` as every port has it (address reuse, no Nagle, a backlog of
+/// 4,096, non-blocking); `reuse_port` joins the port's `SO_REUSEPORT` group (a worker's own
+/// socket beside the main one, [`crate::workers`]).
+pub(crate) fn listening_socket(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }

@@ -98,18 +98,9 @@ impl Workers {
 }
 
 /// A listening socket of the worker's own on `listener`'s address, beside it in the port's
-/// `SO_REUSEPORT` group (non-blocking, as tokio takes it).
+/// `SO_REUSEPORT` group.
 fn own_socket(listener: &std::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let addr = listener.local_addr()?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
+    crate::listeners::listening_socket(listener.local_addr()?, true)
 }
 
 /// One worker: its runtime, accept loop, upstream and the upstream's idle sweep, until `done`.
