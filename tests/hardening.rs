@@ -6,8 +6,11 @@ mod http_support;
 mod support;
 
 use crossgate::certs::LeafSpec;
-use http_support::{ALPN_H1, Backend, static_routes};
+use http_support::{
+    ALPN_H1, ALPN_H2, Backend, connect_tls, full, h2_client, request, send_h2, static_routes,
+};
 use std::sync::Arc;
+use std::time::Duration;
 use support::{FRONTEND, GATEWAY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,6 +41,56 @@ async fn malformed_bodies_are_the_clients_error_not_the_backends() {
     }
     gw.wait_metric("inbound_http_errors_total{error=\"client\"} 3")
         .await;
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains("inbound_http_errors_total{error=\"i/o\"}"),
+        "a client's error was counted as the backend's:\n{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("response_total{") && l.contains("classification=\"failure\"")),
+        "a client's error counted against the backend's success rate:\n{metrics}"
+    );
+    gw.shutdown().await;
+}
+
+/// The same over HTTP/2, whose upstream is an HTTP/2 connection the gateway drives itself: a
+/// body shorter than its `content-length` resets the client's stream (the request is
+/// abandoned, not answered), the backend is not blamed, and both the client's connection and
+/// the upstream one go on serving.
+#[tokio::test]
+async fn a_malformed_http2_body_is_not_the_backends_error() {
+    let backend = Backend::start().await;
+    let gw = support::start(&static_routes(&[(WEB, backend.addr)])).await;
+    let tls = connect_tls(gw.addr, gw.client(FRONTEND, ALPN_H2), None).await;
+    let mut h2 = h2_client(tls).await;
+    let uri = format!("http://{WEB}/echo");
+    let short = request(
+        http::Method::POST,
+        &uri,
+        &[("content-length", "10")],
+        full("hello"),
+    );
+    let answered = tokio::time::timeout(Duration::from_secs(10), h2.send_request(short))
+        .await
+        .expect("the stream ends within 10 s");
+    assert!(answered.is_err(), "a short body was answered: {answered:?}");
+    // The connection still serves, through the same upstream connection.
+    let whole = request(
+        http::Method::POST,
+        &uri,
+        &[("content-length", "5")],
+        full("hello"),
+    );
+    let a = send_h2(&mut h2, whole).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.text(), "hello");
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the cut stream cost the upstream connection"
+    );
     let metrics = gw.metrics().await;
     assert!(
         !metrics.contains("inbound_http_errors_total{error=\"i/o\"}"),

@@ -8,7 +8,7 @@
 use crate::access::{AccessLog, Outcome, RequestRecord};
 use crate::metrics::{AuthzLabels, Metrics, RequestLabels, ResponseLabels};
 pub use crate::upstream::RequestBody;
-use crate::upstream::ResponseBody;
+use crate::upstream::{BodyError, ResponseBody};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
@@ -169,12 +169,12 @@ impl Observed {
 
 impl Body for Observed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(line)) = (&polled, this.line.as_mut())

@@ -3,6 +3,7 @@
 //! [`Refusal::Client`]) and a response's ([`ResponseBody`]: the request's share of its
 //! endpoint's load, and its round trip at the first data frame).
 
+use super::h2::H2Body;
 use crate::refusal::Refusal;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -62,14 +63,30 @@ impl Body for RequestBody {
 /// A response body from upstream, holding its request's place in the endpoint's load until it
 /// ends or is dropped; its first data frame (or its end) is the request's round trip.
 pub struct ResponseBody {
-    inner: Incoming,
+    inner: Inner,
     pending: Option<super::health::InFlight>,
 }
 
+/// An HTTP/1.1 connection's body (through hyper) or an HTTP/2 stream's (through `h2`).
+enum Inner {
+    H1(Incoming),
+    H2(H2Body),
+}
+
+/// A response body's error, whichever connection it came by.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl ResponseBody {
-    pub(super) fn new(inner: Incoming, pending: super::health::InFlight) -> ResponseBody {
+    pub(super) fn h1(inner: Incoming, pending: super::health::InFlight) -> ResponseBody {
         ResponseBody {
-            inner,
+            inner: Inner::H1(inner),
+            pending: Some(pending),
+        }
+    }
+
+    pub(super) fn h2(inner: H2Body, pending: super::health::InFlight) -> ResponseBody {
+        ResponseBody {
+            inner: Inner::H2(inner),
             pending: Some(pending),
         }
     }
@@ -77,14 +94,17 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut this.inner {
+            Inner::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        };
         if let Poll::Ready(frame) = &polled
             && let Some(pending) = this.pending.as_mut()
         {
@@ -98,10 +118,16 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(b) => b.is_end_stream(),
+            Inner::H2(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(b) => b.size_hint(),
+            Inner::H2(b) => b.size_hint(),
+        }
     }
 }

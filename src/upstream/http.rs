@@ -1,10 +1,12 @@
 //! HTTP connections to one endpoint: one HTTP/2 connection (prior knowledge, multiplexed,
-//! shared by every request to the endpoint) and a pool of HTTP/1.1 connections, each opened
+//! shared by every request to the endpoint, driven through `h2` by [`super::h2`]) and a pool
+//! of HTTP/1.1 connections (hyper's client), each opened
 //! through the one connect path. No lock is held across an await: the HTTP/2 connection is
 //! opened by a task of its own that the first caller starts and later callers wait on.
 
 use super::RequestBody;
 use super::connect::{Connected, Connector};
+use super::h2::{H2Body, H2Conn};
 use super::health::Health;
 use crate::discovery::{Endpoint, ProtocolHint};
 use crate::metered::Metered;
@@ -13,8 +15,8 @@ use crate::route::Target;
 use crate::transport_header::SessionProtocol;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +28,7 @@ const MAX_IDLE_H1: usize = 1024;
 /// An idle HTTP/1.1 connection older than this is closed rather than reused.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type H2Sender = http2::SendRequest<RequestBody>;
+type H2Sender = H2Conn;
 type H1Sender = http1::SendRequest<RequestBody>;
 
 enum H2Slot {
@@ -220,23 +222,15 @@ impl EndpointConns {
             .connector
             .connect(&self.target, &self.endpoint, self.session(true))
             .await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(metered(io, &leg)))
-            .await
-            .map_err(|e| upstream_error(&e))?;
+        let io = metered(io, &leg);
         let addr = self.endpoint.addr;
-        tokio::spawn(async move {
-            match conn.await {
-                Ok(()) => leg.succeeded(),
-                Err(e) => {
-                    tracing::debug!(%addr, error = %crate::refusal::error_chain(&e), "upstream HTTP/2 connection failed")
-                }
-            }
-        });
-        Ok(sender)
+        let done = move |ended: Result<(), String>| match ended {
+            Ok(()) => leg.succeeded(),
+            Err(error) => tracing::debug!(%addr, %error, "upstream HTTP/2 connection failed"),
+        };
+        super::h2::handshake(io, done)
+            .await
+            .map_err(|e| Refusal::Upstream(crate::refusal::error_chain(&e)))
     }
 
     /// Sends `req` over the endpoint's HTTP/2 connection. A connect that fails gives the
@@ -244,7 +238,7 @@ impl EndpointConns {
     pub(super) async fn send_h2(
         self: &Arc<Self>,
         req: Box<Request<RequestBody>>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<H2Body>, SendError> {
         let ready = self.h2_ready();
         // Boxed: opening or waiting for the connection is the rare case, and its state would
         // otherwise be copied with every request's future.
@@ -252,20 +246,13 @@ impl EndpointConns {
             Some(s) => Ok(s),
             None => Box::pin(self.h2()).await,
         };
-        let mut sender = match sender {
-            Ok(s) => s,
+        match sender {
+            Ok(conn) => super::h2::send(conn, req).await,
             Err(e) => {
                 self.connect_failed(true);
-                return Err(SendError::NotSent(e, req));
+                Err(SendError::NotSent(e, req))
             }
-        };
-        if let Err(e) = sender.ready().await {
-            return Err(SendError::NotSent(upstream_error(&e), req));
         }
-        sender
-            .send_request(*req)
-            .await
-            .map_err(|e| SendError::Failed(upstream_error(&e)))
     }
 
     /// Sends `req` over an idle HTTP/1.1 connection, or a new one. A request that an idle

@@ -3,7 +3,7 @@
 //! over the ready endpoints by peak-EWMA load, waiting at most `failfast_timeout` for one to be
 //! ready; each endpoint's [`health`]), the one connect path
 //! ([`connect`]: TCP, mTLS as the gateway, a transport header), and per endpoint its HTTP
-//! connections ([`http`]): an HTTP/2 connection and an HTTP/1.1 pool, chosen by the
+//! connections ([`http`]): an HTTP/2 connection ([`h2`]) and an HTTP/1.1 pool, chosen by the
 //! endpoint's protocol hint and the request's version. [`Upstream::send`] and
 //! [`Upstream::open`] are all that the proxy calls; refusals come back typed.
 
@@ -11,12 +11,13 @@ pub mod balance;
 mod body;
 mod connect;
 mod enforce;
+mod h2;
 mod health;
 mod http;
 mod open;
 mod send;
 
-pub use body::{RequestBody, ResponseBody};
+pub use body::{BodyError, RequestBody, ResponseBody};
 pub use connect::{Connected, Connector, UpstreamIo, transport_header_for};
 pub use enforce::{Caller, Revocation};
 pub use health::{Balancer, InFlight};

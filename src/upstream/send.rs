@@ -26,7 +26,7 @@ pub(super) async fn send_to(
         let absolute = req.uri().clone();
         origin_form(&mut req);
         return match conns.send_h1(req).await {
-            Ok(response) => Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr)),
+            Ok(response) => Ok((response.map(|b| ResponseBody::h1(b, in_flight)), addr)),
             Err(SendError::NotSent(refusal, mut back)) => {
                 *back.uri_mut() = absolute;
                 Err(SendError::NotSent(refusal, back))
@@ -55,7 +55,7 @@ pub(super) async fn send_to(
         response.headers_mut().remove(L5D_ORIG_PROTO);
         *response.version_mut() = Version::HTTP_11;
     }
-    Ok((response.map(|b| ResponseBody::new(b, in_flight)), addr))
+    Ok((response.map(|b| ResponseBody::h2(b, in_flight)), addr))
 }
 
 /// HTTP/1 requests that may ride HTTP/2: not `CONNECT`, not an `Upgrade`.
