@@ -119,3 +119,21 @@ pub(crate) fn listening_socket(
     socket.listen(4096)?;
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Accepted connections take `TCP_NODELAY` from the listening socket, which is why the
+    /// gateway sets it on none of them (a syscall less per connection).
+    #[test]
+    fn an_accepted_connection_has_nodelay_from_its_listener() {
+        let listener = super::listening_socket("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "an accepted socket would wait for Nagle"
+        );
+        drop(client);
+    }
+}

@@ -186,6 +186,8 @@ pub struct TlsState {
     provider: Arc<CryptoProvider>,
     resumption: bool,
     chains: ChainCounters,
+    /// The identities of the client leaves seen, so that a leaf is parsed once.
+    pub identities: crate::identity::Identities,
 }
 
 impl TlsState {
@@ -206,6 +208,7 @@ impl TlsState {
             provider,
             resumption,
             chains,
+            identities: Default::default(),
         })
     }
 

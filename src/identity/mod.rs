@@ -9,10 +9,12 @@ mod anchors;
 mod files;
 pub(crate) mod keep;
 pub mod linkerd;
+mod seen;
 pub mod sni;
 mod utc;
 mod watch;
 pub use anchors::AnchorFindings;
+pub use seen::Identities;
 pub use utc::{span, utc};
 pub use watch::{Lifetime, WatchHooks, watch};
 

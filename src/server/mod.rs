@@ -101,7 +101,7 @@ impl Ended {
 /// One connection, from the handshake to its access line.
 async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer: SocketAddr) {
     let start = Instant::now();
-    let _ = tcp.set_nodelay(true);
+    // No TCP_NODELAY here: the socket has it from the listening one (`listening_socket`).
     let failed = |reason: &str| {
         gw.access.connection(&ConnRecord {
             peer,
@@ -122,7 +122,7 @@ async fn connection(gw: &Gateway, http: &Arc<HttpContext>, tcp: TcpStream, peer:
             return failed(&format!("tls handshake: {reason}"));
         }
     };
-    let Some(client) = client_info(&tls, peer, foreign_alpn) else {
+    let Some(client) = client_info(&tls, peer, foreign_alpn, &gw.tls.identities) else {
         gw.metrics.tls.handshake_failure("no identity");
         debug!("client certificate has no DNS or spiffe URI SAN");
         return failed("tls handshake: no identity");

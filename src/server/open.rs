@@ -144,12 +144,12 @@ pub(super) fn client_info(
     tls: &Accepted,
     addr: SocketAddr,
     foreign_alpn: bool,
+    identities: &crate::identity::Identities,
 ) -> Option<ClientInfo> {
     let (_, conn) = tls.get_ref();
     let leaf = conn.peer_certificates()?.first()?;
-    let id = crate::identity::identity_of(leaf)?;
     Some(ClientInfo {
-        id: id.into(),
+        id: identities.of(leaf)?,
         addr,
         alpn: match foreign_alpn {
             true => Alpn::Other,
