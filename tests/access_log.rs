@@ -99,8 +99,37 @@ async fn all_logs_connections_and_requests_field_by_field() {
     assert_eq!(served["outcome"], "ok");
     assert!(served["bytes_in"].as_u64().unwrap() > 60, "{served}");
     assert!(served["bytes_out"].as_u64().unwrap() > 20, "{served}");
-    // Lines inside a connection carry its span.
-    assert!(gw.stderr().contains("\"name\":\"conn\""), "{}", gw.stderr());
+    gw.terminate().await;
+}
+
+/// The `conn` span is at `debug`: at that level the lines logged inside a connection carry it
+/// (its peer and client identity); at the default level a connection pays nothing for it.
+#[tokio::test]
+async fn at_debug_lines_inside_a_connection_carry_its_span() {
+    let backend = Backend::start().await;
+    let routes = static_routes(&[(WEB, backend.addr)]);
+    let gw = BinaryGateway::start_logged("", &routes, "crossgate=debug", true).await;
+    traffic(&gw).await;
+    wait_lines(&gw, 1).await;
+    let stderr = gw.stderr();
+    let in_conn = stderr
+        .lines()
+        .filter(|l| l.contains("\"name\":\"conn\""))
+        .find(|l| l.contains(FRONTEND));
+    assert!(
+        in_conn.is_some(),
+        "no line carries the conn span:\n{stderr}"
+    );
+    gw.terminate().await;
+
+    let gw = BinaryGateway::start_logged("", &routes, "info", true).await;
+    traffic(&gw).await;
+    wait_lines(&gw, 1).await;
+    assert!(
+        !gw.stderr().contains("\"name\":\"conn\""),
+        "{}",
+        gw.stderr()
+    );
     gw.terminate().await;
 }
 

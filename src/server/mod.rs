@@ -61,7 +61,7 @@ impl Handler for GatewayPort {
 }
 
 /// `[server] allow_sources` under the rules in force; a refused peer is counted and logged
-/// (debug, under the `conn` span) as an unauthorized source.
+/// (debug, under the `conn` span, itself at debug) as an unauthorized source.
 pub(crate) fn source_admitted(gw: &Gateway, peer: SocketAddr) -> bool {
     let allowed = crate::authz::source_allowed(gw.rules.load().allow_sources.as_deref(), peer);
     if !allowed {
