@@ -106,6 +106,9 @@ pub(super) async fn send(
     req: Box<Request<RequestBody>>,
 ) -> Result<Response<H2Body>, SendError> {
     if let Err(e) = poll_fn(|cx| conn.send.poll_ready(cx)).await {
+        // Going away (GOAWAY) or gone: it takes no new stream, though its task may still be
+        // finishing streams in flight; the next request opens a new connection.
+        conn.closed.store(true, Ordering::Relaxed);
         return Err(SendError::NotSent(refused(&e), req));
     }
     let (mut parts, body) = req.into_parts();
@@ -118,10 +121,15 @@ pub(super) async fn send(
             .insert(http::header::CONTENT_LENGTH, len.into());
     }
     let eos = body.is_end_stream();
-    let (response, stream) = conn
-        .send
-        .send_request(Request::from_parts(parts, ()), eos)
-        .map_err(|e| SendError::Failed(refused(&e)))?;
+    let (response, stream) = match conn.send.send_request(Request::from_parts(parts, ()), eos) {
+        Ok(sent) => sent,
+        Err(e) => {
+            if e.is_go_away() || e.is_io() {
+                conn.closed.store(true, Ordering::Relaxed);
+            }
+            return Err(SendError::Failed(refused(&e)));
+        }
+    };
     // The client's body, if any, goes by a task of its own, as the response may come first.
     let failed = (!eos).then(|| {
         let failed = Arc::new(OnceLock::new());
@@ -183,8 +191,10 @@ async fn pipe(mut body: RequestBody, mut tx: SendStream<Bytes>, failed: Arc<Once
         let mut data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    let _ = tx.send_trailers(trailers);
+                match frame.into_trailers() {
+                    Ok(trailers) => drop(tx.send_trailers(trailers)),
+                    // A frame of a kind HTTP/2 cannot carry: the request cannot be finished.
+                    Err(_) => tx.send_reset(Reason::INTERNAL_ERROR),
                 }
                 return;
             }
@@ -253,7 +263,7 @@ impl Body for H2Body {
         match ready!(this.recv.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(ended(e)),
+            Err(e) => Poll::Ready(Some(Err(e))),
         }
     }
 
@@ -270,7 +280,7 @@ impl Body for H2Body {
     }
 }
 
-/// A reset with `NO_ERROR` or `CANCEL` after the response ends the body cleanly (as hyper's
+/// A reset with `NO_ERROR` or `CANCEL` while data is read ends the body cleanly (as hyper's
 /// client reads it); any other error is the body's.
 fn ended(e: h2::Error) -> Option<Result<Frame<Bytes>, h2::Error>> {
     match e.reason() {

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One gateway's CPU per request on one path of the harness, without perf: for A/B runs of a
+# change (alternate the two binaries, three runs each). Starts the harness with the gateway,
+# warms it, runs the load for 8 s, and prints requests, CPU µs per request (utime + stime of
+# the gateway process from /proc) and context switches per request (every thread's,
+# voluntary and not).
+#
+#   benches/linkerd/bin/cpu.sh CASE [GATEWAY]
+#     CASE     h2 | orig | h1   (HTTP/2; l5d-orig-proto; HTTP/1.1 without a hint)
+#     GATEWAY  proxy (linkerd2-proxy) or a crossgate binary (default target/release/crossgate),
+#              run with $CONF (default: the harness's config; a copy with `threads = 1` for one
+#              thread)
+#
+# Needs root and the harness built (../README.md). Not part of the test run.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+CASE=${1:?CASE: h2 | orig | h1}
+GW=${2:-$(cd "$HARNESS/../.." && pwd)/target/release/crossgate}
+"$HARNESS/bin/stop.sh" >/dev/null 2>&1
+if [[ $GW == proxy ]]; then
+  GATEWAY=proxy "$HARNESS/bin/start.sh" >/tmp/crossgate-cpu-start.log 2>&1
+else
+  CONF=${CONF:-$STATE/gateway/crossgate.toml}
+  GATEWAY=cmd GATEWAY_CMD="$GW run --config $CONF" "$HARNESS/bin/start.sh" >/tmp/crossgate-cpu-start.log 2>&1
+fi || { cat /tmp/crossgate-cpu-start.log; exit 1; }
+PID=$(pid_of gateway)
+case $CASE in
+  h2) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8 --h2) ;;
+  orig) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8) ;;
+  h1) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H1:9898/bytes/64" --conns 4 --secs 8) ;;
+  *) die "unknown case $CASE" ;;
+esac
+nsexec timeout 10 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 1 --secs 1 >/dev/null 2>&1
+switches() { cat /proc/"$PID"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+c0=$(switches) t0=$(ticks)
+out=$(nsexec "${LOAD[@]}" 2>&1)
+c1=$(switches) t1=$(ticks)
+"$HARNESS/bin/stop.sh" >/dev/null 2>&1
+n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+[[ -n $n && $n -gt 0 ]] || die "no requests: $out"
+awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v n="$n" -v hz="$(getconf CLK_TCK)" -v gw="$GW" -v case="$CASE" \
+  'BEGIN { printf "%s %s: %d requests, %.1f us CPU per request, %.2f context switches per request\n", gw, case, n, t * 1e6 / hz / n, c / n }'
