@@ -44,7 +44,7 @@ impl H2Conn {
 pub(super) async fn handshake<T>(
     io: T,
     done: impl FnOnce(Result<(), String>) + Send + 'static,
-) -> Result<H2Conn, h2::Error>
+) -> Result<H2Conn, Refusal>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -57,7 +57,8 @@ where
         .max_send_buffer_size(1024 * 1024)
         .enable_push(false)
         .handshake::<T, Bytes>(io)
-        .await?;
+        .await
+        .map_err(|e| refused(&e))?;
     let closed = Arc::new(AtomicBool::new(false));
     let flag = closed.clone();
     let ping = conn.ping_pong();

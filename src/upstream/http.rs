@@ -228,9 +228,7 @@ impl EndpointConns {
             Ok(()) => leg.succeeded(),
             Err(error) => tracing::debug!(%addr, %error, "upstream HTTP/2 connection failed"),
         };
-        super::h2::handshake(io, done)
-            .await
-            .map_err(|e| Refusal::Upstream(crate::refusal::error_chain(&e)))
+        super::h2::handshake(io, done).await
     }
 
     /// Sends `req` over the endpoint's HTTP/2 connection. A connect that fails gives the
