@@ -289,3 +289,53 @@ fn ended(e: h2::Error) -> Option<Result<Frame<Bytes>, h2::Error>> {
         _ => Some(Err(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A connection nobody holds any more ends (its keep-alive pinger does not keep it open),
+    /// and one that is held stays open.
+    #[tokio::test]
+    async fn a_connection_ends_when_its_last_holder_drops_it() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tx, mut ended) = tokio::sync::oneshot::channel();
+        let conn = handshake(tcp, move |r| drop(tx.send(r))).await.unwrap();
+        let answer = conn
+            .send
+            .clone()
+            .send_request(
+                Request::get(format!("http://{addr}/")).body(()).unwrap(),
+                true,
+            )
+            .unwrap()
+            .0
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        drop(answer);
+        let held = tokio::time::timeout(Duration::from_millis(300), &mut ended).await;
+        assert!(held.is_err(), "a held connection ended: {held:?}");
+        assert!(!conn.is_closed());
+        drop(conn);
+        let ended = tokio::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .expect("an unheld connection ends")
+            .unwrap();
+        assert_eq!(ended, Ok(()));
+    }
+}
