@@ -244,11 +244,14 @@ pub async fn run(gw: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<O
 /// [`workers::Workers`] of their own runtime.
 pub async fn run_workers(
     gw: Arc<Gateway>,
-    mut listeners: Listeners,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     workers: usize,
 ) {
-    let extra = Workers::on_gateway_port(&gw, &mut listeners, workers.saturating_sub(1));
+    let (extra, mut spread) = match Workers::on_gateway_port(&gw, workers.saturating_sub(1)) {
+        Some((w, s)) => (Some(w), Some(s)),
+        None => (None, None),
+    };
     let bound = |l: Option<&TcpListener>| {
         l.and_then(|l| l.local_addr().ok())
             .map_or("none".to_string(), |a| a.to_string())
@@ -273,12 +276,14 @@ pub async fn run_workers(
                     gateway_port.clone(),
                     gw.lifecycle.connections.clone(),
                     stopping,
+                    spread.take(),
                 )),
                 Port::Passthrough => tokio::spawn(server::accept_loop(
                     listener,
                     passthrough_port.clone(),
                     gw.lifecycle.passthrough.clone(),
                     stopping,
+                    None,
                 )),
             }
         })

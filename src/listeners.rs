@@ -97,22 +97,15 @@ impl Listeners {
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::from_std(listening_socket(addr, false)?)
+    TcpListener::from_std(listening_socket(addr)?)
 }
 
 /// A listening socket on `addr` as every port has it (address reuse, no Nagle, a backlog of
-/// 4,096, non-blocking); `reuse_port` joins the port's `SO_REUSEPORT` group (a worker's own
-/// socket beside the main one, [`crate::workers`]).
-pub(crate) fn listening_socket(
-    addr: SocketAddr,
-    reuse_port: bool,
-) -> std::io::Result<std::net::TcpListener> {
+/// 4,096, non-blocking).
+pub(crate) fn listening_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -126,7 +119,7 @@ mod tests {
     /// gateway sets it on none of them (a syscall less per connection).
     #[test]
     fn an_accepted_connection_has_nodelay_from_its_listener() {
-        let listener = super::listening_socket("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let listener = super::listening_socket("127.0.0.1:0".parse().unwrap()).unwrap();
         listener.set_nonblocking(false).unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();

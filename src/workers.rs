@@ -1,24 +1,39 @@
 //! Worker threads for the gateway port: with `threads = N` (N > 1), N − 1 threads besides the
-//! main one, each running a current-thread runtime with its own accept loop on the same
-//! listening socket and its own upstream (per-endpoint connections), so that a connection and
-//! the upstream connections it uses live on one thread, as nginx's and HAProxy's workers do,
-//! without the work-stealing scheduler's cross-thread wake-ups. Shared across workers: the
-//! rules, identity, metrics, discovery (one Destination stream per target) and the connection
-//! limit, so `max_connections` and the drain hold for the whole process.
+//! main one, each running a current-thread runtime with its own upstream (per-endpoint
+//! connections), so that a connection and the upstream connections it uses live on one thread,
+//! as nginx's and HAProxy's workers do, without the work-stealing scheduler's cross-thread
+//! wake-ups. Shared across workers: the rules, identity, metrics, discovery (one Destination
+//! stream per target) and the connection limit, so `max_connections` and the drain hold for
+//! the whole process.
 //!
-//! Each worker listens on a socket of its own, bound to the gateway port with `SO_REUSEPORT`
-//! beside the main thread's (which gets the option once bound, so that another program cannot
-//! join the port before crossgate chooses to): the kernel hands each new connection to one
-//! socket by its address hash, so a connection wakes one thread. One socket shared by all
-//! (a duplicate descriptor each) woke every thread's epoll per connection, and all but one
-//! found nothing to accept: 4.0 context switches per request instead of 2.6 on the
-//! no-hint path (BENCHMARKS.md). A worker whose socket cannot be bound shares the main one.
+//! The main thread accepts every connection and serves it itself unless it is busy: a worker
+//! takes the connection when the main thread holds more than [`SLACK`] connections beyond the
+//! least-loaded worker, or (the main thread busy over [`BUSY`] of the last [`WINDOW`]) any
+//! more than that worker. Threads that share the work while it fits on one each sleep and wake
+//! for their part of it: with the kernel spreading connections over a socket per worker
+//! (`SO_REUSEPORT`), two threads spent 1.10× the CPU per request of one on the no-hint path
+//! (3.8 context switches per request instead of 2.7), for load that one core carried at half
+//! its time. A connection handed over leaves the main thread's epoll for the worker's (two
+//! `epoll_ctl`s), and wakes the worker if it sleeps.
 
-use crate::server::{GatewayPort, accept_loop};
-use crate::{Gateway, Listeners, Port};
+use crate::Gateway;
+use crate::server::{GatewayPort, spawn_connection};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::time::Instant;
+
+/// Connections the main thread may hold beyond the least-loaded worker before it hands one
+/// over, while it is not busy: short connections arriving a few at a time stay on one thread.
+pub const SLACK: usize = 4;
+/// The share of its time the main thread may spend running tasks before new connections go
+/// to whichever thread holds the fewest.
+pub const BUSY: f64 = 0.75;
+/// How often the main thread's busy share is measured.
+pub const WINDOW: Duration = Duration::from_millis(10);
 
 /// The worker threads, until [`Workers::finish`].
 pub struct Workers {
@@ -26,61 +41,145 @@ pub struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Workers {
-    /// Starts `n` worker threads on the gateway port's socket, which this thread keeps accepting
-    /// on too; `None` with no workers (or when the socket cannot be shared: this thread alone).
-    pub fn on_gateway_port(
-        gw: &Arc<Gateway>,
-        listeners: &mut Listeners,
-        n: usize,
-    ) -> Option<Workers> {
-        if n == 0 {
-            return None;
-        }
-        let at = listeners
-            .ports
+/// A connection on its way to a worker, with its permit of the port's connection limit.
+struct Handed {
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// One of a thread's connections: counted while it lives.
+pub struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    fn of(count: &Arc<AtomicUsize>) -> Active {
+        count.fetch_add(1, Ordering::Relaxed);
+        Active(count.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A worker as the main thread's accept loop sees it.
+struct Link {
+    to: mpsc::UnboundedSender<Handed>,
+    active: Arc<AtomicUsize>,
+}
+
+/// Where the main thread's accept loop places each connection: here or on a worker.
+pub struct Spread {
+    links: Vec<Link>,
+    here: Arc<AtomicUsize>,
+    /// The current window: its start, the runtime's busy time then, and the last verdict.
+    window: (Instant, Duration, bool),
+}
+
+/// What [`Spread::place`] did with a connection.
+pub enum Placed {
+    Handed,
+    /// Served here, counted by the [`Active`].
+    Here(TcpStream, OwnedSemaphorePermit, Active),
+}
+
+impl Spread {
+    /// Hands `tcp` to a worker when [`hand_over`] says so; else it stays with the caller.
+    pub fn place(
+        &mut self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> Placed {
+        let least = self
+            .links
             .iter()
-            .position(|(p, _)| *p == Port::Gateway)?;
-        let (port, listener) = listeners.ports.swap_remove(at);
-        if let Err(e) = socket2::SockRef::from(&listener).set_reuse_port(true) {
-            tracing::debug!(error = %e, "SO_REUSEPORT: the workers share the gateway port's socket");
-        }
-        let shared = listener.into_std().and_then(|std| {
-            let workers = Workers::start(gw, &std, n);
-            TcpListener::from_std(std).map(|l| (workers, l))
-        });
-        match shared {
-            Ok((workers, listener)) => {
-                listeners.ports.push((port, listener));
-                Some(workers)
-            }
+            .enumerate()
+            .map(|(i, l)| (i, l.active.load(Ordering::Relaxed)))
+            .min_by_key(|&(_, n)| n);
+        let here = self.here.load(Ordering::Relaxed);
+        let Some((i, _)) = least.filter(|&(_, n)| hand_over(here, n, self.busy())) else {
+            return Placed::Here(tcp, permit, Active::of(&self.here));
+        };
+        let link = &self.links[i];
+        // Out of this thread's epoll, to be registered with the worker's.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
             Err(e) => {
-                tracing::error!(error = %e, "the gateway port's socket cannot be shared: not serving");
-                None
+                tracing::warn!(error = %e, "a connection could not be handed to a worker");
+                return Placed::Handed;
+            }
+        };
+        link.active.fetch_add(1, Ordering::Relaxed);
+        match link.to.send(Handed { tcp, peer, permit }) {
+            Ok(()) => Placed::Handed,
+            // The worker has ended (it failed to start its runtime): served here after all.
+            Err(mpsc::error::SendError(h)) => {
+                link.active.fetch_sub(1, Ordering::Relaxed);
+                match TcpStream::from_std(h.tcp) {
+                    Ok(tcp) => Placed::Here(tcp, h.permit, Active::of(&self.here)),
+                    Err(_) => Placed::Handed,
+                }
             }
         }
     }
 
-    /// Starts `n` worker threads accepting on `listener` (non-blocking, as tokio's
-    /// `into_std` leaves it). A thread that cannot start is logged; the others serve.
-    pub fn start(gw: &Arc<Gateway>, listener: &std::net::TcpListener, n: usize) -> Workers {
+    /// Whether this runtime spent more than [`BUSY`] of the last window running tasks.
+    fn busy(&mut self) -> bool {
+        let now = Instant::now();
+        let (start, before, verdict) = self.window;
+        if now.duration_since(start) < WINDOW {
+            return verdict;
+        }
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let workers = metrics.num_workers().max(1);
+        let busy: Duration = (0..workers)
+            .map(|w| metrics.worker_total_busy_duration(w))
+            .sum();
+        let share = busy.saturating_sub(before).as_secs_f64()
+            / (now.duration_since(start).as_secs_f64() * workers as f64);
+        self.window = (now, busy, share > BUSY);
+        self.window.2
+    }
+}
+
+/// Whether a new connection goes to the least-loaded worker, holding `least` connections,
+/// rather than staying on the main thread, holding `here`: beyond [`SLACK`] more, or when the
+/// main thread is `busy`, any more.
+pub fn hand_over(here: usize, least: usize, busy: bool) -> bool {
+    let slack = if busy { 0 } else { SLACK };
+    here > least + slack
+}
+
+impl Workers {
+    /// Starts `n` worker threads for the gateway port, and the [`Spread`] with which the main
+    /// thread's accept loop hands them connections; `None` with no workers.
+    pub fn on_gateway_port(gw: &Arc<Gateway>, n: usize) -> Option<(Workers, Spread)> {
+        if n == 0 {
+            return None;
+        }
         let (finished, done) = watch::channel(false);
-        let threads = (1..=n)
+        let (threads, links) = (1..=n)
             .filter_map(|i| {
-                let socket = own_socket(listener)
-                    .inspect_err(|e| tracing::debug!(error = %e, "worker {i}: sharing the socket"))
-                    .or_else(|_| listener.try_clone())
-                    .map_err(|e| tracing::error!(error = %e, "worker {i}: no listener"))
-                    .ok()?;
-                let (gw, done) = (gw.clone(), done.clone());
-                std::thread::Builder::new()
+                let (to, from) = mpsc::unbounded_channel();
+                let active = Arc::new(AtomicUsize::new(0));
+                let (gw, done, count) = (gw.clone(), done.clone(), active.clone());
+                let thread = std::thread::Builder::new()
                     .name(format!("crossgate-worker-{i}"))
-                    .spawn(move || worker(gw, socket, done))
+                    .spawn(move || worker(gw, from, count, done))
                     .map_err(|e| tracing::error!(error = %e, "worker {i} did not start"))
-                    .ok()
+                    .ok()?;
+                Some((thread, Link { to, active }))
             })
-            .collect();
-        Workers { finished, threads }
+            .unzip();
+        let spread = Spread {
+            links,
+            here: Arc::new(AtomicUsize::new(0)),
+            window: (Instant::now(), Duration::ZERO, false),
+        };
+        Some((Workers { finished, threads }, spread))
     }
 
     /// Ends the workers once the drain is over (their connections closed or cut), and waits
@@ -97,14 +196,14 @@ impl Workers {
     }
 }
 
-/// A listening socket of the worker's own on `listener`'s address, beside it in the port's
-/// `SO_REUSEPORT` group.
-fn own_socket(listener: &std::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
-    crate::listeners::listening_socket(listener.local_addr()?, true)
-}
-
-/// One worker: its runtime, accept loop, upstream and the upstream's idle sweep, until `done`.
-fn worker(gw: Arc<Gateway>, socket: std::net::TcpListener, mut done: watch::Receiver<bool>) {
+/// One worker: its runtime, the connections handed to it, its upstream and the upstream's
+/// idle sweep, until `done`.
+fn worker(
+    gw: Arc<Gateway>,
+    mut handed: mpsc::UnboundedReceiver<Handed>,
+    active: Arc<AtomicUsize>,
+    mut done: watch::Receiver<bool>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -113,19 +212,18 @@ fn worker(gw: Arc<Gateway>, socket: std::net::TcpListener, mut done: watch::Rece
         Err(e) => return tracing::error!(error = %e, "worker runtime did not start"),
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(socket) {
-            Ok(l) => l,
-            Err(e) => return tracing::error!(error = %e, "worker listener"),
-        };
         let upstream = Arc::new(gw.upstream.sibling());
         let port = Arc::new(GatewayPort::with_upstream(gw.clone(), upstream.clone()));
-        let permits = gw.lifecycle.connections.clone();
-        tokio::spawn(accept_loop(
-            listener,
-            port,
-            permits,
-            gw.lifecycle.stopping(),
-        ));
+        tokio::spawn(async move {
+            while let Some(h) = handed.recv().await {
+                // Counted by the main thread when it handed the connection over.
+                let counted = Active(active.clone());
+                match TcpStream::from_std(h.tcp) {
+                    Ok(tcp) => spawn_connection(&port, tcp, h.peer, h.permit, Some(counted)),
+                    Err(e) => tracing::warn!(error = %e, "a handed connection could not be served"),
+                }
+            }
+        });
         let sweeper = tokio::spawn(upstream.sweep_forever());
         let _ = done.wait_for(|d| *d).await;
         sweeper.abort();
@@ -134,39 +232,18 @@ fn worker(gw: Arc<Gateway>, socket: std::net::TcpListener, mut done: watch::Rece
 
 #[cfg(test)]
 mod tests {
-    use super::own_socket;
+    use super::{SLACK, hand_over};
 
-    /// A worker's socket joins the main one's port, and the kernel spreads new connections
-    /// over both (with one shared socket every worker would be woken for each); a socket
-    /// that does not ask to join cannot bind the port.
+    /// A few connections stay on the main thread; beyond the slack, or when it is busy, the
+    /// least-loaded thread takes the next, the main thread when tied.
     #[test]
-    fn a_workers_socket_takes_its_share_of_the_port() {
-        let primary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        socket2::SockRef::from(&primary)
-            .set_reuse_port(true)
-            .unwrap();
-        let own = own_socket(&primary).unwrap();
-        let addr = primary.local_addr().unwrap();
-        assert_eq!(own.local_addr().unwrap(), addr);
-        // Anything that does not ask for SO_REUSEPORT (a second crossgate) is still refused.
-        let other = std::net::TcpListener::bind(addr).map(drop);
-        assert_eq!(
-            other.map_err(|e| e.kind()),
-            Err(std::io::ErrorKind::AddrInUse)
-        );
-        primary.set_nonblocking(true).unwrap();
-        let clients: Vec<_> = (0..64)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
-        let accepted = |l: &std::net::TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
-        let (mut a, mut b) = (0, 0);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while a + b < clients.len() && std::time::Instant::now() < deadline {
-            a += accepted(&primary);
-            b += accepted(&own);
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(a + b, clients.len());
-        assert!(a > 0 && b > 0, "main socket {a}, worker's {b}");
+    fn the_main_thread_keeps_what_it_can_carry() {
+        assert!(!hand_over(0, 0, false));
+        assert!(!hand_over(SLACK, 0, false));
+        assert!(hand_over(SLACK + 1, 0, false));
+        assert!(!hand_over(SLACK + 3, 3, false));
+        assert!(hand_over(1, 0, true));
+        assert!(!hand_over(2, 2, true));
+        assert!(!hand_over(0, 0, true));
     }
 }

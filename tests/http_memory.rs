@@ -58,6 +58,7 @@ fn context(backend: std::net::SocketAddr) -> Arc<HttpContext> {
         lifecycle: Arc::new(Lifecycle::new(10)),
         access: AccessLog::Off,
         own_identity: GATEWAY.into(),
+        routes: Default::default(),
     })
 }
 

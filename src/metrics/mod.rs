@@ -292,6 +292,8 @@ pub struct Metrics {
     pub policy: policy::PolicyMetrics,
     /// Which target names may be labels (bounded; the rest are `other`).
     pub targets: TargetLabels,
+    /// The series of leg label sets already looked up.
+    legs: leg::LegCache,
     registry: Registry,
 }
 
@@ -318,6 +320,7 @@ impl Metrics {
             balancer: balancer::BalancerMetrics::default(),
             policy: policy::PolicyMetrics::default(),
             targets: TargetLabels::new(max_targets),
+            legs: leg::LegCache::default(),
             registry: Registry::default(),
         };
         m.registry.register(

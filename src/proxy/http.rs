@@ -6,20 +6,21 @@
 //! [`super::answer`]; `Upgrade` and `CONNECT` continue in [`super::tunnel`]; bodies, metrics
 //! and access lines are observed in [`super::observe`].
 use super::answer::{closed_without_notify, error_chain, malformed_head, refuse, respond_refusal};
-use super::headers::{self, L5D_DST_CANONICAL};
-use super::observe::{Activity, Admitted, Observed, RequestLine, RouteMetrics};
+use super::headers;
+use super::observe::{Activity, Admitted, Observed, RequestLine};
+pub use super::routed::RouteCache;
+pub(super) use super::routed::{Cached, Routed};
 use super::tcp::{Counters, Metered};
 use crate::access::AccessLog;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{Metrics, PeerLabels, RequestLabels};
+use crate::metrics::Metrics;
 use crate::plan::{self, ClientInfo, HttpMode, HttpTarget};
 use crate::refusal::Refusal;
 use crate::route::Target;
-use crate::rules::{Rules, RulesHandle};
+use crate::rules::RulesHandle;
 use crate::upstream::Upstream;
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
-use http::uri::Authority;
+use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -57,6 +58,8 @@ pub struct HttpContext {
     pub access: AccessLog,
     /// The gateway's identity: `Forwarded: by=` and loop detection.
     pub own_identity: Arc<str>,
+    /// Targets fixed for a connection, routed once for every connection of a client to them.
+    pub routes: RouteCache,
 }
 
 /// Why an HTTP connection ended other than cleanly.
@@ -77,36 +80,15 @@ pub(super) struct Conn {
     pub(super) client: ClientInfo,
     pub(super) client_header: HeaderValue,
     /// `Some` when the transport header or SNI fixed the target for the whole connection.
-    fixed: Option<Target>,
+    pub(super) fixed: Option<Target>,
     /// SNI fixed it: a request naming another host is misdirected.
-    by_sni: bool,
+    pub(super) by_sni: bool,
     /// The last target requests named, with the rules generation it was routed under, as
     /// clients mostly send every request on a connection to one target.
-    last: Mutex<Option<Cached>>,
+    pub(super) last: Mutex<Option<Cached>>,
     /// Requests in flight and the idle clock.
     activity: Arc<Activity>,
     protocol: &'static str,
-}
-
-struct Cached {
-    raw: Box<str>,
-    generation: u64,
-    routed: Routed,
-}
-
-/// A routed target and what is derived from it once.
-#[derive(Clone)]
-pub(super) struct Routed {
-    pub(super) target: Target,
-    /// `name:port`, for logs (the metric label may be `other`).
-    pub(super) text: Arc<str>,
-    /// The metric labels say `other`: the target was not known to be real when routed.
-    pub(super) folded: bool,
-    pub(super) authority: Authority,
-    pub(super) metrics: Arc<RouteMetrics>,
-    pub(super) forwarded: HeaderValue,
-    /// `Host` for HTTP/1 upstream requests: the authority, made once.
-    pub(super) host: HeaderValue,
 }
 
 /// Serves HTTP on `io` until the client closes, the connection idles out or the gateway
@@ -298,71 +280,6 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
 }
 
 impl Conn {
-    /// The request's target under `rules`: the connection's fixed one, or the one the
-    /// request names (plain mode); routed once per target and rules generation.
-    fn routed(&self, req: &Request<Incoming>, rules: &Rules) -> Result<Routed, Refusal> {
-        let named = || {
-            plan::request_authority(
-                req.headers()
-                    .get(L5D_DST_CANONICAL)
-                    .map(HeaderValue::as_bytes),
-                req.uri().authority().map(Authority::as_str),
-                req.headers().get(HOST).map(HeaderValue::as_bytes),
-            )
-        };
-        let raw = match &self.fixed {
-            Some(sni) if self.by_sni => {
-                plan::check_sni_authority(sni, named().ok())?;
-                None
-            }
-            Some(_) => None,
-            None => Some(named()?),
-        };
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = last.as_ref()
-            && c.generation == rules.generation
-            && raw.is_none_or(|raw| *c.raw == *raw)
-            // Labelled `other` until the target is reached; then by its name.
-            && !(c.routed.folded && self.ctx.metrics.targets.is_known(&c.routed.target))
-        {
-            return Ok(c.routed.clone());
-        }
-        let target = match (&self.fixed, raw) {
-            (Some(t), _) => rules.routes.route(&t.name, t.port)?,
-            (None, Some(raw)) => plan::request_target(raw, rules)?,
-            (None, None) => return Err(Refusal::BadGatewayDomain),
-        };
-        let routed = self.route_state(target)?;
-        *last = Some(Cached {
-            raw: raw.unwrap_or_default().into(),
-            generation: rules.generation,
-            routed: routed.clone(),
-        });
-        Ok(routed)
-    }
-
-    fn route_state(&self, target: Target) -> Result<Routed, Refusal> {
-        let text = target.to_string();
-        let authority =
-            Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
-        let forwarded = headers::forwarded_element(&self.ctx.own_identity, &self.client.id, &text);
-        let host = HeaderValue::from_str(&text).map_err(|_| Refusal::BadGatewayDomain)?;
-        let label = self.ctx.metrics.targets.authority(&target);
-        let labels = RequestLabels(Arc::new(PeerLabels {
-            client_id: self.client.id.to_string(),
-            authority: label,
-        }));
-        Ok(Routed {
-            folded: labels.0.authority == crate::metrics::OTHER,
-            text: text.into(),
-            metrics: Arc::new(RouteMetrics::new(&self.ctx.metrics, labels)),
-            forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
-            host,
-            authority,
-            target,
-        })
-    }
-
     /// The request's access line, if the access log may want it.
     fn line(
         &self,

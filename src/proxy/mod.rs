@@ -8,5 +8,6 @@ mod forward;
 pub mod headers;
 pub mod http;
 pub mod observe;
+mod routed;
 pub mod tcp;
 pub mod tunnel;

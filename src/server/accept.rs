@@ -6,12 +6,13 @@
 //! The loop takes an already-bound listener and reads no global, so it can run once per
 //! listener, or once per worker with a listener each.
 
+use crate::workers::{Active, Placed, Spread};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{Instrument, field};
 
 /// What serves the connections a port accepts.
@@ -30,11 +31,13 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Accepts on `listener` until `shutdown` turns true, one task per connection, each holding
 /// one of `permits` while it lives (none left: further clients wait in the listen backlog).
+/// With `spread`, a connection may be handed to a worker thread instead of served here.
 pub async fn accept_loop<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
+    mut spread: Option<Spread>,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -49,27 +52,14 @@ pub async fn accept_loop<H: Handler>(
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
-                // At `debug`, as the request span: at the default level a connection pays
-                // nothing for it (formatting its fields was ~1.5 % of a full handshake).
-                let span = tracing::debug_span!(
-                    "conn",
-                    %peer,
-                    client_id = field::Empty,
-                    target = field::Empty
-                );
-                if !span.in_scope(|| handler.admit(peer)) {
-                    // Before any byte is read: the peer learns nothing but a closed connection.
-                    drop(tcp);
-                    continue;
-                }
-                let handler = handler.clone();
-                tokio::spawn(
-                    async move {
-                        handler.serve(tcp, peer).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+                let (tcp, active) = match spread.as_mut() {
+                    Some(spread) => match spread.place(tcp, peer, permit) {
+                        Placed::Handed => continue,
+                        Placed::Here(tcp, permit, active) => ((tcp, permit), Some(active)),
+                    },
+                    None => ((tcp, permit), None),
+                };
+                spawn_connection(&handler, tcp.0, peer, tcp.1, active);
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -79,4 +69,35 @@ pub async fn accept_loop<H: Handler>(
             }
         }
     }
+}
+
+/// Serves one accepted connection on this thread, in a task of its own inside its `conn`
+/// span, after the handler's admission check; `permit` and `active` are held until it ends.
+pub fn spawn_connection<H: Handler>(
+    handler: &Arc<H>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    active: Option<Active>,
+) {
+    // At `debug`, as the request span: at the default level a connection pays nothing for
+    // it (formatting its fields was ~1.5 % of a full handshake).
+    let span = tracing::debug_span!(
+        "conn",
+        %peer,
+        client_id = field::Empty,
+        target = field::Empty
+    );
+    if !span.in_scope(|| handler.admit(peer)) {
+        // Before any byte is read: the peer learns nothing but a closed connection.
+        return;
+    }
+    let handler = handler.clone();
+    tokio::spawn(
+        async move {
+            handler.serve(tcp, peer).await;
+            drop((permit, active));
+        }
+        .instrument(span),
+    );
 }

@@ -15,7 +15,7 @@ use crate::route::Target;
 use crate::tls::Accepted;
 use crate::transport_header::{self, HeaderError, SessionProtocol, TransportHeader};
 use crate::upstream::Upstream;
-pub use accept::{Handler, accept_loop};
+pub use accept::{Handler, accept_loop, spawn_connection};
 use open::{FirstBytes, client_info, first_bytes, handshake};
 use serve::{close_silent, forward_opaque, http_ended, serve_http};
 

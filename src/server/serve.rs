@@ -29,6 +29,7 @@ pub(super) fn http_context(gw: &Gateway, upstream: Arc<Upstream>) -> HttpContext
         lifecycle: gw.lifecycle.clone(),
         access: gw.access,
         own_identity: gw.identity().into(),
+        routes: Default::default(),
     }
 }
 
