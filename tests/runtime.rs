@@ -1,6 +1,6 @@
 //! The runtime the binary picks: `threads` when set, else one worker per core the process may
-//! use, each a current-thread runtime (the main thread and `threads - 1` worker threads, each
-//! accepting on the gateway port with its own upstream). Pinned to one core with `taskset`, as
+//! use, each a current-thread runtime (the main thread, which accepts on the gateway port, and
+//! `threads - 1` worker threads it hands connections to, each with its own upstream). Pinned to one core with `taskset`, as
 //! a pod limited to one CPU is, the default is one thread; the start log says which.
 
 mod http_support;
@@ -47,8 +47,64 @@ async fn threads_set_runs_that_many_workers() {
     assert!(gw.wait_exit(15).await.success());
 }
 
+/// A thread's CPU time (utime + stime, in ticks) in the gateway process, by its name.
+fn ticks(gw: &BinaryGateway, name: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", gw.pid())).unwrap();
+    tasks
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            (comm.trim() == name).then(|| {
+                let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+                let after = &stat[stat.rfind(')').unwrap() + 2..];
+                let f: Vec<&str> = after.split(' ').collect();
+                f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+            })
+        })
+        .sum()
+}
+
+/// One request per connection, one connection at a time, through `threads = 2`: a load that
+/// fits on one thread stays on the main one, and the worker does none of it (threads that
+/// share such a load each sleep and wake for their part, 1.1× the CPU per request).
+#[tokio::test]
+async fn a_light_load_stays_on_one_thread() {
+    use support::{FRONTEND, GATEWAY};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = http_support::Backend::start().await;
+    let target = "web.east.svc.cluster.local";
+    let routes = http_support::static_routes(&[(&format!("{target}:80"), backend.addr)]);
+    let mut gw = BinaryGateway::start("threads = 2", &routes).await;
+    let main = std::fs::read_to_string(format!("/proc/{}/comm", gw.pid())).unwrap();
+    let main = main.trim().to_string();
+    let (main0, worker0) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
+    let client = gw.client(FRONTEND, &[b"http/1.1"]);
+    for _ in 0..60 {
+        let mut tls = crossgate::tls::connect(gw.listen, client.clone(), GATEWAY)
+            .await
+            .unwrap();
+        let req = format!("GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n");
+        tls.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(backend.count(), 60);
+    let (main1, worker1) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
+    assert!(main1 > main0, "the main thread did no work");
+    // A tick is 10 ms: a worker that served nothing shows none (at most one, at a boundary).
+    assert!(
+        worker1 - worker0 <= 1,
+        "the worker took {} ticks",
+        worker1 - worker0
+    );
+    gw.signal("TERM").await;
+    assert!(gw.wait_exit(15).await.success());
+}
+
 /// Every worker serves: many connections at once through `threads = 2` are all answered, and
-/// the worker thread's CPU time grew with them.
+/// the worker thread's CPU time grew with them (the main thread hands connections over once
+/// it holds more than its slack).
 #[tokio::test]
 async fn every_worker_serves_the_gateway_port() {
     use support::{FRONTEND, GATEWAY};
@@ -57,22 +113,7 @@ async fn every_worker_serves_the_gateway_port() {
     let target = "web.east.svc.cluster.local";
     let routes = http_support::static_routes(&[(&format!("{target}:80"), backend.addr)]);
     let mut gw = BinaryGateway::start("threads = 2", &routes).await;
-    // A thread's CPU time (utime + stime, in ticks), by its name.
-    let ticks = |name: &str| -> u64 {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", gw.pid())).unwrap();
-        tasks
-            .filter_map(|t| {
-                let path = t.ok()?.path();
-                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
-                (comm.trim() == name).then(|| {
-                    let stat = std::fs::read_to_string(path.join("stat")).unwrap();
-                    let after = &stat[stat.rfind(')').unwrap() + 2..];
-                    let f: Vec<&str> = after.split(' ').collect();
-                    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-                })
-            })
-            .sum()
-    };
+    let ticks = |name: &str| ticks(&gw, name);
     let idle = ticks("crossgate-worke");
     let client = gw.client(FRONTEND, &[b"http/1.1"]);
     let requests = (0..200).map(|_| {
