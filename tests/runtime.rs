@@ -64,30 +64,44 @@ fn ticks(gw: &BinaryGateway, name: &str) -> u64 {
         .sum()
 }
 
+/// The target the `threads = 2` gateways below route to `backend`.
+const TARGET: &str = "web.east.svc.cluster.local";
+
+/// A backend and a gateway with `threads = 2` routing [`TARGET`] to it.
+async fn two_threads() -> (http_support::Backend, BinaryGateway) {
+    let backend = http_support::Backend::start().await;
+    let routes = http_support::static_routes(&[(&format!("{TARGET}:80"), backend.addr)]);
+    (backend, BinaryGateway::start("threads = 2", &routes).await)
+}
+
+/// One request on a connection of its own to [`TARGET`]: whether it was answered 200.
+async fn one_request(
+    addr: std::net::SocketAddr,
+    client: std::sync::Arc<rustls::ClientConfig>,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = crossgate::tls::connect(addr, client, support::GATEWAY)
+        .await
+        .unwrap();
+    let req = format!("GET / HTTP/1.1\r\nhost: {TARGET}\r\nconnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200")
+}
+
 /// One request per connection, one connection at a time, through `threads = 2`: a load that
 /// fits on one thread stays on the main one, and the worker does none of it (threads that
 /// share such a load each sleep and wake for their part, 1.1× the CPU per request).
 #[tokio::test]
 async fn a_light_load_stays_on_one_thread() {
-    use support::{FRONTEND, GATEWAY};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let backend = http_support::Backend::start().await;
-    let target = "web.east.svc.cluster.local";
-    let routes = http_support::static_routes(&[(&format!("{target}:80"), backend.addr)]);
-    let mut gw = BinaryGateway::start("threads = 2", &routes).await;
+    let (backend, mut gw) = two_threads().await;
     let main = std::fs::read_to_string(format!("/proc/{}/comm", gw.pid())).unwrap();
     let main = main.trim().to_string();
     let (main0, worker0) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
-    let client = gw.client(FRONTEND, &[b"http/1.1"]);
+    let client = gw.client(support::FRONTEND, &[b"http/1.1"]);
     for _ in 0..60 {
-        let mut tls = crossgate::tls::connect(gw.listen, client.clone(), GATEWAY)
-            .await
-            .unwrap();
-        let req = format!("GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n");
-        tls.write_all(req.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tls.read_to_end(&mut answer).await;
-        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        assert!(one_request(gw.listen, client.clone()).await);
     }
     assert_eq!(backend.count(), 60);
     let (main1, worker1) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
@@ -107,28 +121,10 @@ async fn a_light_load_stays_on_one_thread() {
 /// it holds more than its slack).
 #[tokio::test]
 async fn every_worker_serves_the_gateway_port() {
-    use support::{FRONTEND, GATEWAY};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let backend = http_support::Backend::start().await;
-    let target = "web.east.svc.cluster.local";
-    let routes = http_support::static_routes(&[(&format!("{target}:80"), backend.addr)]);
-    let mut gw = BinaryGateway::start("threads = 2", &routes).await;
-    let ticks = |name: &str| ticks(&gw, name);
-    let idle = ticks("crossgate-worke");
-    let client = gw.client(FRONTEND, &[b"http/1.1"]);
-    let requests = (0..200).map(|_| {
-        let (addr, client) = (gw.listen, client.clone());
-        tokio::spawn(async move {
-            let mut tls = crossgate::tls::connect(addr, client, GATEWAY)
-                .await
-                .unwrap();
-            let req = format!("GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n");
-            tls.write_all(req.as_bytes()).await.unwrap();
-            let mut answer = Vec::new();
-            let _ = tls.read_to_end(&mut answer).await;
-            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200")
-        })
-    });
+    let (backend, mut gw) = two_threads().await;
+    let idle = ticks(&gw, "crossgate-worke");
+    let client = gw.client(support::FRONTEND, &[b"http/1.1"]);
+    let requests = (0..200).map(|_| tokio::spawn(one_request(gw.listen, client.clone())));
     let mut ok = 0;
     for r in requests.collect::<Vec<_>>() {
         ok += usize::from(r.await.unwrap());
@@ -137,7 +133,7 @@ async fn every_worker_serves_the_gateway_port() {
     assert_eq!(backend.count(), 200);
     // The worker thread did handshakes: it spent CPU on this traffic.
     assert!(
-        ticks("crossgate-worke") > idle,
+        ticks(&gw, "crossgate-worke") > idle,
         "the worker thread did no work"
     );
     gw.signal("TERM").await;
