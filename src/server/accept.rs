@@ -3,8 +3,9 @@
 //! the handler's admission check (`[server] allow_sources`) before any byte is read, and one
 //! task per connection inside its `conn` span. What a connection then gets is the
 //! [`Handler`]'s: the mTLS gateway port ([`super::GatewayPort`]) or the passthrough port.
-//! The loop takes an already-bound listener and reads no global, so it can run once per
-//! listener, or once per worker with a listener each.
+//! The loop takes an already-bound listener and reads no global; on the gateway port with
+//! worker threads it places each connection here or on a worker ([`crate::workers::Spread`]),
+//! which serves it with [`spawn_connection`] as this loop does.
 
 use crate::workers::{Active, Placed, Spread};
 use std::future::Future;
@@ -52,14 +53,13 @@ pub async fn accept_loop<H: Handler>(
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(5);
-                let (tcp, active) = match spread.as_mut() {
-                    Some(spread) => match spread.place(tcp, peer, permit) {
-                        Placed::Handed => continue,
-                        Placed::Here(tcp, permit, active) => ((tcp, permit), Some(active)),
-                    },
-                    None => ((tcp, permit), None),
+                let Some(spread) = spread.as_mut() else {
+                    spawn_connection(&handler, tcp, peer, permit, None);
+                    continue;
                 };
-                spawn_connection(&handler, tcp.0, peer, tcp.1, active);
+                if let Placed::Here(tcp, permit, active) = spread.place(tcp, peer, permit) {
+                    spawn_connection(&handler, tcp, peer, permit, Some(active));
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
