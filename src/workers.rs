@@ -113,15 +113,17 @@ impl Spread {
             }
         };
         link.active.fetch_add(1, Ordering::Relaxed);
-        match link.to.send(Handed { tcp, peer, permit }) {
-            Ok(()) => Placed::Handed,
-            // The worker has ended (it failed to start its runtime): served here after all.
-            Err(mpsc::error::SendError(h)) => {
-                link.active.fetch_sub(1, Ordering::Relaxed);
-                match TcpStream::from_std(h.tcp) {
-                    Ok(tcp) => Placed::Here(tcp, h.permit, Active::of(&self.here)),
-                    Err(_) => Placed::Handed,
-                }
+        let Err(mpsc::error::SendError(h)) = link.to.send(Handed { tcp, peer, permit }) else {
+            return Placed::Handed;
+        };
+        // The worker has ended (its runtime did not start): it gets no more, and this
+        // connection is served here after all.
+        self.links.swap_remove(i);
+        match TcpStream::from_std(h.tcp) {
+            Ok(tcp) => Placed::Here(tcp, h.permit, Active::of(&self.here)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a connection could not be served");
+                Placed::Handed
             }
         }
     }
