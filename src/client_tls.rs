@@ -7,16 +7,16 @@
 
 use crate::discovery::ServerId;
 use crate::identity::CredentialStore;
+use crate::kept::Kept;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ClientConfig, Resumption, verify_server_cert_signed_by_trust_anchor};
 use rustls::crypto::CryptoProvider;
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -38,7 +38,7 @@ pub struct ClientTls {
     provider: Arc<CryptoProvider>,
     roots: RwLock<Arc<RootCertStore>>,
     /// Configurations by (server id, ALPN offered), valid for the anchors in `roots`.
-    configs: Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>,
+    configs: Kept<ConfigKey, Arc<ClientConfig>, MAX_CONFIGS>,
 }
 
 impl ClientTls {
@@ -51,7 +51,7 @@ impl ClientTls {
             store: Some(store),
             provider,
             roots: RwLock::new(roots),
-            configs: Mutex::new(HashMap::new()),
+            configs: Kept::default(),
         }
     }
 
@@ -65,29 +65,21 @@ impl ClientTls {
             store: None,
             provider,
             roots: RwLock::new(roots),
-            configs: Mutex::new(HashMap::new()),
+            configs: Kept::default(),
         }
     }
 
     /// New anchors: every connection opened from now on verifies against them.
     pub fn set_roots(&self, roots: Arc<RootCertStore>) {
         *self.roots.write().unwrap_or_else(|e| e.into_inner()) = roots;
-        self.configs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.configs.clear();
     }
 
     /// The configuration for a peer that must prove `id`, offering `alpn` (or none).
     pub fn config(&self, id: &Arc<str>, alpn: Option<&'static [u8]>) -> Arc<ClientConfig> {
         let key = (id.clone(), alpn);
-        if let Some(c) = self
-            .configs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return c.clone();
+        if let Some(c) = self.configs.get(&key) {
+            return c;
         }
         let roots = self.roots.read().unwrap_or_else(|e| e.into_inner()).clone();
         let verifier = Arc::new(IdentityVerifier {
@@ -108,11 +100,7 @@ impl ClientTls {
         // Linkerd's clients never resume; neither does the gateway.
         config.resumption = Resumption::disabled();
         let config = Arc::new(config);
-        let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        if configs.len() >= MAX_CONFIGS {
-            configs.clear();
-        }
-        configs.insert(key, config.clone());
+        self.configs.insert(key, config.clone());
         config
     }
 

@@ -36,6 +36,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod explain;
 pub mod identity;
+pub(crate) mod kept;
 pub mod lifecycle;
 mod listeners;
 pub mod metered;

@@ -2,8 +2,8 @@
 //! every connection for the leaf's life, and parsing it (x509) for its identity cost ~2 % of
 //! a full handshake's CPU; a leaf seen before is found by its exact bytes instead.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::kept::Kept;
+use std::sync::Arc;
 
 /// Leaves remembered; past this many distinct ones the table starts over (a peer's leaf is
 /// then parsed again, which is all it costs).
@@ -12,27 +12,19 @@ const MAX_LEAVES: usize = 256;
 /// Leaf bytes to the identity they name (see [`super::identity_of`]).
 #[derive(Default)]
 pub struct Identities {
-    seen: Mutex<HashMap<Box<[u8]>, Arc<str>>>,
+    seen: Kept<Box<[u8]>, Arc<str>, MAX_LEAVES>,
 }
 
 impl Identities {
     /// The identity `leaf` names, `None` when it names none (not remembered: such a leaf is
     /// refused at once).
     pub fn of(&self, leaf: &[u8]) -> Option<Arc<str>> {
-        if let Some(id) = self.lock().get(leaf) {
-            return Some(id.clone());
+        if let Some(id) = self.seen.get(leaf) {
+            return Some(id);
         }
         let id: Arc<str> = super::identity_of(leaf)?.into();
-        let mut seen = self.lock();
-        if seen.len() >= MAX_LEAVES {
-            seen.clear();
-        }
-        seen.insert(leaf.into(), id.clone());
+        self.seen.insert(leaf.into(), id.clone());
         Some(id)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Arc<str>>> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -70,13 +62,9 @@ mod tests {
             &*ids.of(&b).unwrap(),
             "b.ns.serviceaccount.identity.linkerd.cluster.local"
         );
-        assert_eq!(ids.lock().len(), 2);
+        assert_eq!(ids.seen.len(), 2);
         assert_eq!(ids.of(b"not a certificate"), None);
-        assert_eq!(
-            ids.lock().len(),
-            2,
-            "a leaf naming nothing is not remembered"
-        );
+        assert_eq!(ids.seen.len(), 2, "a leaf naming nothing is not remembered");
     }
 
     #[test]
@@ -94,7 +82,7 @@ mod tests {
         for n in &names {
             ids.of(n).unwrap();
         }
-        assert!(ids.lock().len() <= MAX_LEAVES);
+        assert!(ids.seen.len() <= MAX_LEAVES);
         let last = ids.of(names.last().unwrap()).unwrap();
         assert_eq!(
             &*last,

@@ -5,10 +5,10 @@
 //! were most of what opening one cost.
 
 use super::{Classification, Metrics, TcpLabels};
+use crate::kept::Kept;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The most label sets whose handles are kept; past it the cache starts again (the families
 /// keep every series, so nothing is lost but the shortcut).
@@ -25,13 +25,12 @@ struct LegHandles {
 
 /// Handles already looked up, by label set.
 #[derive(Default)]
-pub(super) struct LegCache(Mutex<HashMap<TcpLabels, Arc<LegHandles>>>);
+pub(super) struct LegCache(Kept<TcpLabels, Arc<LegHandles>, MAX_KEPT>);
 
 impl LegCache {
     fn handles(&self, m: &Metrics, labels: TcpLabels) -> Arc<LegHandles> {
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = kept.get(&labels) {
-            return h.clone();
+        if let Some(h) = self.0.get(&labels) {
+            return h;
         }
         let tcp = &m.tcp;
         let handles = Arc::new(LegHandles {
@@ -46,10 +45,7 @@ impl LegCache {
                     .get_or_create_owned(&(labels.clone(), Classification(false))),
             ),
         });
-        if kept.len() >= MAX_KEPT {
-            kept.clear();
-        }
-        kept.insert(labels, handles.clone());
+        self.0.insert(labels, handles.clone());
         handles
     }
 }

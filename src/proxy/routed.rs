@@ -7,6 +7,7 @@
 use super::headers::{self, L5D_DST_CANONICAL};
 use super::http::Conn;
 use super::observe::RouteMetrics;
+use crate::kept::Kept;
 use crate::metrics::{PeerLabels, RequestLabels};
 use crate::plan;
 use crate::refusal::Refusal;
@@ -16,8 +17,7 @@ use http::Request;
 use http::header::{HOST, HeaderValue};
 use http::uri::Authority;
 use hyper::body::Incoming;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The most (client, target) pairs a worker keeps routed; past it the cache starts again.
 const MAX_KEPT: usize = 1024;
@@ -50,7 +50,7 @@ type Key = (Arc<str>, Target);
 /// Fixed targets routed for a worker's connections, by client identity and target, with the
 /// rules generation they were routed under.
 #[derive(Default)]
-pub struct RouteCache(Mutex<HashMap<Key, (u64, Routed)>>);
+pub struct RouteCache(Kept<Key, (u64, Routed), MAX_KEPT>);
 
 impl Conn {
     /// The request's target under `rules`: the connection's fixed one, or the one the
@@ -104,20 +104,17 @@ impl Conn {
     /// client under the same generation.
     fn fixed_route(&self, t: &Target, rules: &Rules) -> Result<Routed, Refusal> {
         let key = (self.client.id.clone(), t.clone());
-        let cache = &self.ctx.routes.0;
-        if let Some((generation, routed)) =
-            cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
-            && *generation == rules.generation
-            && self.current(routed)
+        if let Some((generation, routed)) = self.ctx.routes.0.get(&key)
+            && generation == rules.generation
+            && self.current(&routed)
         {
-            return Ok(routed.clone());
+            return Ok(routed);
         }
         let routed = self.route_state(rules.routes.route(&t.name, t.port)?)?;
-        let mut kept = cache.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= MAX_KEPT {
-            kept.clear();
-        }
-        kept.insert(key, (rules.generation, routed.clone()));
+        self.ctx
+            .routes
+            .0
+            .insert(key, (rules.generation, routed.clone()));
         Ok(routed)
     }
 
