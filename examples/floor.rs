@@ -1,13 +1,19 @@
-//! The floor of the HTTP/1.1-without-a-hint path: the least a gateway built on crossgate's
-//! stack (tokio, rustls with aws-lc-rs, hyper) can spend on it. Per connection it does what
-//! that path needs and nothing more: the mTLS handshake with crossgate's own TLS configuration
-//! (the verified-chain cache included, the client's signature checked), the transport header
-//! read, then HTTP/1.1 requests forwarded to one fixed backend over pooled keep-alive
-//! connections. No routing, authorization, metrics, logs, deadlines or limits: it is not a
-//! gateway, only a measure of what the libraries and the kernel cost.
+//! The floor of the harness's HTTP paths: the least a gateway built on crossgate's stack
+//! (tokio, rustls with aws-lc-rs, hyper, h2) can spend on them. Per connection it does what
+//! those paths need and nothing more: the mTLS handshake with crossgate's own TLS
+//! configuration (the verified-chain cache included, the client's signature checked), the
+//! transport header read, then hyper's server (HTTP/1.1 or HTTP/2, as the client speaks) and
+//! each request forwarded to one fixed backend:
+//! - HTTP/1.1, and HTTP/2 carrying `l5d-orig-proto` (the header removed, the request sent as
+//!   HTTP/1.1): over pooled keep-alive HTTP/1.1 connections;
+//! - other HTTP/2 requests: over one HTTP/2 connection per worker, driven through `h2` directly
+//!   as crossgate's upstream is (no dispatch task).
+//!
+//! No routing, authorization, metrics, logs, deadlines or limits: it is not a gateway, only a
+//! measure of what the libraries and the kernel cost.
 //!
 //!   cargo build --release --example floor
-//!   CONF=<t1.toml> benches/linkerd/bin/cpu.sh h1 target/release/examples/floor
+//!   CONF=<t1.toml> benches/linkerd/bin/cpu.sh h1|h2|orig target/release/examples/floor
 //!
 //! It takes the arguments crossgate does (`run --config FILE`) so that the harness's scripts
 //! run it as a gateway: it reads `listen`, `threads` and the identity files from FILE, and
@@ -15,26 +21,43 @@
 //! `Host: FLOOR_HOST`. One current-thread runtime per worker, each with its own
 //! `SO_REUSEPORT` listener, as crossgate.
 
+use bytes::Bytes;
 use crossgate::config::{Config, Overrides};
 use crossgate::transport_header::{self, PREFACE};
 use crossgate::verified_chains::ChainCounters;
-use http::header::{HOST, HeaderValue};
-use hyper::body::Incoming;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::Either;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rustls::RootCertStore;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 type Pool = Arc<Mutex<Vec<SendRequest<Incoming>>>>;
+
+const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+
+/// A worker's upstream: idle HTTP/1.1 connections and one HTTP/2 connection.
+#[derive(Clone)]
+struct Upstream {
+    h1: Pool,
+    h2: Arc<Mutex<Option<h2::client::SendRequest<Bytes>>>>,
+    backend: SocketAddr,
+    host: HeaderValue,
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -95,11 +118,16 @@ fn main() -> anyhow::Result<()> {
                     .expect("runtime");
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("listener");
-                    let pool: Pool = Arc::default();
+                    let up = Upstream {
+                        h1: Arc::default(),
+                        h2: Arc::default(),
+                        backend,
+                        host,
+                    };
                     while let Ok((tcp, _)) = listener.accept().await {
-                        let (tls, pool, host) = (tls.clone(), pool.clone(), host.clone());
+                        let (tls, up) = (tls.clone(), up.clone());
                         tokio::spawn(async move {
-                            let _ = connection(tcp, tls, pool, backend, host).await;
+                            let _ = connection(tcp, tls, up).await;
                         });
                     }
                 })
@@ -112,13 +140,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connection(
-    tcp: TcpStream,
-    tls: TlsAcceptor,
-    pool: Pool,
-    backend: SocketAddr,
-    host: HeaderValue,
-) -> anyhow::Result<()> {
+async fn connection(tcp: TcpStream, tls: TlsAcceptor, up: Upstream) -> anyhow::Result<()> {
     let mut tls = tls.accept(tcp).await?;
     let mut head = [0u8; 27];
     tls.read_exact(&mut head).await?;
@@ -128,23 +150,104 @@ async fn connection(
     let mut body = vec![0u8; len];
     tls.read_exact(&mut body).await?;
     transport_header::decode_message(&body)?;
-    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-        let (pool, host) = (pool.clone(), host.clone());
+    let service = service_fn(move |req: Request<Incoming>| {
+        let up = up.clone();
         async move {
-            req.headers_mut().insert(HOST, host);
-            let mut sender = checkout(&pool, backend).await?;
-            let rsp = sender.send_request(req).await;
-            let mut idle = pool.lock().expect("pool");
-            if idle.len() < 64 {
-                idle.push(sender);
+            if req.version() == Version::HTTP_2 && !req.headers().contains_key(L5D_ORIG_PROTO) {
+                return up.send_h2(req).await.map(|r| r.map(Either::Right));
             }
-            rsp.map_err(anyhow::Error::from)
+            up.send_h1(req).await.map(|r| r.map(Either::Left))
         }
     });
-    hyper::server::conn::http1::Builder::new()
+    auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), service)
-        .await?;
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     Ok(())
+}
+
+impl Upstream {
+    /// Over a pooled HTTP/1.1 connection; `l5d-orig-proto` undone and echoed.
+    async fn send_h1(&self, mut req: Request<Incoming>) -> anyhow::Result<Response<Incoming>> {
+        let orig = req.headers_mut().remove(L5D_ORIG_PROTO);
+        if orig.is_some() {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = req
+                .uri()
+                .path_and_query()
+                .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
+        }
+        req.headers_mut().insert(HOST, self.host.clone());
+        let mut sender = checkout(&self.h1, self.backend).await?;
+        let rsp = sender.send_request(req).await;
+        let mut idle = self.h1.lock().expect("pool");
+        if idle.len() < 64 {
+            idle.push(sender);
+        }
+        drop(idle);
+        let mut rsp = rsp?;
+        if let Some(orig) = orig {
+            rsp.headers_mut().insert(L5D_ORIG_PROTO, orig);
+        }
+        Ok(rsp)
+    }
+
+    /// Over the worker's HTTP/2 connection (opened on first use). Requests without a body.
+    async fn send_h2(&self, req: Request<Incoming>) -> anyhow::Result<Response<H2Body>> {
+        anyhow::ensure!(
+            req.body().is_end_stream(),
+            "the floor sends no request bodies"
+        );
+        let held = self.h2.lock().expect("h2").clone();
+        let send = match held {
+            Some(s) => s,
+            None => {
+                let tcp = TcpStream::connect(self.backend).await?;
+                tcp.set_nodelay(true)?;
+                let (send, conn) = h2::client::handshake(tcp).await?;
+                tokio::spawn(conn);
+                *self.h2.lock().expect("h2") = Some(send.clone());
+                send
+            }
+        };
+        let mut send = send.ready().await?;
+        let (parts, _) = req.into_parts();
+        let (response, _) = send.send_request(Request::from_parts(parts, ()), true)?;
+        Ok(response.await?.map(H2Body))
+    }
+}
+
+/// An HTTP/2 response body from upstream.
+struct H2Body(h2::RecvStream);
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let recv = &mut self.0;
+        match recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => match recv.poll_trailers(cx) {
+                Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                Poll::Ready(Ok(None)) => Poll::Ready(None),
+                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+                Poll::Pending => Poll::Pending,
+            },
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
 }
 
 /// A ready idle connection to the backend, or a new one.
