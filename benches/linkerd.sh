@@ -10,6 +10,9 @@
 #   BEFORE=/path/to/older/crossgate benches/linkerd.sh 3
 #                                      adds that binary (default runtime) as a fourth gateway
 #                                      in the same interleaved run: a change's before and after
+#   FLOOR=1 benches/linkerd.sh 3       adds examples/floor.rs (`threads = 1`), the HTTP paths'
+#                                      floor on crossgate's stack, as a gateway of the same run
+#                                      (it serves no opaque TCP: that row stays empty)
 #
 # Needs root and the harness built once (benches/linkerd/README.md: bin/build-proxy.sh,
 # bin/build-stubcp.sh). INTEROP=DIR runs another copy of the harness instead; STATE as the
@@ -24,11 +27,12 @@ export STATE=${STATE:-/tmp/l5d-interop}
 OUT=${OUT:-/tmp/crossgate-linkerd-bench}
 BIN=$ROOT/target/release/crossgate
 BEFORE=${BEFORE:-}
+FLOOR=${FLOOR:-}
 export TCP_BYTES=${TCP_BYTES:-536870912}
 [[ -x $INTEROP/bin/start.sh ]] || { echo "no interop harness at $INTEROP (set INTEROP=)" >&2; exit 2; }
 [[ -x ${PROXY_BIN:-$STATE/proxy/linkerd2-proxy} ]] || { echo "build the proxy first: $INTEROP/bin/build-proxy.sh (see its README)" >&2; exit 2; }
 [[ -x ${STUBCP:-$STATE/bin/stubcp} ]] || { echo "build stubcp first: $INTEROP/bin/build-stubcp.sh" >&2; exit 2; }
-(cd "$ROOT" && cargo build --release --bin crossgate --example loadkit)
+(cd "$ROOT" && cargo build --release --bin crossgate --example loadkit ${FLOOR:+--example floor})
 mkdir -p "$OUT"
 rm -f "$OUT"/run-*.txt
 "$INTEROP/bin/stop.sh" >/dev/null 2>&1 || true
@@ -44,6 +48,8 @@ run_one() { # rep gateway
     crossgate-default) GATEWAY=cmd GATEWAY_CMD="$BIN run --config $OUT/default.toml" \
       "$INTEROP/bin/start.sh" >"$OUT/start.log" 2>&1 ;;
     crossgate-before) GATEWAY=cmd GATEWAY_CMD="$BEFORE run --config $OUT/default.toml" \
+      "$INTEROP/bin/start.sh" >"$OUT/start.log" 2>&1 ;;
+    floor) GATEWAY=cmd GATEWAY_CMD="$ROOT/target/release/examples/floor run --config $OUT/t1.toml" \
       "$INTEROP/bin/start.sh" >"$OUT/start.log" 2>&1 ;;
   esac || { cat "$OUT/start.log" >&2; exit 1; }
   # The harness writes crossgate's config at every start; keep a copy of each flavour.
@@ -69,7 +75,7 @@ sed 's/^\[server\]$/[server]\nthreads = 1/' "$STATE/gateway/crossgate.toml" >"$O
 steal() { awk 'NR == 1 { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 read -r steal0 total0 < <(steal)
 for rep in $(seq 1 "$REPEATS"); do
-  for gw in linkerd2-proxy crossgate-t1 crossgate-default ${BEFORE:+crossgate-before}; do
+  for gw in linkerd2-proxy crossgate-t1 crossgate-default ${BEFORE:+crossgate-before} ${FLOOR:+floor}; do
     run_one "$rep" "$gw"
   done
 done
@@ -81,13 +87,16 @@ crate() { # name: its version in linkerd2-proxy's Cargo.lock
 L5D="commit $(cut -c1-9 "$STATE/proxy/linkerd2-proxy.commit" 2>/dev/null || echo '?'): rustls $(crate rustls) with aws-lc-rs $(crate aws-lc-rs), hyper $(crate hyper), h2 $(crate h2)"
 read -r steal1 total1 < <(steal)
 STEAL=$(awk -v s=$((steal1 - steal0)) -v t=$((total1 - total0)) 'BEGIN { printf "%.1f", s * 100 / (t > 0 ? t : 1) }')
-python3 - "$OUT" "$REPEATS" "$L5D" "$(cd "$ROOT" && git rev-parse --short HEAD)" "$STEAL" "$BEFORE" <<'PY'
+python3 - "$OUT" "$REPEATS" "$L5D" "$(cd "$ROOT" && git rev-parse --short HEAD)" "$STEAL" "$BEFORE" "$FLOOR" <<'PY'
 import glob, os, re, statistics, sys
 out, repeats = sys.argv[1], int(sys.argv[2])
 gws = ["linkerd2-proxy", "crossgate-t1", "crossgate-default"]
 before = sys.argv[6] if len(sys.argv) > 6 else ""
 if before:
     gws.append("crossgate-before")
+floor = len(sys.argv) > 7 and sys.argv[7] != ""
+if floor:
+    gws.append("floor")
 vals = {g: {} for g in gws}
 for g in gws:
     for path in sorted(glob.glob(f"{out}/run-*-{g}.txt")):
@@ -131,8 +140,10 @@ rows = [
 ]
 head = "| measure (medians of {}) | linkerd2-proxy | crossgate `threads = 1` | crossgate default runtime |".format(repeats)
 head += " crossgate before (default runtime) |" if before else ""
+head += " floor `threads = 1` |" if floor else ""
 head += " `threads = 1` / linkerd2-proxy | default / linkerd2-proxy |"
 head += " before / linkerd2-proxy |" if before else ""
+head += " floor / linkerd2-proxy | `threads = 1` / floor |" if floor else ""
 print(head)
 print("|---" * (head.count("|") - 1) + "|")
 for label, key, fmt in rows:
@@ -141,8 +152,12 @@ for label, key, fmt in rows:
     ratio = lambda g: f"{v[g] / v['linkerd2-proxy']:.2f}" if v["linkerd2-proxy"] and v[g] is not None else ""
     row = f"| {label} | {cell(v['linkerd2-proxy'])} | {cell(v['crossgate-t1'])} | {cell(v['crossgate-default'])} |"
     row += f" {cell(v['crossgate-before'])} |" if before else ""
+    row += f" {cell(v['floor'])} |" if floor else ""
     row += f" {ratio('crossgate-t1')} | {ratio('crossgate-default')} |"
     row += f" {ratio('crossgate-before')} |" if before else ""
+    if floor:
+        over = f"{v['crossgate-t1'] / v['floor']:.2f}" if v["floor"] and v["crossgate-t1"] is not None else ""
+        row += f" {ratio('floor')} | {over} |"
     print(row)
 print()
 print(f"- linkerd2-proxy {sys.argv[3]}; LINKERD2_PROXY_CORES=1")
