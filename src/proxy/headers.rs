@@ -34,9 +34,9 @@ pub fn asks_upgrade(headers: &HeaderMap) -> bool {
 /// `te: trailers` survives (gRPC needs it); with `keep_upgrade`, `Upgrade` and a
 /// `Connection: upgrade` of the gateway's own survive so a WebSocket handshake can pass.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them (HTTP/2 allows only `te: trailers`, `trailer` and
-    // `proxy-authorization` of the list): one pass over the names then does, instead of a
-    // lookup for every header the list names.
+    // Most messages carry none of them (of the list, HTTP/2 allows only `te: trailers`,
+    // `trailer` and `proxy-authorization`): one pass over the names is then enough, instead
+    // of a lookup for every header the list names.
     if keep_upgrade || headers.keys().any(is_hop_by_hop) {
         strip_listed(headers, keep_upgrade);
     }
@@ -220,11 +220,18 @@ mod tests {
     fn the_quick_check_skips_only_what_changes_nothing() {
         let cases: &[&[(&str, &str)]] = &[
             &[],
-            &[("content-type", "text/plain"), ("x-custom", "1"), ("host", "a")],
+            &[
+                ("content-type", "text/plain"),
+                ("x-custom", "1"),
+                ("host", "a"),
+            ],
             &[("te", "trailers"), ("content-type", "application/grpc")],
             &[("te", "gzip, trailers")],
             &[("trailer", "x-checksum"), ("x-keep", "1")],
-            &[("proxy-authorization", "Basic eA=="), ("l5d-dst-canonical", "a:80")],
+            &[
+                ("proxy-authorization", "Basic eA=="),
+                ("l5d-dst-canonical", "a:80"),
+            ],
             &[("keep-alive", "5")],
             &[("proxy-connection", "keep-alive")],
             &[("connection", "x-secret"), ("x-secret", "1")],
@@ -242,7 +249,10 @@ mod tests {
             strip_hop_by_hop(&mut quick, false);
             assert_eq!(quick, listed, "{pairs:?}");
             let changes = listed != h;
-            assert_eq!(h.keys().any(is_hop_by_hop), changes || h.contains_key(header::TE));
+            assert_eq!(
+                h.keys().any(is_hop_by_hop),
+                changes || h.contains_key(header::TE)
+            );
         }
     }
 
