@@ -19,7 +19,8 @@
 //! run it as a gateway: it reads `listen`, `threads` and the identity files from FILE, and
 //! forwards to `FLOOR_BACKEND` (default 192.0.2.20:9898, the harness's backend) with
 //! `Host: FLOOR_HOST`. One current-thread runtime per worker, each with its own
-//! `SO_REUSEPORT` listener, as crossgate.
+//! `SO_REUSEPORT` listener (the benchmarks run it with `threads = 1`, where that is one thread
+//! and one listener, as in crossgate).
 
 use bytes::Bytes;
 use crossgate::config::{Config, Overrides};
