@@ -1,7 +1,8 @@
 //! The runtime the binary picks: `threads` when set, else one worker per core the process may
 //! use, each a current-thread runtime (the main thread, which accepts on the gateway port, and
-//! `threads - 1` worker threads it hands connections to, each with its own upstream). Pinned to one core with `taskset`, as
-//! a pod limited to one CPU is, the default is one thread; the start log says which.
+//! `threads - 1` worker threads it hands connections to, each with its own upstream). Pinned
+//! to one core with `taskset`, as a pod limited to one CPU is, the default is one thread; the
+//! start log says which.
 
 mod http_support;
 mod support;

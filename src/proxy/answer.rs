@@ -3,8 +3,9 @@
 //! table in [`crate::refusal`].
 
 use super::headers::L5D_PROXY_ERROR;
-use super::http::{ConnError, HttpContext, RespBody, Routed};
+use super::http::{ConnError, HttpContext, RespBody};
 use super::observe::{Recorder, RequestLine};
+use super::routed::Routed;
 use crate::access::Outcome;
 use crate::metrics::Scope;
 use crate::refusal::Refusal;

@@ -6,8 +6,9 @@
 //! through [`Observed`].
 
 use super::headers::{self, L5D_CLIENT_ID, L5D_ORIG_PROTO};
-use super::http::{Conn, HttpContext, RespBody, Routed};
+use super::http::{Conn, HttpContext, RespBody};
 use super::observe::{Admitted, Observed, Recorder, RequestLine};
+use super::routed::Routed;
 use super::tunnel::{connect_tunnel, splice_upgrades};
 use crate::refusal::Refusal;
 use crate::rules::Rules;

@@ -9,7 +9,7 @@ use super::answer::{closed_without_notify, error_chain, malformed_head, refuse, 
 use super::headers;
 use super::observe::{Activity, Admitted, Observed, RequestLine};
 pub use super::routed::RouteCache;
-pub(super) use super::routed::{Cached, Routed};
+use super::routed::{Cached, Routed};
 use super::tcp::{Counters, Metered};
 use crate::access::AccessLog;
 use crate::lifecycle::Lifecycle;

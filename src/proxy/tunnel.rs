@@ -3,7 +3,8 @@
 //! ([`super::tcp::proxy`]) with the idle deadline; the request that opened them was routed,
 //! authorized and counted by [`super::http`] first.
 
-use super::http::{HttpContext, RespBody, Routed};
+use super::http::{HttpContext, RespBody};
+use super::routed::Routed;
 use crate::refusal::Refusal;
 use crate::rules::Rules;
 use crate::upstream::{Caller, Connected, Opened};
