@@ -87,10 +87,11 @@ impl Routes {
         if crate::names::is_ip_literal(&name) || port == 0 {
             return Err(Refusal::BadGatewayDomain);
         }
-        let in_cluster = name.strip_suffix(&self.svc_suffix).is_some_and(|head| {
-            let mut labels = head.split('.');
-            labels.clone().count() >= 2 && labels.all(|l| !l.is_empty())
-        }) && crate::names::is_dns_name(&name);
+        // `<service>.<namespace>` at least before the suffix; a DNS name has no empty label.
+        let in_cluster = name
+            .strip_suffix(&self.svc_suffix)
+            .is_some_and(|head| head.contains('.'))
+            && crate::names::is_dns_name(&name);
         let target = Target {
             name: name.into(),
             port,

@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 /// The most chains remembered: one per calling workload's leaf, a few hundred KiB at most.
@@ -46,9 +46,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Chains {
-    // Keyed by a keyed hash of the chain (a peer cannot aim collisions at it); the stored
-    // bytes are compared in full before an entry counts.
-    hasher: RandomState,
+    // Keyed by a keyed hash of the chain's certificates, each by its length and its end (its
+    // signature: `SignatureHash`); the stored bytes are compared in full before an entry counts.
+    hasher: crate::kept::SignatureHash,
     entries: HashMap<u64, Entry>,
 }
 
@@ -76,8 +76,7 @@ impl Chains {
     fn key(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> u64 {
         let mut h = self.hasher.build_hasher();
         for cert in std::iter::once(end_entity).chain(intermediates) {
-            h.write_usize(cert.len());
-            h.write(cert);
+            cert[..].hash(&mut h);
         }
         h.finish()
     }

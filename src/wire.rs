@@ -44,11 +44,16 @@ impl Wire {
         }
     }
 
-    /// Waits until there is something to read (or an error or end), reading nothing.
+    /// Waits until there is something to read (or an error or end), reading nothing and
+    /// making no system call: the socket's readiness as tokio tracks it, which the last read
+    /// cleared if it came back short (it took all there was) or would have blocked. Only a
+    /// last read that exactly filled its buffer leaves it set with nothing behind: then this
+    /// returns early, and the caller's read waits under the same deadline. (A `peek` here
+    /// cost a `recvfrom` on most connections of the no-hint path, two when it had to wait.)
     pub async fn readable(&self) -> io::Result<()> {
         match &self.ahead {
             Some(a) if a.start < a.end => Ok(()),
-            _ => self.tcp.peek(&mut [0u8; 1]).await.map(drop),
+            _ => self.tcp.readable().await,
         }
     }
 }
@@ -152,5 +157,29 @@ mod tests {
         let mut rest = [0u8; 4];
         wire.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"cdef");
+    }
+
+    #[tokio::test]
+    async fn readable_waits_after_a_read_took_all_and_wakes_on_bytes_or_close() {
+        use std::time::Duration;
+        let (mut wire, mut peer) = pair().await;
+        peer.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 64];
+        // A short read: it took all there was.
+        assert_eq!(wire.read(&mut buf).await.unwrap(), 3);
+        let waited = tokio::time::timeout(Duration::from_millis(100), wire.readable()).await;
+        assert!(waited.is_err(), "readable returned with nothing to read");
+        peer.write_all(b"d").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), wire.readable())
+            .await
+            .expect("readable missed the new bytes")
+            .unwrap();
+        assert_eq!(wire.read(&mut buf).await.unwrap(), 1);
+        drop(peer);
+        tokio::time::timeout(Duration::from_secs(1), wire.readable())
+            .await
+            .expect("readable missed the close")
+            .unwrap();
+        assert_eq!(wire.read(&mut buf).await.unwrap(), 0);
     }
 }

@@ -12,7 +12,7 @@ const MAX_LEAVES: usize = 256;
 /// Leaf bytes to the identity they name (see [`super::identity_of`]).
 #[derive(Default)]
 pub struct Identities {
-    seen: Kept<Box<[u8]>, Arc<str>, MAX_LEAVES>,
+    seen: Kept<Box<[u8]>, Arc<str>, MAX_LEAVES, crate::kept::SignatureHash>,
 }
 
 impl Identities {

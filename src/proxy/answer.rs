@@ -2,7 +2,7 @@
 //! response for admitted requests) and turned into its HTTP or gRPC response from the one
 //! table in [`crate::refusal`].
 
-use super::headers::L5D_PROXY_ERROR;
+use super::headers::{self, L5D_PROXY_ERROR};
 use super::http::{ConnError, HttpContext, RespBody};
 use super::observe::{Recorder, RequestLine};
 use super::routed::Routed;
@@ -98,10 +98,10 @@ pub fn refusal_response(refusal: &Refusal, grpc: bool) -> Response<RespBody> {
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         h.insert(
-            "grpc-status",
+            headers::GRPC_STATUS,
             HeaderValue::from(u16::from(refusal.grpc_status())),
         );
-        h.insert("grpc-message", value.clone());
+        h.insert(headers::GRPC_MESSAGE, value.clone());
         r
     } else {
         let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{text}\n")))));

@@ -243,7 +243,7 @@ fn answer(
     }
     let grpc_status = parts
         .headers
-        .get("grpc-status")
+        .get(headers::GRPC_STATUS)
         .map(|v| v.as_bytes() == b"0");
     if let Some(l) = line.as_mut() {
         l.status = parts.status.as_u16();

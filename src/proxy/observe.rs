@@ -185,7 +185,9 @@ impl Body for Observed {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let (Some(trailers), Some(rec)) = (frame.trailers_ref(), this.recorder.as_mut())
         {
-            rec.grpc_ok = trailers.get("grpc-status").map(|v| v.as_bytes() == b"0");
+            rec.grpc_ok = trailers
+                .get(super::headers::GRPC_STATUS)
+                .map(|v| v.as_bytes() == b"0");
         }
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
             && let Some(rec) = this.recorder.take()
