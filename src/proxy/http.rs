@@ -123,7 +123,10 @@ where
     conn.activity.touch();
     let io = Metered::new(io, counters, None);
     let svc_conn = conn.clone();
-    let service = service_fn(move |req| handle(svc_conn.clone(), req));
+    // Each request's future boxed at once: hyper's HTTP/2 server moves it several times on
+    // its way into the stream's task (about 2 KB a move, and a task too large for the
+    // allocator's thread cache); boxed, it moves as a pointer and is allocated once.
+    let service = service_fn(move |req| Box::pin(handle(svc_conn.clone(), req)));
     let builder = builder(&ctx.settings, mode);
     // Boxed so that the connection's future stays small.
     let served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));

@@ -22,8 +22,8 @@ use std::sync::Arc;
 /// The most (client, target) pairs a worker keeps routed; past it the cache starts again.
 const MAX_KEPT: usize = 1024;
 
-/// A routed target and what is derived from it once.
-#[derive(Clone)]
+/// A routed target and what is derived from it once; shared (`Arc`), as every request of a
+/// connection takes it.
 pub(super) struct Routed {
     pub(super) target: Target,
     /// `name:port`, for logs (the metric label may be `other`).
@@ -41,7 +41,7 @@ pub(super) struct Routed {
 pub(super) struct Cached {
     pub(super) raw: Box<str>,
     pub(super) generation: u64,
-    pub(super) routed: Routed,
+    pub(super) routed: Arc<Routed>,
 }
 
 /// A client identity and the target fixed for its connection.
@@ -50,12 +50,16 @@ type Key = (Arc<str>, Target);
 /// Fixed targets routed for a worker's connections, by client identity and target, with the
 /// rules generation they were routed under.
 #[derive(Default)]
-pub struct RouteCache(Kept<Key, (u64, Routed), MAX_KEPT>);
+pub struct RouteCache(Kept<Key, (u64, Arc<Routed>), MAX_KEPT>);
 
 impl Conn {
     /// The request's target under `rules`: the connection's fixed one, or the one the
     /// request names (plain mode); routed once per target and rules generation.
-    pub(super) fn routed(&self, req: &Request<Incoming>, rules: &Rules) -> Result<Routed, Refusal> {
+    pub(super) fn routed(
+        &self,
+        req: &Request<Incoming>,
+        rules: &Rules,
+    ) -> Result<Arc<Routed>, Refusal> {
         let named = || {
             plan::request_authority(
                 req.headers()
@@ -102,7 +106,7 @@ impl Conn {
 
     /// The fixed target `t` routed under `rules`, as the worker last routed it for this
     /// client under the same generation.
-    fn fixed_route(&self, t: &Target, rules: &Rules) -> Result<Routed, Refusal> {
+    fn fixed_route(&self, t: &Target, rules: &Rules) -> Result<Arc<Routed>, Refusal> {
         let key = (self.client.id.clone(), t.clone());
         if let Some((generation, routed)) = self.ctx.routes.0.get(&key)
             && generation == rules.generation
@@ -118,7 +122,7 @@ impl Conn {
         Ok(routed)
     }
 
-    fn route_state(&self, target: Target) -> Result<Routed, Refusal> {
+    fn route_state(&self, target: Target) -> Result<Arc<Routed>, Refusal> {
         let text = target.to_string();
         let authority =
             Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
@@ -129,7 +133,7 @@ impl Conn {
             client_id: self.client.id.to_string(),
             authority: label,
         }));
-        Ok(Routed {
+        Ok(Arc::new(Routed {
             folded: labels.0.authority == crate::metrics::OTHER,
             text: text.into(),
             metrics: Arc::new(RouteMetrics::new(&self.ctx.metrics, labels)),
@@ -137,6 +141,6 @@ impl Conn {
             host,
             authority,
             target,
-        })
+        }))
     }
 }
