@@ -6,6 +6,7 @@
 //! [`super::answer`]; `Upgrade` and `CONNECT` continue in [`super::tunnel`]; bodies, metrics
 //! and access lines are observed in [`super::observe`].
 use super::answer::{closed_without_notify, error_chain, malformed_head, refuse, respond_refusal};
+use super::due::WhenDue;
 use super::headers;
 use super::observe::{Activity, Admitted, Observed, RequestLine};
 pub use super::routed::RouteCache;
@@ -169,6 +170,8 @@ where
     let idle = conn.ctx.settings.http_idle_timeout;
     let activity = &conn.activity;
     let mut stop = conn.ctx.lifecycle.stopping();
+    // Whether the drain signal may have come, checked instead of polling its waiter.
+    let stop_probe = stop.clone();
     let mut closing = false;
     // Set when the idle close finds no request in flight: if the connection is still open a
     // moment later with still none, what holds it is a request head that never completed
@@ -183,14 +186,22 @@ where
         } else {
             last + idle
         };
+        // The drain signal and the idle clock are polled once (to register) and then only
+        // when due: the task wakes for its protocol several times per request.
+        let stop_wait = std::pin::pin!(stop.wait_for(|s| *s));
+        let stopped = WhenDue::new(stop_wait, |_: &_| stop_probe.has_changed().unwrap_or(true));
+        let idle_sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+        let idle_clock = WhenDue::new(idle_sleep, |s: &Pin<&mut tokio::time::Sleep>| {
+            s.is_elapsed()
+        });
         tokio::select! {
             biased;
             r = served.as_mut() => break r,
-            _ = stop.wait_for(|s| *s), if !closing => {
+            _ = stopped, if !closing => {
                 shutdown(served.as_mut());
                 closing = true;
             }
-            _ = tokio::time::sleep_until(deadline), if !closing => {
+            _ = idle_clock, if !closing => {
                 if activity.last() == last && activity.in_flight() == 0 {
                     tracing::debug!(?idle, "idle HTTP connection closed");
                     shutdown(served.as_mut());

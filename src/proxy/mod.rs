@@ -4,6 +4,7 @@
 //! Upstream connections come from [`crate::upstream`].
 
 pub mod answer;
+mod due;
 mod forward;
 pub mod headers;
 pub mod http;
