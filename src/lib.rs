@@ -33,6 +33,7 @@ pub mod client_tls;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub(crate) mod due;
 pub mod endpoint;
 pub mod explain;
 pub mod identity;
@@ -70,8 +71,7 @@ use crate::tls::TlsState;
 use crate::upstream::Upstream;
 use crate::workers::Workers;
 pub use listeners::{BindError, Listeners, Port};
-use std::future::Future;
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 

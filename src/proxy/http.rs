@@ -6,13 +6,13 @@
 //! [`super::answer`]; `Upgrade` and `CONNECT` continue in [`super::tunnel`]; bodies, metrics
 //! and access lines are observed in [`super::observe`].
 use super::answer::{closed_without_notify, error_chain, malformed_head, refuse, respond_refusal};
-use super::due::WhenDue;
 use super::headers;
 use super::observe::{Activity, Admitted, Observed, RequestLine};
 pub use super::routed::RouteCache;
 use super::routed::{Cached, Routed};
 use super::tcp::{Counters, Metered};
 use crate::access::AccessLog;
+use crate::due::WhenDue;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::plan::{self, ClientInfo, HttpMode, HttpTarget};

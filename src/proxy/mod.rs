@@ -4,7 +4,6 @@
 //! Upstream connections come from [`crate::upstream`].
 
 pub mod answer;
-mod due;
 mod forward;
 pub mod headers;
 pub mod http;

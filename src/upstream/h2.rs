@@ -5,6 +5,7 @@
 
 use super::RequestBody;
 use super::http::SendError;
+use crate::due::WhenDue;
 use crate::refusal::Refusal;
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -84,9 +85,12 @@ where
         return conn.await.map_err(failed);
     };
     loop {
+        // The timer is polled once and then only when due: the task wakes for every frame.
+        let sleep = std::pin::pin!(tokio::time::sleep(KEEP_ALIVE_INTERVAL));
+        let due = WhenDue::new(sleep, |s: &Pin<&mut tokio::time::Sleep>| s.is_elapsed());
         tokio::select! {
             ended = &mut *conn => return ended.map_err(failed),
-            () = tokio::time::sleep(KEEP_ALIVE_INTERVAL) => {}
+            () = due => {}
         }
         let pong = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, ping.ping(Ping::opaque()));
         tokio::select! {

@@ -1,7 +1,7 @@
 //! A future polled only when it may be ready: for the watchers a connection's task keeps
-//! beside its protocol (the idle clock, the drain signal), which every wake-up of the task
-//! would otherwise poll again (a timer's waker registered anew, a watch's waiter list
-//! locked), several times per request.
+//! beside its protocol (an HTTP connection's idle clock and drain signal, an upstream HTTP/2
+//! connection's keep-alive timer), which every wake-up of the task would otherwise poll again
+//! (a timer's waker registered anew, a watch's waiter list locked), several times per request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,14 +11,14 @@ use std::task::{Context, Poll};
 /// when `due` says it may have become ready (its own cheap check: a timer's `is_elapsed`, a
 /// watch's `has_changed`). The waker registered first stays registered: a task's waker does
 /// not change, so what makes `inner` ready still wakes the task.
-pub(super) struct WhenDue<F, D> {
+pub(crate) struct WhenDue<F, D> {
     inner: F,
     due: D,
     polled: bool,
 }
 
 impl<F, D> WhenDue<F, D> {
-    pub(super) fn new(inner: F, due: D) -> WhenDue<F, D> {
+    pub(crate) fn new(inner: F, due: D) -> WhenDue<F, D> {
         WhenDue {
             inner,
             due,
