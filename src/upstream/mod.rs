@@ -66,12 +66,19 @@ struct TargetState {
     none_ready_since: AtomicU64,
 }
 
+/// The targets that resolved, each with its state, and the last one asked for.
+#[derive(Default)]
+struct Targets {
+    map: HashMap<Target, Arc<TargetState>>,
+    last: Option<(Target, Arc<TargetState>)>,
+}
+
 /// The upstream: discovery, the balancer, the connect path, and the endpoints' connections.
 pub struct Upstream {
     discovery: Arc<Discovery>,
     connector: Arc<Connector>,
     balancer: Balancer,
-    targets: Mutex<HashMap<Target, Arc<TargetState>>>,
+    targets: Mutex<Targets>,
     endpoints: Mutex<HashMap<(Target, Endpoint), Arc<EndpointConns>>>,
     epoch: Instant,
     /// Milliseconds since `epoch` of the last sweep.
@@ -103,7 +110,7 @@ impl Upstream {
                 timeout: connect_timeout,
             }),
             balancer,
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::default(),
             endpoints: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             swept: AtomicU64::new(0),
@@ -119,7 +126,7 @@ impl Upstream {
             discovery: self.discovery.clone(),
             connector: self.connector.clone(),
             balancer: self.balancer,
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::default(),
             endpoints: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             swept: AtomicU64::new(0),
@@ -231,9 +238,17 @@ impl Upstream {
 
     fn state(&self, target: &Target) -> Arc<TargetState> {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        // Entries exist only for targets that resolved: real services, not made-up names.
-        if let Some(s) = targets.get(target) {
+        // The target of the last request, again: no hashing (a connection's requests mostly
+        // go to one target, and its name is one allocation, compared by address first).
+        if let Some((t, s)) = &targets.last
+            && t == target
+        {
             return s.clone();
+        }
+        // Entries exist only for targets that resolved: real services, not made-up names.
+        if let Some(s) = targets.map.get(target).cloned() {
+            targets.last = Some((target.clone(), s.clone()));
+            return s;
         }
         let state = Arc::new(TargetState {
             cache: Mutex::new(None),
@@ -243,7 +258,8 @@ impl Upstream {
             )),
             none_ready_since: AtomicU64::new(0),
         });
-        targets.insert(target.clone(), state.clone());
+        targets.map.insert(target.clone(), state.clone());
+        targets.last = Some((target.clone(), state.clone()));
         state
     }
 
@@ -320,15 +336,15 @@ impl Upstream {
                 c.expire_h1();
                 !idle(c)
             });
-        self.targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, s| {
-                let cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
-                cache
-                    .as_ref()
-                    .is_some_and(|(_, conns)| !conns.iter().all(idle))
-            });
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets.map.retain(|_, s| {
+            let cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .as_ref()
+                .is_some_and(|(_, conns)| !conns.iter().all(idle))
+        });
+        // The last target's state may be gone from the map: it is found there again or anew.
+        targets.last = None;
     }
 
     /// [`Upstream::sweep_idle`] every [`SWEEP_EVERY`], until the task is aborted.
