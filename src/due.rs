@@ -7,8 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Polls `inner` on the first poll, so that it registers the task's waker, and afterwards only
-/// when `due` says it may have become ready (its own cheap check: a timer's `is_elapsed`, a
+/// Polls `inner` until a poll of it could register the task's waker (the first, unless the
+/// task's cooperative budget was spent), and afterwards only when `due` says it may have
+/// become ready (its own cheap check: a timer's `is_elapsed`, a
 /// watch's `has_changed`). The waker registered first stays registered: a task's waker does
 /// not change, so what makes `inner` ready still wakes the task.
 pub(crate) struct WhenDue<F, D> {
@@ -35,7 +36,12 @@ impl<F: Future + Unpin, D: FnMut(&F) -> bool + Unpin> Future for WhenDue<F, D> {
         if this.polled && !(this.due)(&this.inner) {
             return Poll::Pending;
         }
-        this.polled = true;
+        // A poll registers only if it may proceed: with the task's budget spent, tokio's own
+        // futures (a timer, a watch's `wait_for`) return pending without registering, and
+        // have the task woken to try again. Then this poll does not count.
+        if tokio::task::coop::has_budget_remaining() {
+            this.polled = true;
+        }
         Pin::new(&mut this.inner).poll(cx)
     }
 }
@@ -43,6 +49,7 @@ impl<F: Future + Unpin, D: FnMut(&F) -> bool + Unpin> Future for WhenDue<F, D> {
 #[cfg(test)]
 mod tests {
     use super::WhenDue;
+    use std::future::Future;
     use std::time::Duration;
     use tokio::sync::watch;
     use tokio::time::Instant;
@@ -69,6 +76,29 @@ mod tests {
         }
         assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert!(polls >= 100, "checked {polls} times");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_poll_without_budget_does_not_count() {
+        let sleep = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
+        let mut due = WhenDue::new(sleep, |s: &std::pin::Pin<&mut tokio::time::Sleep>| {
+            s.is_elapsed()
+        });
+        // Spend the task's budget, then poll once in the same turn: the timer cannot
+        // register, and that poll must not be taken for its registration.
+        while tokio::task::coop::has_budget_remaining() {
+            tokio::task::consume_budget().await;
+        }
+        std::future::poll_fn(|cx| {
+            assert!(std::pin::Pin::new(&mut due).poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let start = Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), due)
+            .await
+            .expect("the timer was never registered");
+        assert!(start.elapsed() <= Duration::from_secs(5));
     }
 
     #[tokio::test]
