@@ -3,7 +3,7 @@
 # valgrind's callgrind: for A/B runs of a change too small for bin/cpu.sh to see. Counting is
 # deterministic where CPU time is not (bin/cpu.sh moves by ±5 % between runs of one binary);
 # one connection at a time (CONNS=1) makes the work per request repeat the same way, and runs
-# of one binary then agree within about 0.2 %. It counts instructions, not time: a memcpy or
+# of one binary then agree within about 0.5 %. It counts instructions, not time: a memcpy or
 # a cache miss weighs the same as an add, and the kernel is not in it.
 #
 #   benches/linkerd/bin/instructions.sh CASE [GATEWAY]
