@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tokio::time::Sleep;
 
 /// Polls `inner` until a poll of it could register the task's waker (the first, unless the
 /// task's cooperative budget was spent), and afterwards only when `due` says it may have
@@ -26,6 +27,14 @@ impl<F, D> WhenDue<F, D> {
             polled: false,
         }
     }
+}
+
+/// A timer polled when due: once it has elapsed.
+pub(crate) type DueTimer<'a> = WhenDue<Pin<&'a mut Sleep>, fn(&Pin<&'a mut Sleep>) -> bool>;
+
+/// `sleep` as a [`WhenDue`], checked by [`Sleep::is_elapsed`].
+pub(crate) fn timer(sleep: Pin<&mut Sleep>) -> DueTimer<'_> {
+    WhenDue::new(sleep, |s| s.is_elapsed())
 }
 
 impl<F: Future + Unpin, D: FnMut(&F) -> bool + Unpin> Future for WhenDue<F, D> {
@@ -81,9 +90,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_first_poll_without_budget_does_not_count() {
         let sleep = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
-        let mut due = WhenDue::new(sleep, |s: &std::pin::Pin<&mut tokio::time::Sleep>| {
-            s.is_elapsed()
-        });
+        let mut due = super::timer(sleep);
         // Spend the task's budget, then poll once in the same turn: the timer cannot
         // register, and that poll must not be taken for its registration.
         while tokio::task::coop::has_budget_remaining() {

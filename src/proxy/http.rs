@@ -191,9 +191,7 @@ where
         let stop_wait = std::pin::pin!(stop.wait_for(|s| *s));
         let stopped = WhenDue::new(stop_wait, |_: &_| stop_probe.has_changed().unwrap_or(true));
         let idle_sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
-        let idle_clock = WhenDue::new(idle_sleep, |s: &Pin<&mut tokio::time::Sleep>| {
-            s.is_elapsed()
-        });
+        let idle_clock = crate::due::timer(idle_sleep);
         tokio::select! {
             biased;
             r = served.as_mut() => break r,

@@ -5,7 +5,6 @@
 
 use super::RequestBody;
 use super::http::SendError;
-use crate::due::WhenDue;
 use crate::refusal::Refusal;
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -87,7 +86,7 @@ where
     loop {
         // The timer is polled once and then only when due: the task wakes for every frame.
         let sleep = std::pin::pin!(tokio::time::sleep(KEEP_ALIVE_INTERVAL));
-        let due = WhenDue::new(sleep, |s: &Pin<&mut tokio::time::Sleep>| s.is_elapsed());
+        let due = crate::due::timer(sleep);
         tokio::select! {
             ended = &mut *conn => return ended.map_err(failed),
             () = due => {}
