@@ -77,8 +77,8 @@ impl Routes {
     }
 
     /// The static endpoints for `target`, if it is a `[routing.static]` key.
-    pub fn static_endpoints(&self, target: &Target) -> Option<EndpointSet> {
-        self.statics.get(target).cloned()
+    pub fn static_endpoints(&self, target: &Target) -> Option<&EndpointSet> {
+        self.statics.get(target)
     }
 
     /// Routes `name:port` to a target, or refuses it as a bad gateway domain.

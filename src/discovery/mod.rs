@@ -15,7 +15,6 @@ pub(crate) use dns::resolver_builder;
 use crate::config::Fallback;
 use crate::refusal::Refusal;
 use crate::route::Target;
-use crate::rules::Rules;
 use destination::{Answer, Destination};
 use std::net::SocketAddr;
 
@@ -41,12 +40,19 @@ impl Discovery {
         self
     }
 
-    /// `target`'s endpoints now, under `rules` (the snapshot the connection or request was
-    /// decided with): its static endpoints, else what the controller says (an empty set when
-    /// the service exists with no endpoints), else what DNS says.
-    pub async fn resolve(&self, target: &Target, rules: &Rules) -> Result<EndpointSet, Refusal> {
-        if let Some(set) = rules.routes.static_endpoints(target) {
-            return Ok(set);
+    /// `target`'s endpoints now: `statics`, its `[routing.static]` endpoints in the rules
+    /// snapshot the connection or request was decided with ([`Routes::static_endpoints`],
+    /// found once when the target was routed), else what the controller says (an empty set
+    /// when the service exists with no endpoints), else what DNS says.
+    ///
+    /// [`Routes::static_endpoints`]: crate::route::Routes::static_endpoints
+    pub async fn resolve(
+        &self,
+        target: &Target,
+        statics: Option<&EndpointSet>,
+    ) -> Result<EndpointSet, Refusal> {
+        if let Some(set) = statics {
+            return Ok(set.clone());
         }
         if let Some((destination, _)) = &self.destination
             && let Some(Answer::Endpoints(set)) = destination.answered(target)

@@ -89,7 +89,8 @@ pub(super) fn forward<'a>(
                 client_upgrade,
             } => (request, caller, downgrade, client_upgrade),
         };
-        let sent = ctx.upstream.send(&routed.target, rules, &caller, request);
+        let statics = routed.statics.as_ref();
+        let sent = ctx.upstream.send(&routed.target, statics, &caller, request);
         let response = match ctx.settings.response_timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,

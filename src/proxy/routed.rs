@@ -7,6 +7,7 @@
 use super::headers::{self, L5D_DST_CANONICAL};
 use super::http::Conn;
 use super::observe::RouteMetrics;
+use crate::endpoint::EndpointSet;
 use crate::kept::Kept;
 use crate::metrics::{PeerLabels, RequestLabels};
 use crate::plan;
@@ -35,6 +36,9 @@ pub(super) struct Routed {
     pub(super) forwarded: HeaderValue,
     /// `Host` for HTTP/1 upstream requests: the authority, made once.
     pub(super) host: HeaderValue,
+    /// The target's `[routing.static]` endpoints in the rules it was routed under (a routing
+    /// is kept for one rules generation only), for the upstream not to look them up again.
+    pub(super) statics: Option<EndpointSet>,
 }
 
 /// A routing kept for reuse: what it was asked, and under which rules generation.
@@ -87,7 +91,7 @@ impl Conn {
         }
         let routed = match (&self.fixed, raw) {
             (Some(t), _) => self.fixed_route(t, rules)?,
-            (None, Some(raw)) => self.route_state(plan::request_target(raw, rules)?)?,
+            (None, Some(raw)) => self.route_state(plan::request_target(raw, rules)?, rules)?,
             (None, None) => return Err(Refusal::BadGatewayDomain),
         };
         *last = Some(Cached {
@@ -114,7 +118,7 @@ impl Conn {
         {
             return Ok(routed);
         }
-        let routed = self.route_state(rules.routes.route(&t.name, t.port)?)?;
+        let routed = self.route_state(rules.routes.route(&t.name, t.port)?, rules)?;
         self.ctx
             .routes
             .0
@@ -122,7 +126,7 @@ impl Conn {
         Ok(routed)
     }
 
-    fn route_state(&self, target: Target) -> Result<Arc<Routed>, Refusal> {
+    fn route_state(&self, target: Target, rules: &Rules) -> Result<Arc<Routed>, Refusal> {
         let text = target.to_string();
         let authority =
             Authority::try_from(text.as_str()).map_err(|_| Refusal::BadGatewayDomain)?;
@@ -140,6 +144,7 @@ impl Conn {
             forwarded: HeaderValue::try_from(forwarded).map_err(|_| Refusal::BadGatewayDomain)?,
             host,
             authority,
+            statics: rules.routes.static_endpoints(&target).cloned(),
             target,
         }))
     }

@@ -51,8 +51,9 @@ impl Upstream {
         caller: &Caller,
         req: &http::Request<B>,
     ) -> Result<(), Refusal> {
-        let now = tokio::time::Instant::now().into_std();
+        // The clock is read only for a pod with a policy (the decision is then made at once).
         let decide = |p: &ServerPolicy, port, who: &policy::Caller| {
+            let now = tokio::time::Instant::now().into_std();
             policy::check_request(p, port, who, req, now)
         };
         let allowed = self.enforce(conns, caller, decide).await?;

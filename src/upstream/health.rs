@@ -164,12 +164,12 @@ impl Health {
                 >= self.retry_at.load(Ordering::Relaxed)
     }
 
-    /// A request is sent to this endpoint: counted until the guard is dropped.
-    pub(super) fn start(self: &Arc<Self>) -> InFlight {
+    /// A request is sent to this endpoint at `now`: counted until the guard is dropped.
+    pub(super) fn start(self: &Arc<Self>, now: Instant) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             health: self.clone(),
-            sent: Instant::now(),
+            sent: now,
             measured: false,
         }
     }
@@ -253,8 +253,8 @@ mod tests {
         let h = Arc::new(Health::new(&Balancer::default(), Instant::now(), events()));
         h.connected();
         let idle = h.load_at(Instant::now());
-        let a = h.start();
-        let b = h.start();
+        let a = h.start(Instant::now());
+        let b = h.start(Instant::now());
         let busy = h.load_at(Instant::now());
         assert!(busy > 2.9 * idle, "{busy} vs {idle}");
         drop((a, b));

@@ -148,9 +148,15 @@ impl EndpointConns {
 
     /// Marks the endpoint used now; returns now, milliseconds since `epoch`.
     pub(super) fn touch(&self) -> u64 {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.last_used.store(now, Ordering::Relaxed);
-        now
+        self.touch_at(Instant::now())
+    }
+
+    /// Marks the endpoint used at `now` (the request's send time, already read); returns it,
+    /// milliseconds since `epoch`.
+    fn touch_at(&self, now: Instant) -> u64 {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.last_used.store(ms, Ordering::Relaxed);
+        ms
     }
 
     /// True when nothing used this endpoint for `idle`.
@@ -169,13 +175,13 @@ impl EndpointConns {
     }
 
     /// The endpoint's open HTTP/2 connection, if it has one.
-    fn h2_ready(&self) -> Option<H2Sender> {
+    fn h2_ready(&self, now: Instant) -> Option<H2Sender> {
         let slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
         match &*slot {
             H2Slot::Ready(s) if !s.is_closed() => {
                 let sender = s.clone();
                 drop(slot);
-                self.touch();
+                self.touch_at(now);
                 Some(sender)
             }
             _ => None,
@@ -232,12 +238,14 @@ impl EndpointConns {
     }
 
     /// Sends `req` over the endpoint's HTTP/2 connection. A connect that fails gives the
-    /// request back (nothing of it was sent), for another endpoint to take.
+    /// request back (nothing of it was sent), for another endpoint to take. `now`: the send
+    /// time, the endpoint's last use.
     pub(super) async fn send_h2(
         self: &Arc<Self>,
         req: Box<Request<RequestBody>>,
+        now: Instant,
     ) -> Result<Response<H2Body>, SendError> {
-        let ready = self.h2_ready();
+        let ready = self.h2_ready(now);
         // Boxed: opening or waiting for the connection is the rare case, and its state would
         // otherwise be copied with every request's future.
         let sender = match ready {
@@ -255,11 +263,13 @@ impl EndpointConns {
 
     /// Sends `req` over an idle HTTP/1.1 connection, or a new one. A request that an idle
     /// connection could not take (it closed meanwhile) goes once more on a new connection.
+    /// `now`: the send time, the endpoint's last use.
     pub(super) async fn send_h1(
         self: &Arc<Self>,
         req: Box<Request<RequestBody>>,
+        now: Instant,
     ) -> Result<Response<Incoming>, SendError> {
-        let now = self.touch();
+        let now = self.touch_at(now);
         let req = match self.idle_h1() {
             Some(mut sender) => {
                 let sent = sender.try_send_request(*req);

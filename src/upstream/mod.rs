@@ -148,10 +148,15 @@ impl Upstream {
     /// The request's URI is absolute (`http://target/path`); it is boxed, so that every
     /// future on its way holds a pointer, not a copy. Once its endpoint is chosen,
     /// and before anything is sent to it, `caller` is held to the endpoint's pod policy.
+    /// `statics`: the target's `[routing.static]` endpoints in the rules the request was
+    /// decided with, found when it was routed ([`Routes::static_endpoints`]), so that a
+    /// request hashes no table for them.
+    ///
+    /// [`Routes::static_endpoints`]: crate::route::Routes::static_endpoints
     pub async fn send(
         &self,
         target: &Target,
-        rules: &Rules,
+        statics: Option<&EndpointSet>,
         caller: &Caller,
         mut req: Box<Request<RequestBody>>,
     ) -> Result<(Response<ResponseBody>, SocketAddr), Refusal> {
@@ -159,7 +164,7 @@ impl Upstream {
         // is pending now) goes to another ready one, a few times at most.
         for _ in 0..MAX_NOT_SENT {
             let conns = self
-                .pick(target, rules, req.version() == Version::HTTP_2)
+                .pick(target, statics, req.version() == Version::HTTP_2)
                 .await?;
             self.enforce_request(&conns, caller, &*req).await?;
             match send_to(&conns, req).await {
@@ -183,12 +188,12 @@ impl Upstream {
     async fn pick(
         &self,
         target: &Target,
-        rules: &Rules,
+        statics: Option<&EndpointSet>,
         h2: bool,
     ) -> Result<Arc<EndpointConns>, Refusal> {
         let mut state = None;
         loop {
-            let set = self.discovery.resolve(target, rules).await?;
+            let set = self.discovery.resolve(target, statics).await?;
             // Only a target that resolved gets state: a made-up name leaves nothing behind.
             let state = state.get_or_insert_with(|| self.state(target));
             let list = self.conns_of(state, target, &set);
@@ -197,8 +202,10 @@ impl Upstream {
                 conns.warm(h2);
             }
             let ready = |i: usize| list[i].health.is_ready();
-            let now = Instant::now();
-            if let Some(i) = draw(list.len(), ready, |i| list[i].health.load_at(now)) {
+            // The clock is read to weigh loads, so not when one endpoint is ready.
+            let now = std::cell::OnceCell::new();
+            let load = |i: usize| list[i].health.load_at(*now.get_or_init(Instant::now));
+            if let Some(i) = draw(list.len(), ready, load) {
                 if state.none_ready_since.load(Ordering::Relaxed) != 0 {
                     state.none_ready_since.store(0, Ordering::Relaxed);
                 }
@@ -229,7 +236,8 @@ impl Upstream {
     }
 
     async fn endpoints_of(&self, target: &Target, rules: &Rules) -> Result<EndpointSet, Refusal> {
-        let set = self.discovery.resolve(target, rules).await?;
+        let statics = rules.routes.static_endpoints(target);
+        let set = self.discovery.resolve(target, statics).await?;
         if set.is_empty() {
             return Err(Refusal::Upstream("no endpoints".into()));
         }

@@ -73,7 +73,7 @@ impl Upstream {
                 }
                 None => (None, None),
             };
-            let mut in_flight = conns.health.start();
+            let mut in_flight = conns.health.start(Instant::now());
             let connected = match caller {
                 Some(caller) => {
                     let connected = self.connector.connect(target, &conns.endpoint, None).await;

@@ -10,13 +10,16 @@ use ::http::header::{HeaderValue, TRANSFER_ENCODING};
 use ::http::{Method, Request, Response, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// Sends `req` over `conns`' connection for it, undoing the HTTP/2 upgrade on the answer.
+/// The clock is read once: the round trip's start is the endpoint's last use.
 pub(super) async fn send_to(
     conns: &Arc<EndpointConns>,
     mut req: Box<Request<RequestBody>>,
 ) -> Result<(Response<ResponseBody>, SocketAddr), SendError> {
-    let in_flight = conns.health.start();
+    let now = Instant::now();
+    let in_flight = conns.health.start(now);
     let addr = conns.endpoint.addr;
     let version = req.version();
     let upgrade = version != Version::HTTP_2
@@ -25,7 +28,7 @@ pub(super) async fn send_to(
     if version != Version::HTTP_2 && !upgrade {
         let absolute = req.uri().clone();
         origin_form(&mut req);
-        return match conns.send_h1(req).await {
+        return match conns.send_h1(req, now).await {
             Ok(response) => Ok((response.map(|b| ResponseBody::h1(b, in_flight)), addr)),
             Err(SendError::NotSent(refusal, mut back)) => {
                 *back.uri_mut() = absolute;
@@ -41,7 +44,7 @@ pub(super) async fn send_to(
         h.remove(TRANSFER_ENCODING);
         h.insert(L5D_ORIG_PROTO, orig);
     }
-    let mut response = match conns.send_h2(req).await {
+    let mut response = match conns.send_h2(req, now).await {
         Ok(r) => r,
         Err(SendError::NotSent(refusal, mut back)) if upgrade => {
             // Given back as it came: HTTP/1 again for whichever endpoint takes it next.
