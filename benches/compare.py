@@ -31,7 +31,8 @@ IDLE_CONNS = 2000 if QUICK else 9000
 PROXY_CORE, LOAD_CORE, ALL_CORES = "0", "1", "0,1"
 GW = "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/crossgate")
+# CROSSGATE=path: that binary as crossgate (benches/pgo.sh's profile-guided build).
+BIN = os.path.abspath(os.environ.get("CROSSGATE") or os.path.join(ROOT, "target/release/crossgate"))
 LOADKIT = os.path.join(ROOT, "target/release/examples/loadkit")
 BASELINE = os.environ.get("CROSSGATE_BASELINE") or None
 TICK = os.sysconf("SC_CLK_TCK")
@@ -443,7 +444,7 @@ def versions():
     nginx = out(["nginx", "-V"]).splitlines()
     haproxy = out(["haproxy", "-vv"]).splitlines()
     return [
-        f"crossgate {commit}: rustls {crate('rustls')} with aws-lc-rs {crate('aws-lc-rs')}, "
+        f"crossgate {commit} ({BIN}): rustls {crate('rustls')} with aws-lc-rs {crate('aws-lc-rs')}, "
         f"hyper {crate('hyper')}, h2 {crate('h2')}, tokio {crate('tokio')}",
         f"{nginx[0].split(': ', 1)[-1]}: " + next((l for l in nginx if "OpenSSL" in l), "?"),
         f"HAProxy {haproxy[0].split()[2]}: " + next((l.split(': ', 1)[-1] for l in haproxy

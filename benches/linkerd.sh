@@ -10,6 +10,9 @@
 #   BEFORE=/path/to/older/crossgate benches/linkerd.sh 3
 #                                      adds that binary (default runtime) as a fourth gateway
 #                                      in the same interleaved run: a change's before and after
+#   CROSSGATE=target/pgo/release/crossgate benches/linkerd.sh 3
+#                                      measures that binary as crossgate (benches/pgo.sh's
+#                                      profile-guided build) instead of target/release's
 #   FLOOR=1 benches/linkerd.sh 3       adds examples/floor.rs (`threads = 1`), the HTTP paths'
 #                                      floor on crossgate's stack, as a gateway of the same run
 #                                      (it serves no opaque TCP: that row stays empty)
@@ -25,7 +28,7 @@ INTEROP=${INTEROP:-$ROOT/benches/linkerd}
 REPEATS=${1:-3}
 export STATE=${STATE:-/tmp/l5d-interop}
 OUT=${OUT:-/tmp/crossgate-linkerd-bench}
-BIN=$ROOT/target/release/crossgate
+BIN=$(realpath "${CROSSGATE:-$ROOT/target/release/crossgate}")
 BEFORE=${BEFORE:-}
 FLOOR=${FLOOR:-}
 export TCP_BYTES=${TCP_BYTES:-536870912}
@@ -87,7 +90,7 @@ crate() { # name: its version in linkerd2-proxy's Cargo.lock
 L5D="commit $(cut -c1-9 "$STATE/proxy/linkerd2-proxy.commit" 2>/dev/null || echo '?'): rustls $(crate rustls) with aws-lc-rs $(crate aws-lc-rs), hyper $(crate hyper), h2 $(crate h2)"
 read -r steal1 total1 < <(steal)
 STEAL=$(awk -v s=$((steal1 - steal0)) -v t=$((total1 - total0)) 'BEGIN { printf "%.1f", s * 100 / (t > 0 ? t : 1) }')
-python3 - "$OUT" "$REPEATS" "$L5D" "$(cd "$ROOT" && git rev-parse --short HEAD)" "$STEAL" "$BEFORE" "$FLOOR" <<'PY'
+python3 - "$OUT" "$REPEATS" "$L5D" "$(cd "$ROOT" && git rev-parse --short HEAD) ($BIN)" "$STEAL" "$BEFORE" "$FLOOR" <<'PY'
 import glob, os, re, statistics, sys
 out, repeats = sys.argv[1], int(sys.argv[2])
 gws = ["linkerd2-proxy", "crossgate-t1", "crossgate-default"]
