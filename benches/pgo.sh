@@ -102,10 +102,15 @@ kill -TERM "$gw"
 wait "$gw" || true
 ls "$PROFILES"/*.profraw >/dev/null || { say "no profile written"; exit 1; }
 mkdir -p "$OUT"
-"$profdata" merge -o "$OUT/crossgate.profdata" "$PROFILES"
+"$profdata" merge -o "$WORK/crossgate.profdata" "$PROFILES"
+# Named by its content: cargo tracks RUSTFLAGS, not the file they name, so a new profile must
+# be a new flag for every crate (dependencies included) to be built with it.
+profile=$OUT/crossgate-$(sha256sum "$WORK/crossgate.profdata" | cut -c1-16).profdata
+rm -f "$OUT"/crossgate*.profdata
+mv "$WORK/crossgate.profdata" "$profile"
 
 say "optimized build -> $OUT"
-RUSTFLAGS="-Cprofile-use=$OUT/crossgate.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
+RUSTFLAGS="-Cprofile-use=$profile -Cllvm-args=-pgo-warn-missing-function=false" \
   cargo build --release --locked --bin crossgate --target-dir "$OUT"
 "$OUT/release/crossgate" --help >/dev/null
 say "built $OUT/release/crossgate"
