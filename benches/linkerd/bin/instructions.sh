@@ -25,6 +25,7 @@ OUT=${OUT:-/tmp/crossgate-callgrind}
 SECS=${SECS:-10}
 CONNS=${CONNS:-1}
 command -v valgrind >/dev/null || die "valgrind is not installed (apt-get install -y valgrind)"
+http_load "$CASE" "$CONNS" "$SECS"
 "$HARNESS/bin/stop.sh" >/dev/null 2>&1
 rm -f "$OUT".*
 CONF=${CONF:-$STATE/gateway/crossgate.toml}
@@ -32,12 +33,6 @@ GATEWAY=cmd GATEWAY_CMD="valgrind --tool=callgrind --callgrind-out-file=$OUT.%p 
   "$HARNESS/bin/start.sh" >/tmp/crossgate-instructions-start.log 2>&1 \
   || { cat /tmp/crossgate-instructions-start.log; exit 1; }
 PID=$(pid_of gateway)
-case $CASE in
-  h2) LOAD=(timeout $((SECS * 6)) "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns "$CONNS" --secs "$SECS" --h2) ;;
-  orig) LOAD=(timeout $((SECS * 6)) "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns "$CONNS" --secs "$SECS") ;;
-  h1) LOAD=(timeout $((SECS * 6)) "$STUBCP" load "http://$VIP_H1:9898/bytes/64" --conns "$CONNS" --secs "$SECS") ;;
-  *) die "unknown case $CASE" ;;
-esac
 # Warm-up (aws-lc's entropy seeding, first connections), then count the case alone.
 nsexec timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 1 --secs 2 >/dev/null 2>&1
 callgrind_control -z "$PID" >/dev/null

@@ -56,3 +56,35 @@ wait_tcp() {
   done
   return 1
 }
+
+# http_load CASE CONNS SECS: sets LOAD to the stubcp load of one HTTP case through the
+# source proxy (h2: HTTP/2; orig: HTTP/1.1 the source upgrades with l5d-orig-proto; h1:
+# HTTP/1.1 without a hint, a new mTLS connection per request), bounded by a timeout.
+http_load() {
+  local url
+  case $1 in
+    h2 | orig) url="http://$VIP_H2:9898/bytes/64" ;;
+    h1) url="http://$VIP_H1:9898/bytes/64" ;;
+    *) die "unknown case $1" ;;
+  esac
+  LOAD=(timeout $(($3 * 6 + 10)) "$STUBCP" load "$url" --conns "$2" --secs "$3")
+  [[ $1 == h2 ]] && LOAD+=(--h2)
+  return 0
+}
+
+# start_gateway GATEWAY LOG: starts the harness with linkerd2-proxy (GATEWAY=proxy) or a
+# crossgate binary run with $CONF (default: the harness's config) as the gateway, sets PID to
+# the gateway's, and warms it with one second of HTTP/2 (so that one-time costs such as
+# aws-lc's entropy seeding are not counted).
+start_gateway() {
+  "$HARNESS/bin/stop.sh" >/dev/null 2>&1
+  if [[ $1 == proxy ]]; then
+    GATEWAY=proxy "$HARNESS/bin/start.sh" >"$2" 2>&1
+  else
+    GATEWAY=cmd GATEWAY_CMD="$1 run --config ${CONF:-$STATE/gateway/crossgate.toml}" \
+      "$HARNESS/bin/start.sh" >"$2" 2>&1
+  fi || { cat "$2"; exit 1; }
+  PID=$(pid_of gateway)
+  nsexec timeout 10 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 1 --secs 1 >/dev/null 2>&1
+  return 0
+}

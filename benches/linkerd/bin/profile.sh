@@ -20,24 +20,14 @@ CASE=${1:?CASE: h2 | orig | h1 | opaque}
 GW=${2:-$(cd "$HARNESS/../.." && pwd)/target/release/crossgate}
 OUT=${OUT:-/tmp/crossgate-profile}
 mkdir -p "$OUT"
-"$HARNESS/bin/stop.sh" >/dev/null 2>&1
-if [[ $GW == proxy ]]; then
-  GATEWAY=proxy "$HARNESS/bin/start.sh" >"$OUT/start.log" 2>&1 || { cat "$OUT/start.log"; exit 1; }
+if [[ $CASE == opaque ]]; then
+  LOAD=(timeout 60 "$STUBCP" tcp "$VIP_TCP:9899" --bytes "${TCP_BYTES:-268435456}") UNIT=MiB
 else
-  CONF=${CONF:-$STATE/gateway/crossgate.toml}
-  GATEWAY=cmd GATEWAY_CMD="$GW run --config $CONF" "$HARNESS/bin/start.sh" >"$OUT/start.log" 2>&1 \
-    || { cat "$OUT/start.log"; exit 1; }
+  http_load "$CASE" 4 8
+  UNIT=req
 fi
-PID=$(pid_of gateway)
-case $CASE in
-  opaque) LOAD=(timeout 60 "$STUBCP" tcp "$VIP_TCP:9899" --bytes "${TCP_BYTES:-268435456}") UNIT=MiB ;;
-  h2) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8 --h2) UNIT=req ;;
-  orig) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8) UNIT=req ;;
-  h1) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H1:9898/bytes/64" --conns 4 --secs 8) UNIT=req ;;
-  *) die "unknown case $CASE" ;;
-esac
-# Warm-up: a short run of every kind the case uses.
-nsexec timeout 10 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 1 --secs 1 >/dev/null 2>&1
+start_gateway "$GW" "$OUT/start.log"
+# start_gateway warmed HTTP/2; opaque TCP too.
 nsexec timeout 10 "$STUBCP" tcp "$VIP_TCP:9899" --bytes 1048576 >/dev/null 2>&1
 ticks() { awk '{print $14, $15}' "/proc/$PID/stat"; }
 read -r u0 s0 < <(ticks)

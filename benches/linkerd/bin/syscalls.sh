@@ -16,22 +16,8 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 CASE=${1:?CASE: h2 | orig | h1}
 GW=${2:-$(cd "$HARNESS/../.." && pwd)/target/release/crossgate}
-LOG=/tmp/crossgate-syscalls-start.log
-"$HARNESS/bin/stop.sh" >/dev/null 2>&1
-if [[ $GW == proxy ]]; then
-  GATEWAY=proxy "$HARNESS/bin/start.sh" >"$LOG" 2>&1
-else
-  CONF=${CONF:-$STATE/gateway/crossgate.toml}
-  GATEWAY=cmd GATEWAY_CMD="$GW run --config $CONF" "$HARNESS/bin/start.sh" >"$LOG" 2>&1
-fi || { cat "$LOG"; exit 1; }
-PID=$(pid_of gateway)
-case $CASE in
-  h2) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8 --h2) ;;
-  orig) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 4 --secs 8) ;;
-  h1) LOAD=(timeout 30 "$STUBCP" load "http://$VIP_H1:9898/bytes/64" --conns 4 --secs 8) ;;
-  *) die "unknown case $CASE" ;;
-esac
-nsexec timeout 10 "$STUBCP" load "http://$VIP_H2:9898/bytes/64" --conns 1 --secs 1 >/dev/null 2>&1
+http_load "$CASE" 4 8
+start_gateway "$GW" /tmp/crossgate-syscalls-start.log
 counts=$(mktemp)
 trap 'rm -f "$counts"' EXIT
 events=raw_syscalls:sys_enter,context-switches
