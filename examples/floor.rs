@@ -15,6 +15,11 @@
 //!   cargo build --release --example floor
 //!   CONF=<t1.toml> benches/linkerd/bin/cpu.sh h1|h2|orig target/release/examples/floor
 //!
+//! With `FLOOR_H2=direct` it serves HTTP/2 through `h2`'s server directly instead of hyper's
+//! (each stream answered in a task of its own, HTTP/2 requests without `l5d-orig-proto` only):
+//! a measure of what hyper's server adds to the HTTP/2 path
+//! (`FLOOR_H2=direct benches/linkerd/bin/cpu.sh h2 target/release/examples/floor`).
+//!
 //! It takes the arguments crossgate does (`run --config FILE`) so that the harness's scripts
 //! run it as a gateway: it reads `listen`, `threads` and the identity files from FILE, and
 //! forwards to `FLOOR_BACKEND` (default 192.0.2.20:9898, the harness's backend) with
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         false,
         &ChainCounters::default(),
     )?;
+    let direct = std::env::var("FLOOR_H2").is_ok_and(|v| v == "direct");
     let backend: SocketAddr = std::env::var("FLOOR_BACKEND")
         .unwrap_or_else(|_| "192.0.2.20:9898".into())
         .parse()?;
@@ -128,7 +134,7 @@ fn main() -> anyhow::Result<()> {
                     while let Ok((tcp, _)) = listener.accept().await {
                         let (tls, up) = (tls.clone(), up.clone());
                         tokio::spawn(async move {
-                            let _ = connection(tcp, tls, up).await;
+                            let _ = connection(tcp, tls, up, direct).await;
                         });
                     }
                 })
@@ -141,7 +147,12 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connection(tcp: TcpStream, tls: TlsAcceptor, up: Upstream) -> anyhow::Result<()> {
+async fn connection(
+    tcp: TcpStream,
+    tls: TlsAcceptor,
+    up: Upstream,
+    direct: bool,
+) -> anyhow::Result<()> {
     let mut tls = tls.accept(tcp).await?;
     let mut head = [0u8; 27];
     tls.read_exact(&mut head).await?;
@@ -151,6 +162,9 @@ async fn connection(tcp: TcpStream, tls: TlsAcceptor, up: Upstream) -> anyhow::R
     let mut body = vec![0u8; len];
     tls.read_exact(&mut body).await?;
     transport_header::decode_message(&body)?;
+    if direct {
+        return serve_h2(tls, up).await;
+    }
     let service = service_fn(move |req: Request<Incoming>| {
         let up = up.clone();
         async move {
@@ -199,6 +213,14 @@ impl Upstream {
             req.body().is_end_stream(),
             "the floor sends no request bodies"
         );
+        Ok(self.open_h2(req.into_parts().0).await?.map(H2Body))
+    }
+
+    /// A request head without a body over the worker's HTTP/2 connection (opened on first use).
+    async fn open_h2(
+        &self,
+        parts: http::request::Parts,
+    ) -> anyhow::Result<Response<h2::RecvStream>> {
         let held = self.h2.lock().expect("h2").clone();
         let send = match held {
             Some(s) => s,
@@ -212,9 +234,57 @@ impl Upstream {
             }
         };
         let mut send = send.ready().await?;
-        let (parts, _) = req.into_parts();
         let (response, _) = send.send_request(Request::from_parts(parts, ()), true)?;
-        Ok(response.await?.map(H2Body))
+        Ok(response.await?)
+    }
+}
+
+/// HTTP/2 through `h2`'s server: each stream answered in a task of its own, as hyper's server
+/// does, without hyper's types around the request and the response.
+async fn serve_h2<T>(io: T, up: Upstream) -> anyhow::Result<()>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut conn = h2::server::handshake(io).await?;
+    while let Some(accepted) = conn.accept().await {
+        let (req, respond) = accepted?;
+        let up = up.clone();
+        tokio::spawn(async move {
+            let _ = up.answer_h2(req, respond).await;
+        });
+    }
+    Ok(())
+}
+
+impl Upstream {
+    /// One stream of [`serve_h2`]: forwarded over the worker's HTTP/2 connection, the
+    /// response's head, data and trailers sent back as they come.
+    async fn answer_h2(
+        &self,
+        req: Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<Bytes>,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            req.body().is_end_stream() && !req.headers().contains_key(L5D_ORIG_PROTO),
+            "the direct floor forwards HTTP/2 requests without bodies only"
+        );
+        let (parts, _) = req.into_parts();
+        let (head, mut body) = self.open_h2(parts).await?.into_parts();
+        let end = body.is_end_stream();
+        let mut out = respond.send_response(Response::from_parts(head, ()), end)?;
+        if end {
+            return Ok(());
+        }
+        while let Some(data) = body.data().await {
+            let data = data?;
+            let _ = body.flow_control().release_capacity(data.len());
+            out.send_data(data, false)?;
+        }
+        match body.trailers().await? {
+            Some(trailers) => out.send_trailers(trailers)?,
+            None => out.send_data(Bytes::new(), true)?,
+        }
+        Ok(())
     }
 }
 
