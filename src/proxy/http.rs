@@ -29,12 +29,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 /// The most a request head may take (HTTP/1 read buffer, HTTP/2 header list): generous for
 /// real traffic, and a bound on what one peer can make the gateway hold.
@@ -124,10 +125,9 @@ where
     conn.activity.touch();
     let io = Metered::new(io, counters, None);
     let svc_conn = conn.clone();
-    // Each request's future boxed at once: hyper's HTTP/2 server moves it several times on
-    // its way into the stream's task (about 2 KB a move, and a task too large for the
-    // allocator's thread cache); boxed, it moves as a pointer and is allocated once.
-    let service = service_fn(move |req| Box::pin(handle(svc_conn.clone(), req)));
+    // What hyper moves into each HTTP/2 stream's task is small ([`Handled`]): a refusal made
+    // at once, or the exchange boxed, allocated once within the allocator's thread cache.
+    let service = service_fn(move |req| handle(&svc_conn, req));
     let builder = builder(&ctx.settings, mode);
     // Boxed so that the connection's future stays small.
     let served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
@@ -232,8 +232,10 @@ where
     }
 }
 
-/// One request, from routing to the response head.
-async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+/// One request, from routing to the response head. Routing, the checks, admission and the
+/// rewrite happen when hyper hands the request over; what is left to wait for (the exchange
+/// with upstream) is boxed, alone ([`super::forward::forward`]).
+fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Handled {
     let start = Instant::now();
     let grpc = headers::is_grpc(req.headers());
     let ctx = &conn.ctx;
@@ -241,54 +243,68 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Resp
     let rules = ctx.rules.load();
     let routed = match conn.routed(&req, &rules) {
         Ok(r) => r,
-        Err(refusal) => return Ok(refuse(ctx, None, &refusal, grpc, line(None))),
+        Err(refusal) => return Handled::now(refuse(ctx, None, &refusal, grpc, line(None))),
     };
-    let span = tracing::debug_span!("request", method = %req.method(), target = %routed.target);
     let loop_by_forwarded = headers::forwarded_by(req.headers(), &ctx.own_identity);
     let checked = plan::check_request(&conn.client.id, &routed.target, loop_by_forwarded, &rules);
     if let Err(refusal) = checked {
-        return Ok(refuse(
-            ctx,
-            Some(&routed),
-            &refusal,
-            grpc,
-            line(Some(&routed)),
-        ));
+        let line = line(Some(&routed));
+        return Handled::now(refuse(ctx, Some(&routed), &refusal, grpc, line));
     }
     routed.metrics.authz_allow.inc();
     routed.metrics.requests.inc();
     let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
         let line = line(Some(&routed));
-        return Ok(respond_refusal(
-            ctx,
-            &routed,
-            &Refusal::Loadshed,
-            grpc,
-            start,
-            line,
-        ));
+        let refusal = Refusal::Loadshed;
+        return Handled::now(respond_refusal(ctx, &routed, &refusal, grpc, start, line));
     };
     // In flight until its response body ends; then the idle clock restarts.
     let admitted = Admitted::new(permit, conn.activity.clone());
     let line = ctx.access.all().then(|| line(Some(&routed))).flatten();
-    // In `refusals` mode a request that fails upstream still gets its line: what it needs of
-    // the request is kept (a method is a cheap clone).
-    let method = (ctx.access == AccessLog::Refusals).then(|| req.method().clone());
+    let span = tracing::debug_span!("request", method = %req.method(), target = %routed.target);
     let decided = super::forward::Decided {
-        conn: &conn,
-        routed: &routed,
-        rules: &rules,
+        conn: conn.clone(),
+        routed: routed.clone(),
+        rules,
+        grpc,
+        start,
+        // In `refusals` mode a request that fails upstream still gets its line: what it needs
+        // of the request is kept (a method is a cheap clone).
+        method: (ctx.access == AccessLog::Refusals).then(|| req.method().clone()),
     };
-    let answer = super::forward::forward(decided, req, grpc, start, admitted, line)
-        .instrument(span)
-        .await;
-    Ok(answer.unwrap_or_else(|(refusal, line)| {
-        let line = line.or_else(|| {
-            let method = method?;
-            conn.request_line(method, Some(&routed), start)
-        });
-        respond_refusal(ctx, &routed, &refusal, grpc, start, line)
-    }))
+    match super::forward::forward(decided, req, admitted, line, span) {
+        Ok(exchanging) => Handled::Later(exchanging),
+        Err((refusal, line)) => {
+            Handled::now(respond_refusal(ctx, &routed, &refusal, grpc, start, line))
+        }
+    }
+}
+
+/// A request's answer: made at once (a refusal, boxed so that every stream's task stays as
+/// small as the exchange's pointer makes it), or the exchange with upstream.
+enum Handled {
+    Now(Option<Box<Response<RespBody>>>),
+    Later(super::forward::Exchanging),
+}
+
+impl Handled {
+    fn now(response: Response<RespBody>) -> Handled {
+        Handled::Now(Some(Box::new(response)))
+    }
+}
+
+impl Future for Handled {
+    type Output = Result<Response<RespBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Handled::Now(response) => match response.take() {
+                Some(response) => Poll::Ready(Ok(*response)),
+                None => Poll::Pending,
+            },
+            Handled::Later(exchanging) => exchanging.as_mut().poll(cx).map(Ok),
+        }
+    }
 }
 
 impl Conn {
@@ -302,7 +318,7 @@ impl Conn {
         self.request_line(req.method().clone(), routed, start)
     }
 
-    fn request_line(
+    pub(super) fn request_line(
         &self,
         method: http::Method,
         routed: Option<&Routed>,

@@ -7,7 +7,7 @@ use super::RequestBody;
 use super::http::SendError;
 use crate::refusal::Refusal;
 use bytes::Bytes;
-use h2::client::SendRequest;
+use h2::client::{ResponseFuture, SendRequest};
 use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
@@ -115,6 +115,31 @@ pub(super) async fn send(
         conn.closed.store(true, Ordering::Relaxed);
         return Err(SendError::NotSent(refused(&e), req));
     }
+    let (response, failed) = open_stream(&mut conn, req)?;
+    match response.await {
+        Ok(response) => {
+            let (parts, recv) = response.into_parts();
+            let body = H2Body::new(recv, &parts.headers);
+            Ok(Response::from_parts(parts, body))
+        }
+        Err(e) => {
+            // A body the client sent malformed is the client's error, not the endpoint's.
+            let client = failed.as_ref().and_then(|f| f.get().cloned());
+            Err(SendError::Failed(client.unwrap_or_else(|| refused(&e))))
+        }
+    }
+}
+
+/// Where the task copying a request's body leaves the client's error, if it made one.
+type BodyFailed = Arc<OnceLock<Refusal>>;
+
+/// Opens `req`'s stream and sends its head, its body following in a task of its own. Not
+/// `async`: the request's parts are not held across the wait for the response, which keeps
+/// every request's future smaller.
+fn open_stream(
+    conn: &mut H2Conn,
+    req: Box<Request<RequestBody>>,
+) -> Result<(ResponseFuture, Option<BodyFailed>), SendError> {
     let (mut parts, body) = req.into_parts();
     if let Some(len) = body.size_hint().exact()
         && (len != 0 || has_payload(&parts.method))
@@ -140,18 +165,7 @@ pub(super) async fn send(
         tokio::spawn(pipe(body, stream, failed.clone()));
         failed
     });
-    match response.await {
-        Ok(response) => {
-            let (parts, recv) = response.into_parts();
-            let body = H2Body::new(recv, &parts.headers);
-            Ok(Response::from_parts(parts, body))
-        }
-        Err(e) => {
-            // A body the client sent malformed is the client's error, not the endpoint's.
-            let client = failed.as_ref().and_then(|f| f.get().cloned());
-            Err(SendError::Failed(client.unwrap_or_else(|| refused(&e))))
-        }
-    }
+    Ok((response, failed))
 }
 
 /// Methods whose request has a payload by definition (RFC 9110 9.3), so that an empty body
