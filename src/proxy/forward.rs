@@ -7,7 +7,7 @@
 
 use super::answer::respond_refusal;
 use super::headers::{self, L5D_CLIENT_ID, L5D_ORIG_PROTO};
-use super::http::{Conn, HttpContext, RespBody};
+use super::http::{Conn, Handled, HttpContext, RespBody};
 use super::observe::{Admitted, Observed, Recorder, RequestLine};
 use super::routed::Routed;
 use super::tunnel::{connect_tunnel, splice_upgrades};
@@ -31,10 +31,6 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() != Version::HTTP_2 && headers::asks_upgrade(req.headers())
 }
 
-/// A request's answer, once routed and admitted: on its way (the exchange, boxed), or refused
-/// while the request was rewritten.
-pub(super) type Forwarded = Result<Exchanging, (Refusal, Option<Box<RequestLine>>)>;
-
 /// The exchange with upstream; it answers its own refusals.
 pub(super) type Exchanging = Pin<Box<dyn Future<Output = Response<RespBody>> + Send>>;
 
@@ -53,16 +49,16 @@ pub(super) struct Decided {
 }
 
 /// Rewrites the request as Linkerd's gateway does, sends it upstream, and streams the answer.
-/// The rewrite happens now, in the caller's task; the future returned holds only what the
-/// exchange needs (the request is boxed), so that it stays within the allocator's
-/// thread cache ([`within_thread_cache`]).
+/// The rewrite happens now, in the caller's task, and a refusal met there is answered at once;
+/// the exchange returned holds only what it needs (the request is boxed), so that it stays
+/// within the allocator's thread cache ([`within_thread_cache`]).
 pub(super) fn forward(
     decided: Decided,
     req: Request<Incoming>,
     admitted: Admitted,
     mut line: Option<Box<RequestLine>>,
     span: Span,
-) -> Forwarded {
+) -> Handled {
     let Decided {
         conn,
         routed,
@@ -86,13 +82,12 @@ pub(super) fn forward(
                 Err(refusal) => refused(&conn, &routed, &refusal, grpc, start, line, method),
             }
         };
-        return Ok(Box::pin(tunnel.instrument(span)));
+        return Handled::Later(Box::pin(tunnel.instrument(span)));
     }
     let (request, downgrade, client_upgrade) = match rewrite(&conn, &routed, req, &mut line) {
         Ok(rewritten) => rewritten,
         Err(refusal) => {
-            let line = line.or_else(|| conn.request_line(method?, Some(&routed), start));
-            return Err((refusal, line));
+            return Handled::now(refused(&conn, &routed, &refusal, grpc, start, line, method));
         }
     };
     let exchange = async move {
@@ -120,7 +115,7 @@ pub(super) fn forward(
             Err(refusal) => refused(&conn, &routed, &refusal, grpc, start, line, method),
         }
     };
-    Ok(Box::pin(within_thread_cache(exchange.instrument(span))))
+    Handled::Later(Box::pin(within_thread_cache(exchange.instrument(span))))
 }
 
 /// The most glibc's per-thread cache serves (`tcache_max`, 1,032 bytes on 64-bit): a larger

@@ -272,23 +272,18 @@ fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Handled {
         // of the request is kept (a method is a cheap clone).
         method: (ctx.access == AccessLog::Refusals).then(|| req.method().clone()),
     };
-    match super::forward::forward(decided, req, admitted, line, span) {
-        Ok(exchanging) => Handled::Later(exchanging),
-        Err((refusal, line)) => {
-            Handled::now(respond_refusal(ctx, &routed, &refusal, grpc, start, line))
-        }
-    }
+    super::forward::forward(decided, req, admitted, line, span)
 }
 
 /// A request's answer: made at once (a refusal, boxed so that every stream's task stays as
 /// small as the exchange's pointer makes it), or the exchange with upstream.
-enum Handled {
+pub(super) enum Handled {
     Now(Option<Box<Response<RespBody>>>),
     Later(super::forward::Exchanging),
 }
 
 impl Handled {
-    fn now(response: Response<RespBody>) -> Handled {
+    pub(super) fn now(response: Response<RespBody>) -> Handled {
         Handled::Now(Some(Box::new(response)))
     }
 }
