@@ -10,16 +10,16 @@
 //! takes the connection when the main thread holds more than its slack of connections beyond
 //! the least-loaded worker, or (the main thread busy over [`BUSY`] of the last [`WINDOW`]) any
 //! more than that worker. The slack is [`SLACK`], or more while connections come and go: as
-//! many as ended on the main thread in the last [`TURNOVER`]. Balancing by count is for
-//! connections that stay (a Linkerd source's HTTP/2 connection lives for hours); connections
-//! that end within a few milliseconds never pile up on one thread, and splitting them cost two
-//! threads 1.07× one's CPU per full handshake (2.3 context switches each instead of 1.2) at a
-//! load one thread carried at 60 % of its time. Threads that share the work while it fits on
-//! one each sleep and wake for their part of it: with the kernel spreading connections over a
-//! socket per worker (`SO_REUSEPORT`), two threads spent 1.10× the CPU per request of one on
-//! the no-hint path (3.8 context switches per request instead of 2.7), for load that one core
-//! carried at half its time. A connection handed over leaves the main thread's epoll for the
-//! worker's (two `epoll_ctl`s), and wakes the worker if it sleeps.
+//! many as ended on the main thread in the last [`TURNOVER`], up to [`MAX_SLACK`]. Balancing by
+//! count is for connections that stay (a Linkerd source's HTTP/2 connection lives for hours);
+//! connections that end within a few milliseconds never pile up on one thread, and splitting
+//! them cost two threads 1.07× one's CPU per full handshake (2.3 context switches each instead
+//! of 1.2) at a load one thread carried at 60 % of its time. Threads that share the work while
+//! it fits on one each sleep and wake for their part of it: with the kernel spreading
+//! connections over a socket per worker (`SO_REUSEPORT`), two threads spent 1.10× the CPU per
+//! request of one on the no-hint path (3.8 context switches per request instead of 2.7), for
+//! load that one core carried at half its time. A connection handed over leaves the main
+//! thread's epoll for the worker's (two `epoll_ctl`s), and wakes the worker if it sleeps.
 
 use crate::Gateway;
 use crate::server::{GatewayPort, spawn_connection};
@@ -41,6 +41,10 @@ pub const BUSY: f64 = 0.75;
 pub const WINDOW: Duration = Duration::from_millis(10);
 /// The span over which connections that ended on the main thread widen its slack.
 pub const TURNOVER: Duration = Duration::from_millis(100);
+/// The widest the slack gets: which connections will stay cannot be told at accept, so a
+/// burst of long-lived ones amid short ones lands at most this many beyond the least-loaded
+/// worker on the main thread (and none once it is busy).
+pub const MAX_SLACK: usize = 64;
 
 /// The worker threads, until [`Workers::finish`].
 pub struct Workers {
@@ -176,13 +180,13 @@ impl Spread {
 
 /// How many connections the main thread may hold beyond the least-loaded worker: none when it
 /// is `busy`, else [`SLACK`], or as many as end in a [`TURNOVER`] at the rate that `ended` of
-/// them did in `elapsed`.
+/// them did in `elapsed`, up to [`MAX_SLACK`].
 pub fn slack(busy: bool, ended: usize, elapsed: Duration) -> usize {
     if busy {
         return 0;
     }
     let per_turnover = ended as f64 * TURNOVER.as_secs_f64() / elapsed.as_secs_f64().max(1e-3);
-    SLACK.max(per_turnover as usize)
+    (per_turnover as usize).clamp(SLACK, MAX_SLACK)
 }
 
 impl Workers {
@@ -266,7 +270,7 @@ fn worker(
 
 #[cfg(test)]
 mod tests {
-    use super::{SLACK, TURNOVER, WINDOW, slack};
+    use super::{MAX_SLACK, SLACK, TURNOVER, WINDOW, slack};
     use std::time::Duration;
 
     /// A few connections stay on the main thread while it is not busy, and more while they
@@ -276,8 +280,10 @@ mod tests {
         // Connections that stay (none ended): balanced by count beyond the slack.
         assert_eq!(slack(false, 0, WINDOW), SLACK);
         assert_eq!(slack(false, 0, Duration::from_secs(60)), SLACK);
-        // 2,000 short connections a second: 200 end in a turnover, so up to 200 stay here.
-        assert_eq!(slack(false, 20, WINDOW), 200);
+        // 2,000 short connections a second: 200 end in a turnover; up to the widest slack
+        // stay here.
+        assert_eq!(slack(false, 20, WINDOW), MAX_SLACK);
+        assert_eq!(slack(false, 3, WINDOW), 30);
         // The same count over a long quiet spell is a slow rate: the slack is the floor.
         assert_eq!(slack(false, 20, Duration::from_secs(10)), SLACK);
         assert_eq!(slack(false, 40, TURNOVER), 40);
