@@ -65,6 +65,12 @@ fn ticks(gw: &BinaryGateway, name: &str) -> u64 {
         .sum()
 }
 
+/// The CPU ticks of the main thread and of the worker thread.
+fn main_and_worker(gw: &BinaryGateway) -> (u64, u64) {
+    let main = std::fs::read_to_string(format!("/proc/{}/comm", gw.pid())).unwrap();
+    (ticks(gw, main.trim()), ticks(gw, "crossgate-worke"))
+}
+
 /// Held by each test below that reads which thread did the work: another's load on the two
 /// cores would make the main thread look busy.
 static ONE_LOAD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -102,15 +108,13 @@ async fn one_request(
 async fn a_light_load_stays_on_one_thread() {
     let _alone = ONE_LOAD_AT_A_TIME.lock().await;
     let (backend, mut gw) = two_threads().await;
-    let main = std::fs::read_to_string(format!("/proc/{}/comm", gw.pid())).unwrap();
-    let main = main.trim().to_string();
-    let (main0, worker0) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
+    let (main0, worker0) = main_and_worker(&gw);
     let client = gw.client(support::FRONTEND, &[b"http/1.1"]);
     for _ in 0..60 {
         assert!(one_request(gw.listen, client.clone()).await);
     }
     assert_eq!(backend.count(), 60);
-    let (main1, worker1) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
+    let (main1, worker1) = main_and_worker(&gw);
     assert!(main1 > main0, "the main thread did no work");
     // A tick is 10 ms: a worker that served nothing shows none (at most one, at a boundary).
     assert!(
@@ -130,14 +134,12 @@ async fn a_light_load_stays_on_one_thread() {
 async fn short_connections_a_few_at_a_time_stay_on_one_thread() {
     let _alone = ONE_LOAD_AT_A_TIME.lock().await;
     let (backend, mut gw) = two_threads().await;
-    let main = std::fs::read_to_string(format!("/proc/{}/comm", gw.pid())).unwrap();
-    let main = main.trim().to_string();
     let client = gw.client(support::FRONTEND, &[b"http/1.1"]);
     // Connections that end: the main thread learns that they do not stay.
     for _ in 0..10 {
         assert!(one_request(gw.listen, client.clone()).await);
     }
-    let (main0, worker0) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
+    let (main0, worker0) = main_and_worker(&gw);
     for _ in 0..50 {
         let round = (0..8).map(|_| tokio::spawn(one_request(gw.listen, client.clone())));
         for r in round.collect::<Vec<_>>() {
@@ -146,7 +148,7 @@ async fn short_connections_a_few_at_a_time_stay_on_one_thread() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(backend.count(), 10 + 50 * 8);
-    let (main1, worker1) = (ticks(&gw, &main), ticks(&gw, "crossgate-worke"));
+    let (main1, worker1) = main_and_worker(&gw);
     assert!(main1 > main0, "the main thread did no work");
     assert!(
         worker1 - worker0 <= 2,
