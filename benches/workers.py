@@ -16,9 +16,12 @@ main thread spent. Medians of REPEATS (default 5).
     CROSSGATE=target/pgo/release/crossgate CROSSGATE_BASELINE=<older build> \\
         SCENARIOS=handshake,h1 python3 benches/workers.py
 
+Scenarios: compare.py's oha loads (h1, h2, h2h1, handshake, fixed) and its Linkerd-shaped
+ones through loadkit (l5d-h2: transport header + HTTP/2; l5d-orig: + l5d-orig-proto).
+
 Needs what compare.sh installs (nginx, oha) and `cargo build --release --examples`."""
 
-import os, shutil, statistics, sys, tempfile, time
+import json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as c  # noqa: E402
@@ -43,12 +46,23 @@ def threads(pid):
     return out
 
 
-def run(port, pid, pki, scenario):
+def load(port, pki, scenario):
+    """Runs one of compare.py's loads; returns the requests answered 200."""
+    if scenario in c.LINKERD:
+        args = [c.LOADKIT, "linkerd", f"127.0.0.1:{port}", c.GW, f"{pki}/ca.crt",
+                f"{pki}/client.crt", f"{pki}/client.key", "10", "10", str(c.SECS)]
+        out = subprocess.run(["taskset", "-c", c.LOAD_CORE] + args + c.LINKERD[scenario],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)["ok"]
     extra, header = c.SCENARIOS[scenario]
-    t0, c0 = threads(pid), c.cpu_ticks([pid])
     d = c.oha(port, pki, extra, header)
+    return sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
+
+
+def run(port, pid, pki, scenario):
+    t0, c0 = threads(pid), c.cpu_ticks([pid])
+    ok = load(port, pki, scenario)
     c1, t1 = c.cpu_ticks([pid]), threads(pid)
-    ok = sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
     delta = {k: (t1[k][0] - t0.get(k, (0, 0))[0], t1[k][1] - t0.get(k, (0, 0))[1]) for k in t1}
     ticks = sum(v[0] for v in delta.values())
     main = sum(v[0] for k, v in delta.items() if not k.startswith("crossgate-worke"))
@@ -58,6 +72,10 @@ def run(port, pid, pki, scenario):
 
 
 def main():
+    unknown = [s for s in SCENARIOS if s not in c.SCENARIOS and s not in c.LINKERD]
+    if unknown:
+        sys.exit(f"unknown SCENARIOS: {', '.join(unknown)} "
+                 f"(known: {', '.join([*c.SCENARIOS, *c.LINKERD])})")
     columns = {"one": ("threads = 1", c.PROXY_CORE, 4143, c.BIN),
                "two@0": ("threads = 2", c.PROXY_CORE, 4153, c.BIN),
                "default": ("", c.ALL_CORES, 4163, c.BIN)}
