@@ -344,19 +344,26 @@ def http_run(proxy, port, pids, pki, scenario):
             "p99": d["latencyPercentiles"]["p99"] * 1e3}
 
 
-def linkerd_run(proxy, port, pids, pki, scenario):
+def linkerd_load(port, pki, scenario):
+    """`loadkit linkerd` on the load tool's core: 10 connections of 10 streams for SECS;
+    returns its JSON summary (ok, errors, secs, p50_ms, p99_ms)."""
     args = [LOADKIT, "linkerd", f"127.0.0.1:{port}", GW, f"{pki}/ca.crt", f"{pki}/client.crt",
             f"{pki}/client.key", "10", "10", str(SECS)] + LINKERD[scenario]
-    perf = profiled(proxy, pids, scenario)
-    c0 = cpu_ticks(pids)
     out = subprocess.run(["taskset", "-c", LOAD_CORE] + args, capture_output=True, text=True)
-    c1 = cpu_ticks(pids)
-    unprofiled(perf)
     if out.returncode != 0:
         sys.exit(f"loadkit linkerd failed: {out.stderr.strip()}")
     d = json.loads(out.stdout)
     if d["errors"] > d["ok"] * 0.01:
         print(f"  warning: {scenario}: {d['errors']} errors, {d['ok']} ok", file=sys.stderr)
+    return d
+
+
+def linkerd_run(proxy, port, pids, pki, scenario):
+    perf = profiled(proxy, pids, scenario)
+    c0 = cpu_ticks(pids)
+    d = linkerd_load(port, pki, scenario)
+    c1 = cpu_ticks(pids)
+    unprofiled(perf)
     return {"rps": d["ok"] / d["secs"], **cpu_per(c0, c1, d["ok"]),
             "p50": d["p50_ms"], "p99": d["p99_ms"]}
 

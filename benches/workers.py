@@ -21,7 +21,7 @@ ones through loadkit (l5d-h2: transport header + HTTP/2; l5d-orig: + l5d-orig-pr
 
 Needs what compare.sh installs (nginx, oha) and `cargo build --release --examples`."""
 
-import json, os, shutil, statistics, subprocess, sys, tempfile, time
+import os, shutil, statistics, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as c  # noqa: E402
@@ -49,11 +49,7 @@ def threads(pid):
 def load(port, pki, scenario):
     """Runs one of compare.py's loads; returns the requests answered 200."""
     if scenario in c.LINKERD:
-        args = [c.LOADKIT, "linkerd", f"127.0.0.1:{port}", c.GW, f"{pki}/ca.crt",
-                f"{pki}/client.crt", f"{pki}/client.key", "10", "10", str(c.SECS)]
-        out = subprocess.run(["taskset", "-c", c.LOAD_CORE] + args + c.LINKERD[scenario],
-                             capture_output=True, text=True, check=True)
-        return json.loads(out.stdout)["ok"]
+        return c.linkerd_load(port, pki, scenario)["ok"]
     extra, header = c.SCENARIOS[scenario]
     d = c.oha(port, pki, extra, header)
     return sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
