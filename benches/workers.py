@@ -47,7 +47,8 @@ def threads(pid):
 
 
 def load(port, pki, scenario):
-    """Runs one of compare.py's loads; returns the requests answered 200."""
+    """Runs one of compare.py's loads; returns the requests that succeeded (oha: status 200;
+    loadkit: its `ok` count)."""
     if scenario in c.LINKERD:
         return c.linkerd_load(port, pki, scenario)["ok"]
     extra, header = c.SCENARIOS[scenario]
